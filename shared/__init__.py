@@ -1,0 +1,1 @@
+"""Code shared by every promotion service: contracts, wiring and settings."""
