@@ -16,6 +16,7 @@ class Settings(BaseSettings):
     database_url: str = "postgresql://promote@127.0.0.1:55432/promote"
     var_dir: Path = REPO_ROOT / "var"
     health_port_base: int = 18080
+    app_port_base: int = 18100
 
     @property
     def store_dir(self) -> Path:

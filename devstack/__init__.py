@@ -1,0 +1,82 @@
+"""Local stack without Docker: Kafka (KRaft) + PostgreSQL + the promote services, as plain processes.
+
+State lives in Settings().var_dir (var/): logs in var/log/<component>.log, pid files in
+var/run/<component>.pid. `up` is idempotent and `down` stops only what `up` started.
+"""
+
+from __future__ import annotations
+
+import time
+
+from devstack import kafka, postgres, topics
+from devstack import processes as p
+from devstack.processes import StackError
+from devstack.services import (
+    SERVICES,
+    apps,
+    health_ports,
+    healthy,
+    service_pid,
+    start_service,
+    stop_apps,
+    stop_service,
+    stop_services,
+    wait_services_ready,
+)
+
+SERVICE_HEALTH_PORTS: dict[str, int] = health_ports()
+
+__all__ = [
+    "SERVICES", "SERVICE_HEALTH_PORTS", "StackError", "down", "start_service", "status",
+    "stop_service", "up", "wait_services_ready",
+]
+
+
+def up(services: bool = True, ready_timeout: float = 90.0) -> None:
+    """Start PostgreSQL and Kafka, create topics, then (optionally) start the services and wait for /health."""
+    t0 = time.monotonic()
+    p.ensure_dirs()
+    kstart = time.monotonic()
+    kpid = kafka.start()  # the JVM boots while PostgreSQL starts
+    postgres.up()
+    if kpid is not None:
+        kafka.wait_ready(kpid, kstart)
+    topics.ensure_topics()
+    if services:
+        for name in SERVICES:
+            start_service(name)
+        wait_services_ready(ready_timeout)
+    p.say(f"stack: up ({time.monotonic() - t0:.1f} s)")
+
+
+def down() -> None:
+    """Stop deployed apps, services, Kafka, then PostgreSQL (only processes this stack started)."""
+    t0 = time.monotonic()
+    stop_apps()
+    stop_services()
+    kafka.stop()
+    postgres.stop()
+    p.say(f"stack: down ({time.monotonic() - t0:.1f} s)")
+
+
+def _entry(pid: int | None, port: int) -> dict:
+    running = pid is not None or p.port_open(port)
+    return {"running": running, "pid": pid, "port": port, "external": running and pid is None}
+
+
+def status() -> dict:
+    """{"kafka": {...}, "postgres": {...}, "services": {name: {...}}, "apps": {name: {...}}}."""
+    result = {
+        "var_dir": str(p.var_dir()),
+        "kafka": _entry(kafka.running_pid(), kafka.PORT),
+        "postgres": _entry(postgres.running_pid(), postgres.dsn_parts()[0]),
+        "services": {},
+        "apps": apps(),
+    }
+    for name in SERVICES:
+        pid = service_pid(name)
+        result["services"][name] = {
+            "running": pid is not None, "pid": pid, "port": SERVICE_HEALTH_PORTS[name],
+            "healthy": pid is not None and healthy(name),
+        }
+    return result

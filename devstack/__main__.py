@@ -1,0 +1,58 @@
+"""CLI: python -m devstack up [--no-services] | down | status [--json] | fetch."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+import devstack
+from devstack import kafka
+
+
+def print_status(st: dict) -> None:
+    """One line per component: kafka, postgres, each service, each deployed app."""
+    def line(name: str, info: dict, extra: str = "") -> None:
+        state = "running" if info["running"] else "stopped"
+        pid = f"pid {info['pid']}" if info.get("pid") else ("external" if info.get("external") else "")
+        print(f"{name:<12} {state:<9} {pid:<11} {extra}".rstrip())
+
+    line("kafka", st["kafka"], f"127.0.0.1:{st['kafka']['port']}")
+    line("postgres", st["postgres"], f"127.0.0.1:{st['postgres']['port']}")
+    for name, info in st["services"].items():
+        health = "healthy" if info["healthy"] else ("unhealthy" if info["running"] else "")
+        line(name, info, f"health :{info['port']} {health}")
+    for name, info in st["apps"].items():
+        line(f"app {name}", info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse argv and run the sub-command; exit code 1 on a stack error."""
+    ap = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="start kafka + postgres (+ services), create topics")
+    up.add_argument("--no-services", action="store_true", help="only kafka, postgres and topics")
+    sub.add_parser("down", help="stop apps, services, kafka, postgres")
+    st = sub.add_parser("status", help="what runs")
+    st.add_argument("--json", action="store_true")
+    sub.add_parser("fetch", help=f"only fetch the Kafka {kafka.KAFKA_VERSION} jars")
+    args = ap.parse_args(argv)
+    try:
+        if args.cmd == "up":
+            devstack.up(services=not args.no_services)
+        elif args.cmd == "down":
+            devstack.down()
+        elif args.cmd == "fetch":
+            print(f"kafka: jars in {kafka.fetch()}")
+        elif args.json:
+            print(json.dumps(devstack.status(), indent=2))
+        else:
+            print_status(devstack.status())
+    except devstack.StackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

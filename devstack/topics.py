@@ -1,0 +1,64 @@
+"""Create the topics of shared.topics.ALL_TOPICS idempotently (retention.ms=-1 everywhere)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from devstack import processes as p
+from shared.settings import Settings
+from shared.topics import ALL_TOPICS
+
+TOPIC_ALREADY_EXISTS = 36
+
+
+async def ensure_topics_async(bootstrap: str | None = None) -> dict[str, str]:
+    """Create missing topics and reset drifted retention; returns {topic: created|altered|ok}."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap or Settings().kafka_bootstrap,
+                                request_timeout_ms=15000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        result = {t.name: "ok" for t in ALL_TOPICS}
+        missing = [t for t in ALL_TOPICS if t.name not in existing]
+        if missing:
+            new = [NewTopic(t.name, t.partitions, 1, topic_configs={"retention.ms": str(t.retention_ms)})
+                   for t in missing]
+            resp = (await admin.create_topics(new)).to_object()
+            for err in resp["topic_errors"]:
+                if err["error_code"] not in (0, TOPIC_ALREADY_EXISTS):
+                    raise p.StackError(f"topics: creating {err['topic']} failed: "
+                                       f"error {err['error_code']} {err.get('error_message') or ''}")
+                result[err["topic"]] = "created" if err["error_code"] == 0 else "ok"
+        present = [t for t in ALL_TOPICS if t.name in existing]
+        if present:
+            wanted = {t.name: str(t.retention_ms) for t in present}
+            described = await admin.describe_configs(
+                [ConfigResource(ConfigResourceType.TOPIC, n, {"retention.ms": None}) for n in wanted])
+            drifted = []
+            for resp in described:
+                for res in resp.to_object()["resources"]:
+                    value = {c["config_names"]: c["config_value"] for c in res["config_entries"]}
+                    if value.get("retention.ms") != wanted[res["resource_name"]]:
+                        drifted.append(res["resource_name"])
+            if drifted:
+                await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, n,
+                                                          {"retention.ms": wanted[n]}) for n in drifted])
+                result.update({n: "altered" for n in drifted})
+        return result
+    finally:
+        await admin.close()
+
+
+def ensure_topics(bootstrap: str | None = None) -> dict[str, str]:
+    """Synchronous ensure_topics_async with a progress line."""
+    t0 = time.monotonic()
+    result = asyncio.run(ensure_topics_async(bootstrap))
+    created = sorted(n for n, s in result.items() if s == "created")
+    altered = sorted(n for n, s in result.items() if s == "altered")
+    parts = [f"{len(created)} created", f"{len(altered)} retention reset", f"{len(result)} total"]
+    p.say(f"topics: {', '.join(parts)} ({time.monotonic() - t0:.1f} s)")
+    return result

@@ -1,0 +1,5 @@
+"""Entry point of the built artifact (zipapp)."""
+
+import app
+
+app.main()

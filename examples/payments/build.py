@@ -1,0 +1,52 @@
+"""Build the payments artifact: one executable file (a Python zipapp), reproducible byte for byte.
+
+    python examples/payments/build.py --version 2.4.1 --out dist/payments-2.4.1.pyz
+    python examples/payments/build.py --version 2.4.2 --bad ...   # /health answers 500
+
+Prints the artifact's `sha256:` digest. The same inputs give the same bytes; `--label`
+changes the bytes without changing the version (to show an immutability violation).
+"""
+
+import argparse
+import hashlib
+import io
+import zipfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+FIXED_TIME = (2020, 1, 1, 0, 0, 0)
+
+
+def build(version: str, out: Path, *, bad: bool = False, label: str = "") -> str:
+    """Write the zipapp to `out` and return its digest."""
+    members = {
+        "__main__.py": (HERE / "__main__.py").read_bytes(),
+        "app.py": (HERE / "app.py").read_bytes(),
+        "_build.py": f"VERSION = {version!r}\nBROKEN = {bad!r}\nLABEL = {label!r}\n".encode(),
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(members):
+            info = zipfile.ZipInfo(name, FIXED_TIME)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, members[name])
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(b"#!/usr/bin/env python3\n" + buffer.getvalue())
+    out.chmod(0o755)
+    return "sha256:" + hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+def main() -> None:
+    """Command line: build one artifact and print its digest."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--version", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--bad", action="store_true", help="build a version whose health check fails")
+    parser.add_argument("--label", default="", help="extra bytes baked in (same version, other digest)")
+    args = parser.parse_args()
+    print(build(args.version, args.out, bad=args.bad, label=args.label))
+
+
+if __name__ == "__main__":
+    main()

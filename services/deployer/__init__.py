@@ -1,0 +1,1 @@
+"""Deployer: puts a release (digest + config) into an environment and verifies it."""

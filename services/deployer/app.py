@@ -1,0 +1,26 @@
+"""Builds the deployer service's FastStream app from settings (no work at import)."""
+
+from faststream import FastStream
+
+from services.deployer.driver import LocalDriver
+from services.deployer.handlers import DeployerHandlers
+from shared import topics
+from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, VerificationFailed,
+                           VerificationPassed)
+from shared.runtime import ServiceRuntime
+from shared.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastStream:
+    """The deployer app: consumes gate.passed and rollback.ordered, one deployment at a time."""
+    runtime = ServiceRuntime("deployer", settings)
+    s = runtime.settings
+    driver = LocalDriver(s.store_dir, s.var_dir / "run" / "apps", s.var_dir / "log" / "apps", s.secrets_dir)
+    handlers = DeployerHandlers(runtime, driver, s.app_port_base)
+    runtime.consume(
+        [topics.GATES, topics.ROLLBACKS],
+        handlers.handle,
+        description="gate.passed and rollback.ordered are the only deployment orders.",
+    )
+    runtime.emits(DeploymentStarted, DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed)
+    return runtime.app

@@ -1,0 +1,139 @@
+"""The `local` driver: runs an artifact file as a process per environment and checks what runs.
+
+Apps are started in their own session, so they outlive a restart of the deployer;
+the deployer re-attaches to them by pid and by the artifact path in their command line.
+"""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import httpx
+
+from services.deployer.domain import Running
+from shared.artifacts import file_digest
+
+
+class LocalDriver:
+    """Starts, stops and inspects app processes; each slot is recorded under var/run/apps."""
+
+    def __init__(self, store_dir: Path, run_dir: Path, log_dir: Path, secrets_dir: Path) -> None:
+        self.store_dir, self.run_dir, self.log_dir, self.secrets_dir = store_dir, run_dir, log_dir, secrets_dir
+        self._children: dict[int, subprocess.Popen] = {}
+        self.calls = 0
+
+    def artifact_path(self, digest: str) -> Path:
+        """Where the store keeps the artifact with `digest`."""
+        return self.store_dir / "sha256" / digest.removeprefix("sha256:")
+
+    def resolve_secret(self, reference: str) -> str | None:
+        """A secret's value from the local secret store (one file per reference), or None."""
+        path = (self.secrets_dir / reference).resolve()
+        if self.secrets_dir.resolve() not in path.parents or not path.is_file():
+            return None
+        return path.read_text().strip()
+
+    def inspect(self, pid: int | None, digest: str | None, config_version: str | None) -> Running | None:
+        """What runs under `pid`, if it is alive and still runs that artifact."""
+        if not pid or not digest:
+            return None
+        alive = self.is_alive(pid) and str(self.artifact_path(digest)) in self.command_line(pid)
+        return Running(pid=pid, digest=digest, config_version=config_version or "", alive=alive)
+
+    def start(self, service: str, env: str, digest: str, variables: dict[str, str]) -> int:
+        """Run the artifact file with `variables` as its environment; returns the pid."""
+        self.calls += 1
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{service}--{env}.log").open("ab")
+        base = {key: os.environ[key] for key in ("PATH", "LANG", "HOME") if key in os.environ}
+        child = subprocess.Popen(
+            [str(self.artifact_path(digest))], env={**base, **variables}, stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.log_dir,
+        )
+        log.close()
+        self._children[child.pid] = child
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        record = {"pid": child.pid, "service": service, "env": env, "digest": digest, "port": variables["PORT"]}
+        (self.run_dir / f"{service}--{env}.json").write_text(json.dumps(record))
+        return child.pid
+
+    def stop(self, pid: int, timeout: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`; reaps the process if it is our child."""
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + timeout
+        while self.is_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.is_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        child = self._children.pop(pid, None)
+        if child is not None:
+            child.wait(timeout=timeout)
+
+    def is_alive(self, pid: int) -> bool:
+        """The process exists and is not a zombie."""
+        child = self._children.get(pid)
+        if child is not None and child.poll() is not None:
+            return False
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+    def command_line(self, pid: int) -> list[str]:
+        """The process's argv, from /proc."""
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            return []
+
+    async def verify(self, pid: int, port: int, digest: str, version: str, timeout: float = 15.0) -> dict[str, str]:
+        """Check the process, the digest of the file it runs, /health and /version."""
+        checks = {"process": "passed" if self.is_alive(pid) else "not running"}
+        path = str(self.artifact_path(digest))
+        if path not in self.command_line(pid):
+            checks["digest"] = f"process {pid} does not run {path}"
+        else:
+            actual = await asyncio.to_thread(file_digest, Path(path))
+            checks["digest"] = "passed" if actual == digest else f"the running file has {actual}"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2.0) as client:
+            checks["health"] = await self._wait_healthy(client, pid, timeout)
+            checks["version"] = await self._check_version(client, version)
+        if not self.is_alive(pid):
+            checks["process"] = f"exited with code {self._exit_code(pid)}"
+        return checks
+
+    async def _wait_healthy(self, client: httpx.AsyncClient, pid: int, timeout: float) -> str:
+        deadline, unhealthy, last = time.monotonic() + timeout, 0, "no answer"
+        while time.monotonic() < deadline and self.is_alive(pid):
+            try:
+                response = await client.get("/health")
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
+                continue
+            if response.status_code == 200:
+                return "passed"
+            unhealthy, last = unhealthy + 1, f"GET /health answered {response.status_code}"
+            if unhealthy >= 5:
+                return last
+            await asyncio.sleep(0.1)
+        return last if self.is_alive(pid) else "process exited"
+
+    async def _check_version(self, client: httpx.AsyncClient, version: str) -> str:
+        try:
+            response = await client.get("/version")
+            answered = response.json().get("version")
+        except (httpx.HTTPError, ValueError, AttributeError) as error:
+            return f"GET /version failed: {type(error).__name__}"
+        return "passed" if answered == version else f"answered version {answered!r}, expected {version!r}"
+
+    def _exit_code(self, pid: int) -> int | None:
+        child = self._children.get(pid)
+        return child.poll() if child is not None else None

@@ -1,0 +1,1 @@
+"""Gates: evaluates each environment's gates and moves a verified release to the next environment."""

@@ -1,0 +1,22 @@
+"""Builds the gates service's FastStream app from settings (no work at import)."""
+
+from faststream import FastStream
+
+from services.gates.handlers import GatesHandlers
+from shared import topics
+from shared.events import GateFailed, GatePassed, GatePending, PromotionRequested
+from shared.runtime import ServiceRuntime
+from shared.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastStream:
+    """The gates app: judges promotions and requests the next environment after a verification."""
+    runtime = ServiceRuntime("gates", settings)
+    handlers = GatesHandlers(runtime)
+    runtime.consume(
+        [topics.PIPELINES, topics.ARTIFACTS, topics.REQUESTS, topics.EVIDENCE, topics.OPERATIONS, topics.DEPLOYMENTS],
+        handlers.handle,
+        description="Pipelines, registrations, promotion requests, evidence, approvals and verifications.",
+    )
+    runtime.emits(GatePassed, GatePending, GateFailed, PromotionRequested)
+    return runtime.app

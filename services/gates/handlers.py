@@ -1,0 +1,89 @@
+"""Gates' handlers: record what happened, then re-judge the promotions it may unblock."""
+
+import json
+
+import asyncpg
+
+from services.gates import repository
+from services.gates.domain import Release, evaluate
+from shared.events import (ApprovalGranted, ApprovalRejected, ArtifactRegistered, DeploymentFailed, Event,
+                           EventData, EvidenceRecorded, GateFailed, GatePassed, GatePending, PipelineApplied,
+                           PromotionRequested, VerificationFailed, VerificationPassed)
+from shared.runtime import ServiceRuntime
+
+
+class GatesHandlers:
+    """Every input is a fact; after saving it, the pending promotions it touches are judged again."""
+
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.runtime = runtime
+
+    async def handle(self, event: Event) -> None:
+        """Save the fact carried by `event` and emit the verdicts that changed, in one transaction."""
+
+        async def work(conn: asyncpg.Connection) -> list[Event]:
+            return self.runtime.events(await self._apply(conn, event.data), event)
+
+        await self.runtime.once(event, work)
+
+    async def _apply(self, conn: asyncpg.Connection, data: EventData) -> list[EventData]:
+        match data:
+            case PipelineApplied():
+                await repository.save_pipeline(conn, data.service, data.pipeline_version, data.definition)
+                return await self._judge(conn, data.service)
+            case ArtifactRegistered():
+                release = Release(data.service, data.version, data.digest, data.author, dict(data.checks))
+                await repository.save_artifact(conn, release)
+                return await self._judge(conn, data.service, version=data.version)
+            case PromotionRequested():
+                await repository.request_promotion(conn, data.service, data.version, data.env, data.digest)
+                return await self._judge(conn, data.service, version=data.version, env=data.env)
+            case EvidenceRecorded():
+                await repository.save_evidence(conn, data.service, data.digest, data.env, data.check, data.result)
+                return await self._judge(conn, data.service, digest=data.digest)
+            case ApprovalGranted() | ApprovalRejected():
+                decision = "granted" if isinstance(data, ApprovalGranted) else "rejected"
+                await repository.save_approval(conn, data.service, data.version, data.env, data.approver, decision)
+                return await self._judge(conn, data.service, version=data.version, env=data.env)
+            case VerificationPassed(purpose="promotion"):
+                return await self._on_verified(conn, data)
+            case VerificationFailed(purpose="promotion") | DeploymentFailed(purpose="promotion"):
+                await repository.set_outcome(conn, data.service, data.version, data.env, "failed", [data.reason])
+                return []
+        return []
+
+    async def _on_verified(self, conn: asyncpg.Connection, data: VerificationPassed) -> list[EventData]:
+        """Verified in env N: the release may now be requested for env N+1."""
+        await repository.save_verification(conn, data.service, data.env, data.digest, data.version)
+        loaded = await repository.load_pipeline(conn, data.service)
+        emitted: list[EventData] = []
+        if loaded is not None and data.env in loaded[1].environment_names:
+            following = loaded[1].next_environment(data.env)
+            if following is not None:
+                emitted.append(PromotionRequested(service=data.service, version=data.version,
+                                                  digest=data.digest, env=following.name))
+        return emitted + await self._judge(conn, data.service, digest=data.digest)
+
+    async def _judge(self, conn: asyncpg.Connection, service: str, **where: str) -> list[EventData]:
+        """Evaluate the matching pending promotions; emit a verdict where it changed."""
+        loaded = await repository.load_pipeline(conn, service)
+        pipeline_version, pipeline = loaded if loaded else (None, None)
+        emitted: list[EventData] = []
+        for row in await repository.pending(conn, service, **where):
+            version, env, digest = row["version"], row["env"], row["digest"]
+            facts = await repository.load_facts(conn, service, version, env, digest, pipeline)
+            verdict = evaluate(env, digest, facts)
+            reasons = list(verdict.reasons)
+            ident = dict(service=service, version=version, digest=digest, env=env)
+            if verdict.outcome == "passed":
+                environment = pipeline.environment(env)
+                emitted.append(GatePassed(
+                    **ident, strategy=environment.strategy, config=environment.model_dump(mode="json")["config"],
+                    config_version=environment.config_version, pipeline_version=pipeline_version,
+                ))
+            elif verdict.outcome == "failed":
+                emitted.append(GateFailed(**ident, reasons=reasons))
+            elif reasons != json.loads(row["reasons"]):
+                emitted.append(GatePending(**ident, reasons=reasons))
+            await repository.set_outcome(conn, service, version, env, verdict.outcome, reasons)
+        return emitted

@@ -1,0 +1,120 @@
+"""Gates' tables: pipelines, artifacts, promotions and the facts their gates look at."""
+
+import json
+
+import asyncpg
+
+from services.gates.domain import Facts, Release
+from shared.pipeline import PipelineDefinition
+
+
+async def save_pipeline(conn: asyncpg.Connection, service: str, version: str, definition: dict) -> None:
+    """Make this the service's latest applied pipeline."""
+    await conn.execute(
+        "insert into pipelines (service, pipeline_version, definition) values ($1, $2, $3::jsonb) "
+        "on conflict (service) do update set pipeline_version = excluded.pipeline_version, "
+        "definition = excluded.definition",
+        service, version, json.dumps(definition),
+    )
+
+
+async def load_pipeline(conn: asyncpg.Connection, service: str) -> tuple[str, PipelineDefinition] | None:
+    """(pipeline version, definition) of the latest applied pipeline."""
+    row = await conn.fetchrow("select pipeline_version, definition from pipelines where service = $1", service)
+    if row is None:
+        return None
+    return row["pipeline_version"], PipelineDefinition.model_validate(json.loads(row["definition"]))
+
+
+async def save_artifact(conn: asyncpg.Connection, release: Release) -> None:
+    """Remember a registered artifact's digest, author and CI checks."""
+    await conn.execute(
+        "insert into artifacts (service, version, digest, author, checks) values ($1, $2, $3, $4, $5::jsonb) "
+        "on conflict do nothing",
+        release.service, release.version, release.digest, release.author, json.dumps(release.checks),
+    )
+
+
+async def request_promotion(conn: asyncpg.Connection, service: str, version: str, env: str, digest: str) -> bool:
+    """Open a pending promotion; False if one for this release and environment exists already."""
+    inserted = await conn.fetchval(
+        "insert into promotions (service, version, env, digest, status) values ($1, $2, $3, $4, 'pending') "
+        "on conflict do nothing returning true",
+        service, version, env, digest,
+    )
+    return bool(inserted)
+
+
+async def pending(conn: asyncpg.Connection, service: str, **where: str) -> list[asyncpg.Record]:
+    """Pending promotions of a service, narrowed by version, env and/or digest."""
+    clauses, args = ["service = $1", "status = 'pending'"], [service]
+    for column, value in where.items():
+        args.append(value)
+        clauses.append(f"{column} = ${len(args)}")
+    return await conn.fetch(
+        f"select service, version, env, digest, reasons from promotions where {' and '.join(clauses)} "
+        "order by updated_at",
+        *args,
+    )
+
+
+async def set_outcome(conn: asyncpg.Connection, service: str, version: str, env: str, status: str,
+                      reasons: list[str]) -> None:
+    """Record a promotion's latest verdict."""
+    await conn.execute(
+        "update promotions set status = $4, reasons = $5::jsonb, updated_at = now() "
+        "where service = $1 and version = $2 and env = $3",
+        service, version, env, status, json.dumps(reasons),
+    )
+
+
+async def save_evidence(conn: asyncpg.Connection, service: str, digest: str, env: str, check: str, result: str) -> None:
+    """The latest result of a check for a digest in an environment."""
+    await conn.execute(
+        "insert into evidence (service, digest, env, check_name, result) values ($1, $2, $3, $4, $5) "
+        "on conflict (service, digest, env, check_name) do update set result = excluded.result",
+        service, digest, env, check, result,
+    )
+
+
+async def save_approval(conn: asyncpg.Connection, service: str, version: str, env: str, who: str, decision: str) -> None:
+    """A person's latest decision on a release for an environment."""
+    await conn.execute(
+        "insert into approvals (service, version, env, approver, decision) values ($1, $2, $3, $4, $5) "
+        "on conflict (service, version, env, approver) do update set decision = excluded.decision",
+        service, version, env, who, decision,
+    )
+
+
+async def save_verification(conn: asyncpg.Connection, service: str, env: str, digest: str, version: str) -> None:
+    """The digest was deployed and verified in the environment."""
+    await conn.execute(
+        "insert into verifications (service, env, digest, version) values ($1, $2, $3, $4) on conflict do nothing",
+        service, env, digest, version,
+    )
+
+
+async def load_facts(conn: asyncpg.Connection, service: str, version: str, env: str, digest: str,
+                     pipeline: PipelineDefinition | None) -> Facts:
+    """Everything the gates of `env` need to judge this release."""
+    row = await conn.fetchrow(
+        "select digest, author, checks from artifacts where service = $1 and version = $2", service, version
+    )
+    release = None
+    if row is not None:
+        release = Release(service, version, row["digest"], row["author"], json.loads(row["checks"]))
+    verified = await conn.fetch("select env from verifications where service = $1 and digest = $2", service, digest)
+    evidence = await conn.fetch(
+        "select env, check_name, result from evidence where service = $1 and digest = $2", service, digest
+    )
+    approvals = await conn.fetch(
+        "select approver, decision from approvals where service = $1 and version = $2 and env = $3",
+        service, version, env,
+    )
+    return Facts(
+        pipeline=pipeline,
+        release=release,
+        verified_in=frozenset(r["env"] for r in verified),
+        evidence={(r["env"], r["check_name"]): r["result"] for r in evidence},
+        approvals={r["approver"]: r["decision"] for r in approvals},
+    )

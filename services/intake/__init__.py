@@ -1,0 +1,1 @@
+"""Intake: registers built artifacts by digest and enforces their immutability."""

@@ -1,0 +1,23 @@
+"""Builds the intake service's FastStream app from settings (no work at import)."""
+
+from faststream import FastStream
+
+from services.intake.handlers import IntakeHandlers
+from shared import topics
+from shared.artifacts import ArtifactStore
+from shared.events import ArtifactRegistered, ArtifactRejected, PromotionRequested
+from shared.runtime import ServiceRuntime
+from shared.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastStream:
+    """The intake app: consumes builds and pipelines, emits registrations and first promotions."""
+    runtime = ServiceRuntime("intake", settings)
+    handlers = IntakeHandlers(runtime, ArtifactStore(runtime.settings.store_dir))
+    runtime.consume(
+        [topics.BUILDS, topics.PIPELINES],
+        handlers.handle,
+        description="build.completed from CI; pipeline.applied to learn each service's first environment.",
+    )
+    runtime.emits(ArtifactRegistered, ArtifactRejected, PromotionRequested)
+    return runtime.app

@@ -1,0 +1,48 @@
+"""Intake's decisions, pure: is this build a new artifact, a repeat, or a violation?"""
+
+from dataclasses import dataclass
+
+from shared.events import ArtifactRegistered, ArtifactRejected, BuildCompleted, EventData, PromotionRequested
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What the store found at the artifact's URI: the digest of its bytes, or why it could not read them."""
+
+    digest: str | None = None
+    error: str | None = None
+
+
+def decide_build(
+    build: BuildCompleted,
+    *,
+    build_event_id: str,
+    registered_digest: str | None,
+    fetched: Fetched | None,
+    first_env: str | None,
+) -> list[EventData]:
+    """Register the artifact and request its first promotion, or reject it with a reason."""
+    claimed = build.artifact.digest
+
+    def reject(reason: str, detail: str) -> list[EventData]:
+        return [ArtifactRejected(service=build.service, version=build.version, digest=claimed,
+                                 reason=reason, detail=detail, build_event_id=build_event_id)]
+
+    if registered_digest is not None:
+        if registered_digest == claimed:
+            return []  # the same artifact announced again: already registered, nothing to do
+        return reject("immutability-violation",
+                      f"{build.service}:{build.version} is already registered as {registered_digest}")
+    if build.artifact.kind != "file":
+        return reject("unsupported-artifact-kind", f"artifact kind {build.artifact.kind!r} is not supported yet")
+    if fetched is None or fetched.error is not None:
+        return reject("artifact-unreachable", fetched.error if fetched else "not fetched")
+    if fetched.digest != claimed:
+        return reject("digest-mismatch", f"the file's sha256 is {fetched.digest}, the build claimed {claimed}")
+    registered = ArtifactRegistered(
+        service=build.service, version=build.version, digest=claimed, kind=build.artifact.kind,
+        commit=build.commit, author=build.author, checks=build.checks, build_event_id=build_event_id,
+    )
+    if first_env is None:
+        return [registered]  # promotion is requested once a pipeline is applied
+    return [registered, PromotionRequested(service=build.service, version=build.version, digest=claimed, env=first_env)]

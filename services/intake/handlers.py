@@ -1,0 +1,72 @@
+"""Intake's handlers: load, decide (domain), save and emit in one transaction."""
+
+import asyncio
+
+import asyncpg
+
+from services.intake import domain, repository
+from shared.artifacts import ArtifactStore, ArtifactUnreachable
+from shared.events import ArtifactRegistered, BuildCompleted, Event, PipelineApplied, PromotionRequested
+from shared.pipeline import PipelineDefinition
+from shared.runtime import ServiceRuntime
+
+
+class IntakeHandlers:
+    """Reacts to builds and pipeline changes."""
+
+    def __init__(self, runtime: ServiceRuntime, store: ArtifactStore) -> None:
+        self.runtime = runtime
+        self.store = store
+
+    async def handle(self, event: Event) -> None:
+        """Dispatch by event type; other types on our topics are not ours to act on."""
+        if isinstance(event.data, BuildCompleted):
+            await self.on_build(event)
+        elif isinstance(event.data, PipelineApplied):
+            await self.on_pipeline(event)
+
+    async def on_build(self, event: Event) -> None:
+        """Register the artifact (copying and checking its bytes) or reject it."""
+        build: BuildCompleted = event.data
+        async with self.runtime.pool.acquire() as conn:
+            known = await repository.registered_digest(conn, build.service, build.version)
+        fetched = None
+        if known is None and build.artifact.kind == "file":
+            fetched = await asyncio.to_thread(self._fetch, build.artifact.uri)
+
+        async def work(conn: asyncpg.Connection) -> list[Event]:
+            registered = await repository.registered_digest(conn, build.service, build.version)
+            decided = domain.decide_build(
+                build, build_event_id=event.id, registered_digest=registered,
+                fetched=fetched if registered is None else None,
+                first_env=await repository.first_env(conn, build.service),
+            )
+            for item in decided:
+                if isinstance(item, ArtifactRegistered):
+                    requested = any(isinstance(other, PromotionRequested) for other in decided)
+                    await repository.add_artifact(conn, item, requested)
+            return self.runtime.events(decided, event)
+
+        await self.runtime.once(event, work)
+
+    def _fetch(self, uri: str) -> domain.Fetched:
+        try:
+            return domain.Fetched(digest=self.store.fetch(uri))
+        except ArtifactUnreachable as error:
+            return domain.Fetched(error=str(error))
+
+    async def on_pipeline(self, event: Event) -> None:
+        """Keep the first environment; request promotions of artifacts that were waiting for it."""
+        applied: PipelineApplied = event.data
+        first = PipelineDefinition.model_validate(applied.definition).first_environment.name
+
+        async def work(conn: asyncpg.Connection) -> list[Event]:
+            await repository.save_pipeline(conn, applied.service, applied.pipeline_version, first)
+            waiting = await repository.take_unpromoted(conn, applied.service)
+            return self.runtime.events(
+                [PromotionRequested(service=applied.service, version=r["version"], digest=r["digest"], env=first)
+                 for r in waiting],
+                event,
+            )
+
+        await self.runtime.once(event, work)

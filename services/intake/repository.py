@@ -1,0 +1,43 @@
+"""Intake's tables: registered artifacts and the first environment of each service's pipeline."""
+
+import asyncpg
+
+from shared.events import ArtifactRegistered
+
+
+async def registered_digest(conn: asyncpg.Connection, service: str, version: str) -> str | None:
+    """The digest a service:version was registered with, if any."""
+    return await conn.fetchval("select digest from artifacts where service = $1 and version = $2", service, version)
+
+
+async def first_env(conn: asyncpg.Connection, service: str) -> str | None:
+    """The first environment of the service's latest applied pipeline, if one was applied."""
+    return await conn.fetchval("select first_env from pipelines where service = $1", service)
+
+
+async def add_artifact(conn: asyncpg.Connection, artifact: ArtifactRegistered, promotion_requested: bool) -> None:
+    """Record a newly registered artifact."""
+    await conn.execute(
+        "insert into artifacts (service, version, digest, kind, author, commit, build_event_id, promotion_requested) "
+        "values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        artifact.service, artifact.version, artifact.digest, artifact.kind, artifact.author,
+        artifact.commit, artifact.build_event_id, promotion_requested,
+    )
+
+
+async def save_pipeline(conn: asyncpg.Connection, service: str, pipeline_version: str, first: str) -> None:
+    """Remember the latest applied pipeline's first environment."""
+    await conn.execute(
+        "insert into pipelines (service, pipeline_version, first_env) values ($1, $2, $3) "
+        "on conflict (service) do update set pipeline_version = excluded.pipeline_version, first_env = excluded.first_env",
+        service, pipeline_version, first,
+    )
+
+
+async def take_unpromoted(conn: asyncpg.Connection, service: str) -> list[asyncpg.Record]:
+    """Artifacts registered before any pipeline existed, marked as promoted now."""
+    return await conn.fetch(
+        "update artifacts set promotion_requested = true where service = $1 and not promotion_requested "
+        "returning version, digest",
+        service,
+    )

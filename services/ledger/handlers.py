@@ -1,0 +1,24 @@
+"""Ledger's handler: append every event to the chain and fold it into the projections, atomically."""
+
+import asyncpg
+
+from services.ledger import projection, repository
+from shared.events import Event
+from shared.runtime import ServiceRuntime
+
+
+class LedgerHandlers:
+    """Records every event exactly once."""
+
+    def __init__(self, runtime: ServiceRuntime) -> None:
+        self.runtime = runtime
+
+    async def handle(self, event: Event) -> None:
+        """Append and project in one transaction; the ledger emits nothing."""
+
+        async def work(conn: asyncpg.Connection) -> list[Event]:
+            if await repository.append(conn, event, event.data.topic) is not None:
+                await projection.apply(conn, event)
+            return []
+
+        await self.runtime.once(event, work)

@@ -1,0 +1,61 @@
+"""Read projections for `promote status/history/audit`, updated from each event (rebuildable by replay)."""
+
+import json
+
+import asyncpg
+
+from shared.events import (ArtifactRegistered, DeploymentFailed, DeploymentStarted, DeploymentSucceeded, Event,
+                           GateFailed, GatePassed, GatePending, PipelineApplied, VerificationFailed,
+                           VerificationPassed)
+
+DEPLOYMENT_STATES = {
+    DeploymentStarted: "deploying",
+    DeploymentSucceeded: "deployed",
+    DeploymentFailed: "failed",
+    VerificationPassed: "verified",
+    VerificationFailed: "failed",
+}
+
+
+async def apply(conn: asyncpg.Connection, event: Event) -> None:
+    """Fold one event into the projections."""
+    data = event.data
+    match data:
+        case PipelineApplied():
+            names = [environment["name"] for environment in data.definition.get("environments", [])]
+            await conn.execute(
+                "insert into pipelines (service, pipeline_version, environments) values ($1, $2, $3::jsonb) "
+                "on conflict (service) do update set pipeline_version = excluded.pipeline_version, "
+                "environments = excluded.environments",
+                data.service, data.pipeline_version, json.dumps(names),
+            )
+        case ArtifactRegistered():
+            await conn.execute(
+                "insert into artifacts (service, version, digest, author) values ($1, $2, $3, $4) "
+                "on conflict do nothing",
+                data.service, data.version, data.digest, data.author,
+            )
+        case GatePending() | GateFailed():
+            outcome = "pending" if isinstance(data, GatePending) else "failed"
+            await conn.execute(
+                "insert into waiting (service, env, version, digest, outcome, reasons) "
+                "values ($1, $2, $3, $4, $5, $6::jsonb) on conflict (service, env, version) "
+                "do update set outcome = excluded.outcome, reasons = excluded.reasons",
+                data.service, data.env, data.version, data.digest, outcome, json.dumps(data.reasons),
+            )
+        case GatePassed():
+            await conn.execute(
+                "delete from waiting where service = $1 and env = $2 and version = $3",
+                data.service, data.env, data.version,
+            )
+    state = DEPLOYMENT_STATES.get(type(data))
+    if state is not None:
+        if state == "deploying" and data.purpose == "rollback":
+            state = "rolling-back"
+        await conn.execute(
+            "insert into environments (service, env, version, digest, config_version, state, updated_at) "
+            "values ($1, $2, $3, $4, $5, $6, $7) on conflict (service, env) do update set "
+            "version = excluded.version, digest = excluded.digest, config_version = excluded.config_version, "
+            "state = excluded.state, updated_at = excluded.updated_at",
+            data.service, data.env, data.version, data.digest, data.config_version, state, event.envelope.time,
+        )

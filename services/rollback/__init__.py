@@ -1,0 +1,1 @@
+"""Rollback: returns an environment to the last release verified there."""

@@ -1,0 +1,22 @@
+"""Builds the rollback service's FastStream app from settings (no work at import)."""
+
+from faststream import FastStream
+
+from services.rollback.handlers import RollbackHandlers
+from shared import topics
+from shared.events import RollbackCompleted, RollbackFailed, RollbackOrdered
+from shared.runtime import ServiceRuntime
+from shared.settings import Settings
+
+
+def create_app(settings: Settings | None = None) -> FastStream:
+    """The rollback app: follows verifications, orders rollbacks, reports their outcome."""
+    runtime = ServiceRuntime("rollback", settings)
+    handlers = RollbackHandlers(runtime)
+    runtime.consume(
+        [topics.DEPLOYMENTS, topics.OPERATIONS],
+        handlers.handle,
+        description="verification.* and deployment.failed from the deployer; rollback.requested from operators.",
+    )
+    runtime.emits(RollbackOrdered, RollbackCompleted, RollbackFailed)
+    return runtime.app

@@ -1,0 +1,114 @@
+"""Turns one Kafka record into one effect: parse, dead-letter what is invalid, retry what failed.
+
+FastStream gives at-most-once by default and no dead-letter topic for Kafka, so
+subscribers run with manual acknowledgement and this runner decides:
+- invalid bytes (JSON, envelope, schema, unknown type) -> `promotion.dlq`, then commit;
+- a technical fault (database or broker unreachable) -> back off and re-read, forever;
+- any other error -> re-read up to `max_attempts` times, then dead-letter with the reason.
+The offset is committed only after the handler's transaction (state + outbox) committed.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+from aiokafka.errors import KafkaError
+
+from shared import topics
+from shared.events import Event, InvalidEvent, parse_event
+
+log = structlog.get_logger()
+
+Handler = Callable[[Event], Awaitable[None]]
+PublishRaw = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[None]]
+TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, KafkaError, TimeoutError)
+
+
+class RecordRunner:
+    """Runs a handler for each record with the policy above; keeps figures for /health."""
+
+    def __init__(self, consumer_name: str, handler: Handler, publish_raw: PublishRaw, *, max_attempts: int = 5) -> None:
+        self._consumer_name = consumer_name
+        self._handler = handler
+        self._publish_raw = publish_raw
+        self._max_attempts = max_attempts
+        self._attempts: dict[tuple[str, int, int], int] = {}
+        self.processed = 0
+        self.dead_lettered = 0
+        self.last_error: str | None = None
+        self.failing_since: float | None = None
+
+    async def run(self, message) -> None:
+        """Process one FastStream KafkaMessage and acknowledge or re-read it."""
+        record = message.raw_message
+        position = (record.topic, record.partition, record.offset)
+        structlog.contextvars.bind_contextvars(topic=record.topic, partition=record.partition, offset=record.offset)
+        try:
+            event = parse_event(message.body, expected_topic=record.topic)
+        except InvalidEvent as invalid:
+            await self._dead_letter(record, invalid.reason)
+            await message.ack()
+            return
+        _bind(event)
+        try:
+            await self._handler(event)
+        except TRANSIENT as error:
+            await self._retry_later(message, position, error, transient=True)
+            return
+        except Exception as error:
+            attempts = self._attempts.get(position, 0) + 1
+            if attempts < self._max_attempts:
+                self._attempts[position] = attempts
+                await self._retry_later(message, position, error, transient=False)
+                return
+            self._attempts.pop(position, None)
+            log.exception("event.handler_failed", attempts=attempts)
+            await self._dead_letter(record, f"handler failed {attempts} times: {type(error).__name__}: {error}")
+            await message.ack()
+            return
+        self._attempts.pop(position, None)
+        self.processed += 1
+        self.last_error, self.failing_since = None, None
+        await message.ack()
+
+    async def _retry_later(self, message, position, error: Exception, *, transient: bool) -> None:
+        """Back off, then seek back so the same record is read again."""
+        attempts = self._attempts.get(position, 0) + 1
+        if transient:
+            self._attempts[position] = attempts
+        self.last_error = f"{type(error).__name__}: {error}"
+        self.failing_since = self.failing_since or time.monotonic()
+        delay = min(0.1 * 2 ** min(attempts, 6), 5.0)
+        log.warning("event.retry", error=self.last_error, attempt=attempts, transient=transient, retry_in=delay)
+        await asyncio.sleep(delay)
+        await message.nack()
+
+    async def _dead_letter(self, record, reason: str) -> None:
+        """Publish the original bytes to the dead-letter topic with where they came from and why."""
+        headers = {
+            "dlq.reason": reason[:2000],
+            "dlq.topic": record.topic,
+            "dlq.partition": str(record.partition),
+            "dlq.offset": str(record.offset),
+            "dlq.consumer": self._consumer_name,
+            "dlq.at": datetime.now(UTC).isoformat(),
+        }
+        await self._publish_raw(topics.DLQ, record.key, record.value or b"", headers)
+        self.dead_lettered += 1
+        log.warning("event.dead_lettered", reason=reason)
+
+
+def _bind(event: Event) -> None:
+    """Bind the event's identity to every log line written while it is handled."""
+    data = event.data
+    version = getattr(data, "version", None)
+    structlog.contextvars.bind_contextvars(
+        event_id=event.id,
+        event_type=event.envelope.type,
+        correlation_id=event.correlation_id,
+        env=getattr(data, "env", None),
+        artifact=f"{data.service}:{version}" if version else data.service,
+    )

@@ -1,0 +1,76 @@
+"""PostgreSQL access: one schema per service, migrations applied at start, retries on connect."""
+
+import asyncio
+from importlib import resources
+
+import asyncpg
+import structlog
+
+log = structlog.get_logger()
+
+COMMON_MIGRATION = """
+create table if not exists processed_events (
+    event_id text primary key,
+    topic text not null,
+    processed_at timestamptz not null default now()
+);
+create table if not exists outbox (
+    seq bigserial primary key,
+    event_id text not null unique,
+    topic text not null,
+    key text not null,
+    payload bytea not null,
+    created_at timestamptz not null default now(),
+    published_at timestamptz
+);
+create index if not exists outbox_unpublished on outbox (seq) where published_at is null;
+"""
+
+
+async def connect(dsn: str, schema: str, *, attempts: int = 30, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
+    """Open a pool whose connections use `schema`, retrying with backoff while the server is down."""
+    delay = 0.2
+    for attempt in range(1, attempts + 1):
+        try:
+            return await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, server_settings={"search_path": schema}
+            )
+        except (OSError, asyncpg.PostgresError) as error:
+            if attempt == attempts:
+                raise
+            log.warning("database.unavailable", attempt=attempt, error=str(error), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+    raise AssertionError("unreachable")
+
+
+async def migrate(pool: asyncpg.Pool, schema: str, package: str) -> list[str]:
+    """Create the schema and apply `package`'s migrations/*.sql once each, in name order."""
+    applied: list[str] = []
+    async with pool.acquire() as conn, conn.transaction():
+        # One service instance migrates at a time.
+        await conn.execute("select pg_advisory_xact_lock(hashtext($1))", f"migrate:{schema}")
+        await conn.execute(f'create schema if not exists "{schema}"')
+        await conn.execute(
+            f'create table if not exists "{schema}".schema_migrations '
+            "(name text primary key, applied_at timestamptz not null default now())"
+        )
+        done = {row["name"] for row in await conn.fetch(f'select name from "{schema}".schema_migrations')}
+        scripts = [("000_common.sql", COMMON_MIGRATION)] + _package_migrations(package)
+        for name, sql in scripts:
+            if name in done:
+                continue
+            await conn.execute(f'set local search_path to "{schema}"')
+            await conn.execute(sql)
+            await conn.execute(f'insert into "{schema}".schema_migrations (name) values ($1)', name)
+            applied.append(name)
+    return applied
+
+
+def _package_migrations(package: str) -> list[tuple[str, str]]:
+    """The (name, sql) pairs under `package`/migrations, sorted by name."""
+    folder = resources.files(package) / "migrations"
+    if not folder.is_dir():
+        return []
+    files = sorted((f for f in folder.iterdir() if f.name.endswith(".sql")), key=lambda f: f.name)
+    return [(f.name, f.read_text()) for f in files]

@@ -1,0 +1,378 @@
+"""Event contracts: the CloudEvents 1.0 envelope and every event's data model.
+
+Each data model names its CloudEvents `type` and the topic it travels on. Event
+names are past tense; the Kafka key of every event is the service name.
+"""
+
+import uuid
+from datetime import UTC, datetime
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from shared import topics
+
+Digest = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
+Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+Version = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s/]+$")]
+Who = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
+ConfigValue = str | dict[str, str]
+Purpose = Literal["promotion", "rollback"]
+
+
+class EventData(BaseModel):
+    """Base of every event's `data`: frozen, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    event_type: ClassVar[str]
+    topic: ClassVar[str]
+    service: Name
+
+
+class Artifact(BaseModel):
+    """Where CI put the artifact and the digest it computed."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    kind: Literal["file", "oci"]
+    uri: Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+    digest: Digest
+
+
+class BuildCompleted(EventData):
+    """CI built an artifact once; the only way an artifact enters the system."""
+
+    event_type = "build.completed"
+    topic = topics.BUILDS
+    version: Version
+    artifact: Artifact
+    commit: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    author: Who
+    checks: dict[str, Literal["passed", "failed"]] = Field(default_factory=dict)
+
+
+class EvidenceRecorded(EventData):
+    """A test runner or scanner reports a named check for a digest in an environment."""
+
+    event_type = "evidence.recorded"
+    topic = topics.EVIDENCE
+    version: Version
+    digest: Digest
+    env: Name
+    check: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    result: Literal["passed", "failed"]
+    url: str | None = None
+
+
+class PipelineApplied(EventData):
+    """An operator applied a pipeline definition; `definition` is its JSON form."""
+
+    event_type = "pipeline.applied"
+    topic = topics.PIPELINES
+    pipeline_version: Digest
+    definition: dict
+    applied_by: Who
+
+
+class ArtifactRegistered(EventData):
+    """Intake stored the artifact and checked its digest against its bytes."""
+
+    event_type = "artifact.registered"
+    topic = topics.ARTIFACTS
+    version: Version
+    digest: Digest
+    kind: Literal["file", "oci"]
+    commit: str
+    author: str
+    checks: dict[str, Literal["passed", "failed"]]
+    build_event_id: str
+
+
+class ArtifactRejected(EventData):
+    """Intake refused a build; it is never deployed."""
+
+    event_type = "artifact.rejected"
+    topic = topics.ARTIFACTS
+    version: Version
+    digest: Digest
+    reason: Literal[
+        "immutability-violation", "digest-mismatch", "artifact-unreachable", "unsupported-artifact-kind"
+    ]
+    detail: str
+    build_event_id: str
+
+
+class PromotionRequested(EventData):
+    """A release should move into an environment once that environment's gates pass."""
+
+    event_type = "promotion.requested"
+    topic = topics.REQUESTS
+    version: Version
+    digest: Digest
+    env: Name
+
+
+class GatePassed(EventData):
+    """Every gate of the environment passed: the deployer may deploy this release."""
+
+    event_type = "gate.passed"
+    topic = topics.GATES
+    version: Version
+    digest: Digest
+    env: Name
+    strategy: str
+    config: dict[str, ConfigValue]
+    config_version: Digest
+    pipeline_version: Digest
+
+
+class GatePending(EventData):
+    """Some gate has not passed yet; `reasons` says which and why."""
+
+    event_type = "gate.pending"
+    topic = topics.GATES
+    version: Version
+    digest: Digest
+    env: Name
+    reasons: list[str]
+
+
+class GateFailed(EventData):
+    """A gate said no (e.g. an approver rejected the release); the promotion stops."""
+
+    event_type = "gate.failed"
+    topic = topics.GATES
+    version: Version
+    digest: Digest
+    env: Name
+    reasons: list[str]
+
+
+class _Deployment(EventData):
+    """Fields shared by every deployment and verification event."""
+
+    deployment_id: str
+    version: Version
+    digest: Digest
+    env: Name
+    config: dict[str, ConfigValue]
+    config_version: Digest
+    purpose: Purpose = "promotion"
+    rollback_id: str | None = None
+
+
+class DeploymentStarted(_Deployment):
+    """The deployer began to put a release into an environment."""
+
+    event_type = "deployment.started"
+    topic = topics.DEPLOYMENTS
+
+
+class DeploymentSucceeded(_Deployment):
+    """The release runs in the environment (not yet verified)."""
+
+    event_type = "deployment.succeeded"
+    topic = topics.DEPLOYMENTS
+    port: int
+
+
+class DeploymentFailed(_Deployment):
+    """The release could not be started."""
+
+    event_type = "deployment.failed"
+    topic = topics.DEPLOYMENTS
+    reason: str
+
+
+class VerificationPassed(_Deployment):
+    """Health and version checks passed and the running file has the promoted digest."""
+
+    event_type = "verification.passed"
+    topic = topics.DEPLOYMENTS
+    checks: dict[str, str]
+
+
+class VerificationFailed(_Deployment):
+    """A verification check failed; the rollback service takes over."""
+
+    event_type = "verification.failed"
+    topic = topics.DEPLOYMENTS
+    reason: str
+    checks: dict[str, str]
+
+
+class ApprovalGranted(EventData):
+    """A person approved a release for an environment."""
+
+    event_type = "approval.granted"
+    topic = topics.OPERATIONS
+    version: Version
+    env: Name
+    approver: Who
+    comment: str | None = None
+
+
+class ApprovalRejected(EventData):
+    """A person rejected a release for an environment."""
+
+    event_type = "approval.rejected"
+    topic = topics.OPERATIONS
+    version: Version
+    env: Name
+    approver: Who
+    comment: str | None = None
+
+
+class RollbackRequested(EventData):
+    """An operator asked to return an environment to its last verified release."""
+
+    event_type = "rollback.requested"
+    topic = topics.OPERATIONS
+    env: Name
+    requested_by: Who
+    reason: str | None = None
+
+
+class RollbackOrdered(EventData):
+    """The rollback service chose the release to return to; the deployer deploys it."""
+
+    event_type = "rollback.ordered"
+    topic = topics.ROLLBACKS
+    rollback_id: str
+    env: Name
+    version: Version
+    digest: Digest
+    config: dict[str, ConfigValue]
+    config_version: Digest
+    from_version: str | None
+    reason: str
+    requested_by: str
+
+
+class RollbackCompleted(EventData):
+    """The environment runs, verified, the release it was rolled back to."""
+
+    event_type = "rollback.completed"
+    topic = topics.ROLLBACKS
+    rollback_id: str
+    env: Name
+    version: Version
+    digest: Digest
+
+
+class RollbackFailed(EventData):
+    """A rollback could not be done (no verified release, or it failed to verify)."""
+
+    event_type = "rollback.failed"
+    topic = topics.ROLLBACKS
+    rollback_id: str
+    env: Name
+    reason: str
+
+
+EVENT_TYPES: dict[str, type[EventData]] = {
+    model.event_type: model
+    for model in (
+        BuildCompleted, EvidenceRecorded, PipelineApplied, ArtifactRegistered, ArtifactRejected,
+        PromotionRequested, GatePassed, GatePending, GateFailed, DeploymentStarted,
+        DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed,
+        ApprovalGranted, ApprovalRejected, RollbackRequested, RollbackOrdered,
+        RollbackCompleted, RollbackFailed,
+    )
+}
+
+
+class Envelope(BaseModel):
+    """A CloudEvents 1.0 event in structured JSON mode, with its data still untyped."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    specversion: Literal["1.0"]
+    id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    source: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    type: str
+    time: datetime
+    subject: str | None = None
+    datacontenttype: Literal["application/json"] = "application/json"
+    correlationid: str | None = None
+    data: dict
+
+
+class Event(BaseModel):
+    """A validated envelope together with its typed data."""
+
+    model_config = ConfigDict(frozen=True)
+    envelope: Envelope
+    data: EventData
+
+    @property
+    def id(self) -> str:
+        """The idempotency key."""
+        return self.envelope.id
+
+    @property
+    def correlation_id(self) -> str:
+        """Groups every event caused by one build (defaults to the event's own id)."""
+        return self.envelope.correlationid or self.envelope.id
+
+    def to_bytes(self) -> bytes:
+        """The structured-mode JSON as it goes on the wire."""
+        return self.envelope.model_dump_json(exclude_none=True).encode()
+
+
+class InvalidEvent(ValueError):
+    """The bytes are not a valid event; `reason` says why in one line."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def new_event(
+    data: EventData,
+    *,
+    source: str,
+    correlation_id: str | None = None,
+    event_id: str | None = None,
+    time: datetime | None = None,
+) -> Event:
+    """Wrap event data in a fresh envelope (the subject is the service)."""
+    envelope = Envelope(
+        specversion="1.0",
+        id=event_id or str(uuid.uuid4()),
+        source=source,
+        type=data.event_type,
+        time=time or datetime.now(UTC),
+        subject=data.service,
+        correlationid=correlation_id,
+        data=data.model_dump(mode="json"),
+    )
+    return Event(envelope=envelope, data=data)
+
+
+def parse_event(raw: bytes, expected_topic: str | None = None) -> Event:
+    """Validate wire bytes into an Event, or raise InvalidEvent with a readable reason."""
+    from pydantic import ValidationError
+
+    try:
+        envelope = Envelope.model_validate_json(raw)
+    except ValidationError as error:
+        raise InvalidEvent(f"invalid envelope: {_first_error(error)}") from None
+    model = EVENT_TYPES.get(envelope.type)
+    if model is None:
+        raise InvalidEvent(f"unknown event type {envelope.type!r}")
+    if expected_topic is not None and model.topic != expected_topic:
+        raise InvalidEvent(f"event type {envelope.type!r} does not belong on topic {expected_topic!r}")
+    try:
+        data = model.model_validate(envelope.data)
+    except ValidationError as error:
+        raise InvalidEvent(f"invalid {envelope.type} data: {_first_error(error)}") from None
+    if envelope.subject is not None and envelope.subject != data.service:
+        raise InvalidEvent(f"subject {envelope.subject!r} does not match data.service {data.service!r}")
+    return Event(envelope=envelope, data=data)
+
+
+def _first_error(error) -> str:
+    """One line out of a pydantic ValidationError: where and what."""
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"]) or "(root)"
+    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"

@@ -1,0 +1,33 @@
+"""A tiny HTTP endpoint per service: GET /health (JSON) for the stack, tests and operators."""
+
+import asyncio
+import json
+from collections.abc import Callable
+
+
+async def serve_health(port: int, report: Callable[[], dict]) -> asyncio.AbstractServer:
+    """Answer GET /health with `report()` as JSON: 200 when status is ok, 503 otherwise."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line = await asyncio.wait_for(reader.readline(), timeout=5)
+            while (await asyncio.wait_for(reader.readline(), timeout=5)).strip():
+                pass
+            path = request_line.split(b" ")[1].decode() if request_line.count(b" ") >= 2 else ""
+            if path == "/health":
+                body = report()
+                status = "200 OK" if body.get("status") == "ok" else "503 Service Unavailable"
+            else:
+                body, status = {"error": "not found"}, "404 Not Found"
+            payload = json.dumps(body).encode()
+            writer.write(
+                f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload
+            )
+            await writer.drain()
+        except (TimeoutError, ConnectionError, IndexError):
+            pass
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", port)

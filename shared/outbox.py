@@ -1,0 +1,82 @@
+"""Transactional outbox: events are written in the handler's transaction, then relayed to Kafka."""
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+
+import asyncpg
+import structlog
+
+from shared.events import Event
+
+log = structlog.get_logger()
+
+Publish = Callable[[str, bytes, bytes], Awaitable[None]]
+
+
+async def enqueue(conn: asyncpg.Connection, events: Iterable[Event]) -> None:
+    """Add events to the outbox inside the caller's transaction (a repeated id is a no-op)."""
+    rows = [(e.id, e.data.topic, e.data.service, e.to_bytes()) for e in events]
+    if rows:
+        await conn.executemany(
+            "insert into outbox (event_id, topic, key, payload) values ($1, $2, $3, $4) "
+            "on conflict (event_id) do nothing",
+            rows,
+        )
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows in order, at least once, and marks them published."""
+
+    def __init__(self, pool: asyncpg.Pool, publish: Publish, *, batch: int = 200, poll_s: float = 1.0) -> None:
+        self._pool = pool
+        self._publish = publish
+        self._batch = batch
+        self._poll_s = poll_s
+        self._wake = asyncio.Event()
+        self.published = 0
+        self.last_error: str | None = None
+
+    def wake(self) -> None:
+        """Ask the relay to flush now (called after a handler's transaction commits)."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Flush whenever woken, and at least every `poll_s` (rows left by a crash)."""
+        delay = 0.2
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.flush()
+                self.last_error, delay = None, 0.2
+            except Exception as error:  # retried: the rows stay in the outbox
+                self.last_error = f"{type(error).__name__}: {error}"
+                log.warning("outbox.relay_failed", error=self.last_error, retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                self._wake.set()
+
+    async def flush(self) -> int:
+        """Publish every unpublished row, oldest first; returns how many were sent."""
+        sent = 0
+        async with self._pool.acquire() as conn:
+            # Only one relay per schema publishes at a time, so order is kept.
+            async with conn.transaction():
+                await conn.execute("select pg_advisory_xact_lock(hashtext('outbox:' || current_schema()))")
+                while rows := await conn.fetch(
+                    "select seq, topic, key, payload from outbox where published_at is null "
+                    "order by seq limit $1",
+                    self._batch,
+                ):
+                    for row in rows:
+                        await self._publish(row["topic"], row["key"].encode(), bytes(row["payload"]))
+                    await conn.execute(
+                        "update outbox set published_at = now() where seq = any($1::bigint[])",
+                        [row["seq"] for row in rows],
+                    )
+                    sent += len(rows)
+        self.published += sent
+        return sent

@@ -1,0 +1,181 @@
+"""What every service process shares: broker, database pool, outbox relay, health, lifecycle.
+
+A service builds a `ServiceRuntime`, registers one consumer (all its topics, so its
+handlers run one at a time, in order) and its publishers, and runs `runtime.app`.
+Nothing connects at import time; connections open in the app's startup hook.
+"""
+
+import asyncio
+import logging
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import structlog
+from faststream import FastStream
+from faststream.kafka import KafkaBroker
+from faststream.kafka.annotations import KafkaMessage
+from faststream.middlewares import AckPolicy
+from faststream.specification import AsyncAPI
+
+from shared.consumer import Handler, RecordRunner
+from shared.db import connect, migrate
+from shared.events import Event, EventData, new_event
+from shared.health import serve_health
+from shared.logging import configure_logging
+from shared.outbox import OutboxRelay, enqueue
+from shared.settings import Settings
+
+log = structlog.get_logger()
+
+Work = Callable[[asyncpg.Connection], Awaitable[list[Event]]]
+
+
+async def _raw_body(message, *_):
+    """Keep the record's bytes as they are: our runner parses them, so bad input can be dead-lettered."""
+    return message.body
+
+
+class ServiceRuntime:
+    """Owns the connections of one service process and the way it consumes and emits events."""
+
+    def __init__(self, name: str, settings: Settings | None = None, *, migrations_package: str | None = None) -> None:
+        self.name = name
+        self.settings = settings or Settings()
+        self.migrations_package = migrations_package or f"services.{name}"
+        self.broker = KafkaBroker(
+            self.settings.kafka_bootstrap,
+            client_id=name,
+            enable_idempotence=True,
+            acks="all",
+            log_level=logging.DEBUG,
+        )
+        self.app = FastStream(
+            self.broker,
+            on_startup=[self._start],
+            on_shutdown=[self._stop],
+            specification=AsyncAPI(self.broker, title=f"promote {name}", version="0.1.0"),
+        )
+        self.pool: asyncpg.Pool | None = None
+        self.relay: OutboxRelay | None = None
+        self.runners: list[RecordRunner] = []
+        self.extra_health: Callable[[], dict] | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._health_server: asyncio.AbstractServer | None = None
+        self._started_at = time.monotonic()
+
+    def consume(self, topic_names: list[str], handler: Handler, *, description: str) -> None:
+        """Subscribe the service's consumer group to `topic_names`, committing only after `handler`."""
+        runner = RecordRunner(self.name, handler, self.publish_raw)
+        self.runners.append(runner)
+
+        @self.broker.subscriber(
+            *topic_names,
+            group_id=self.name,
+            ack_policy=AckPolicy.MANUAL,
+            auto_offset_reset="earliest",
+            decoder=_raw_body,
+            max_poll_interval_ms=120_000,
+            title=f"{self.name}:consume",
+            description=description,
+        )
+        async def on_record(message: KafkaMessage) -> None:
+            await runner.run(message)
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(service=self.name)
+
+    def emits(self, *models: type[EventData]) -> None:
+        """Declare the events this service publishes (they appear in its AsyncAPI document)."""
+        for model in models:
+            self.broker.publisher(
+                model.topic,
+                title=f"{self.name}:{model.event_type}",
+                description=(model.__doc__ or "").strip(),
+                schema=model,
+            )
+
+    async def once(self, event: Event, work: Work) -> bool:
+        """Run `work` and store its events in the outbox in one transaction, once per event id."""
+        assert self.pool is not None and self.relay is not None
+        async with self.pool.acquire() as conn, conn.transaction():
+            claimed = await conn.fetchval(
+                "insert into processed_events (event_id, topic) values ($1, $2) "
+                "on conflict do nothing returning true",
+                event.id,
+                event.data.topic,
+            )
+            if not claimed:
+                log.info("event.duplicate_ignored")
+                return False
+            emitted = await work(conn)
+            await enqueue(conn, emitted)
+        if emitted:
+            self.relay.wake()
+        for out in emitted:
+            log.info("event.emitted", emitted_type=out.envelope.type, emitted_id=out.id)
+        return True
+
+    def event(self, data: EventData, cause: Event, index: int = 0) -> Event:
+        """An event caused by `cause`; its id derives from the cause, so a re-run emits the same id."""
+        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{cause.id}/{self.name}/{data.event_type}/{index}"))
+        return new_event(
+            data, source=f"/promote/{self.name}", correlation_id=cause.correlation_id, event_id=event_id
+        )
+
+    def events(self, datas: list[EventData], cause: Event) -> list[Event]:
+        """`event` for each item, numbered so that two of one type get distinct ids."""
+        return [self.event(data, cause, index) for index, data in enumerate(datas)]
+
+    async def publish_raw(self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+        """Publish bytes as they are and wait for the broker's acknowledgement."""
+        await self.broker.publish(value, topic=topic, key=key, headers=headers)
+
+    async def _publish_event_bytes(self, topic: str, key: bytes, payload: bytes) -> None:
+        await self.publish_raw(topic, key, payload, {"content-type": "application/cloudevents+json"})
+
+    async def _start(self) -> None:
+        configure_logging(self.name)
+        self.pool = await connect(self.settings.database_url, self.name)
+        applied = await migrate(self.pool, self.name, self.migrations_package)
+        log.info("service.starting", migrations_applied=applied)
+        self.relay = OutboxRelay(self.pool, self._publish_event_bytes)
+        self._tasks.append(asyncio.create_task(self._run_relay_when_connected()))
+        port = int(os.environ.get("PROMOTE_HEALTH_PORT", "0"))
+        if port:
+            self._health_server = await serve_health(port, self.health)
+
+    async def _run_relay_when_connected(self) -> None:
+        # The broker connects after the startup hooks; publish only once it is up.
+        while not self.broker.running:
+            await asyncio.sleep(0.05)
+        assert self.relay is not None
+        await self.relay.run()
+
+    async def _stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        if self._health_server:
+            self._health_server.close()
+        if self.pool:
+            await self.pool.close()
+        log.info("service.stopped")
+
+    def health(self) -> dict:
+        """Liveness and the figures an operator looks at first."""
+        failing = [r.last_error for r in self.runners if r.failing_since and time.monotonic() - r.failing_since > 5]
+        relay_error = self.relay.last_error if self.relay else "not started"
+        body = {
+            "service": self.name,
+            "status": "degraded" if failing or relay_error else "ok",
+            "uptime_s": round(time.monotonic() - self._started_at, 1),
+            "processed": sum(r.processed for r in self.runners),
+            "dead_lettered": sum(r.dead_lettered for r in self.runners),
+            "published": self.relay.published if self.relay else 0,
+            "consumer_error": failing[0] if failing else None,
+            "relay_error": relay_error,
+        }
+        if self.extra_health:
+            body.update(self.extra_health())
+        return body

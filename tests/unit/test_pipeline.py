@@ -1,0 +1,253 @@
+"""Unit tests for shared.pipeline: the pipeline definition, its helpers and its error reporting."""
+
+from pathlib import Path
+
+import pytest
+
+from shared.pipeline import (ApprovalGate, Environment, EvidenceGate, PipelineDefinition, PipelineError,
+                             Problem, SecretRef, load_pipeline_file, parse_pipeline)
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "payments" / "pipeline.yaml"
+HEADER = "service: payments\nenvironments:\n"  # environments start on line 3
+
+
+@pytest.fixture(scope="module")
+def example() -> PipelineDefinition:
+    return load_pipeline_file(EXAMPLE)
+
+
+def problems_of(text: str) -> list[Problem]:
+    with pytest.raises(PipelineError) as caught:
+        parse_pipeline(text, "pipeline.yaml")
+    return caught.value.problems
+
+
+def test_the_payments_example_parses_into_four_environments_with_their_gates_and_config(example):
+    assert example.service == "payments" and example.artifact.kind == "file"
+    assert example.environment_names == ("dev", "test", "staging", "prod")
+    assert example.environment("dev").gates == ()
+    assert example.environment("test").gates == (EvidenceGate(check="unit-tests"),)
+    assert example.environment("staging").gates == (EvidenceGate(check="integration-tests"),)
+    assert example.environment("prod").gates == (ApprovalGate(role="release-manager", min=1, not_author=True),)
+    assert example.environment("prod").strategy == "rolling"
+    assert example.environment("prod").config == {
+        "APP_ENV": "prod", "FEATURE_NEW_UI": "false", "DB_DSN": SecretRef(secret="payments/prod/dsn")}
+    assert example.environment("dev").config == {"APP_ENV": "dev", "FEATURE_NEW_UI": "true"}
+
+
+def test_omitted_fields_take_their_defaults():
+    defn = parse_pipeline(HEADER + "  - name: dev\n    gates: [{approval: {}}]\n")
+    assert defn.artifact.kind == "file"
+    assert defn.first_environment.strategy == "rolling" and defn.first_environment.config == {}
+    assert defn.first_environment.gates == (ApprovalGate(min=1, not_author=True, role=None),)
+
+
+def test_an_oci_artifact_and_an_approval_gate_on_the_first_environment_are_accepted():
+    defn = parse_pipeline("service: web\nartifact: {kind: oci}\nenvironments:\n"
+                          "  - {name: dev, gates: [{approval: {min: 2, not_author: false}}]}\n")
+    assert defn.artifact.kind == "oci"
+    assert defn.first_environment.gates == (ApprovalGate(min=2, not_author=False),)
+
+
+def test_the_json_dump_round_trips_and_uses_the_pipeline_file_shape(example):
+    dumped = example.model_dump(mode="json")
+    assert PipelineDefinition.model_validate(dumped) == example
+    assert PipelineDefinition.model_validate_json(example.model_dump_json()) == example
+    assert dumped["environments"][1]["gates"] == [{"evidence": "unit-tests"}]
+    assert dumped["environments"][3]["gates"] == [
+        {"approval": {"min": 1, "not_author": True, "role": "release-manager"}}]
+    assert dumped["environments"][3]["config"]["DB_DSN"] == {"secret": "payments/prod/dsn"}
+
+
+def test_models_built_in_code_dump_and_validate_the_same_way():
+    env = Environment(name="dev", gates=[EvidenceGate(check="lint"), ApprovalGate(min=2)],
+                      config={"DSN": SecretRef(secret="x/dsn")})
+    assert Environment.model_validate(env.model_dump(mode="json")) == env
+    assert env.model_dump(mode="json")["gates"] == [
+        {"evidence": "lint"}, {"approval": {"min": 2, "not_author": True, "role": None}}]
+
+
+def test_models_are_frozen(example):
+    with pytest.raises(ValueError):
+        example.service = "other"  # type: ignore[misc]
+
+
+def test_config_version_is_stable_and_ignores_key_order():
+    one = parse_pipeline(HEADER + "  - {name: dev, config: {A: '1', B: {secret: s/b}}}\n")
+    two = parse_pipeline(HEADER + "  - {name: dev, config: {B: {secret: s/b}, A: '1'}}\n")
+    version = one.first_environment.config_version
+    assert version == two.first_environment.config_version
+    assert version.startswith("sha256:") and len(version) == len("sha256:") + 64
+
+
+@pytest.mark.parametrize("config", ["{A: '2', B: {secret: s/b}}", "{A: '1', B: {secret: s/other}}",
+                                    "{A: '1'}", "{A: '1', B: {secret: s/b}, C: ''}"])
+def test_config_version_changes_when_the_config_changes(config):
+    base = parse_pipeline(HEADER + "  - {name: dev, config: {A: '1', B: {secret: s/b}}}\n")
+    changed = parse_pipeline(HEADER + f"  - {{name: dev, config: {config}}}\n")
+    assert changed.first_environment.config_version != base.first_environment.config_version
+
+
+def test_config_version_ignores_gates_and_strategy(example):
+    assert example.environment("test").config_version == Environment(
+        name="x", config={"APP_ENV": "test", "FEATURE_NEW_UI": "true"}).config_version
+
+
+def test_the_content_hash_is_stable_and_changes_with_any_field(example):
+    assert example.content_hash == load_pipeline_file(EXAMPLE).content_hash
+    assert example.content_hash.startswith("sha256:") and len(example.content_hash) == 71
+    dumped = example.model_dump(mode="json")
+    dumped["environments"][3]["gates"][0]["approval"]["min"] = 2
+    assert PipelineDefinition.model_validate(dumped).content_hash != example.content_hash
+
+
+@pytest.mark.parametrize(("name", "previous", "following"), [
+    ("dev", None, "test"), ("test", "dev", "staging"), ("staging", "test", "prod"), ("prod", "staging", None)])
+def test_next_and_previous_environment_follow_the_declared_order(example, name, previous, following):
+    assert getattr(example.previous_environment(name), "name", None) == previous
+    assert getattr(example.next_environment(name), "name", None) == following
+
+
+@pytest.mark.parametrize("lookup", ["environment", "next_environment", "previous_environment"])
+def test_looking_up_an_unknown_environment_raises_key_error(example, lookup):
+    with pytest.raises(KeyError):
+        getattr(example, lookup)("qa")
+
+
+def test_the_first_environment_is_where_digests_enter(example):
+    assert example.first_environment.name == "dev"
+
+
+ENV = HEADER + "  - name: dev\n"  # line 3: "  - name: dev", line 4 onwards: the environment's keys
+ERRORS = [  # (sentence, yaml, line, column, path, message)
+    ("an unknown gate kind", ENV + "    gates:\n      - {evidance: unit-tests}\n", 5, 9,
+     "environments[0].gates[0]", "unknown gate kind 'evidance' (expected one of: approval, evidence)"),
+    ("a gate with two kinds", ENV + "    gates: [{evidence: a, approval: {}}]\n", 4, 13,
+     "environments[0].gates[0]", "a gate is a mapping with exactly one key (one of: approval, evidence)"),
+    ("a gate that is not a mapping", ENV + "    gates: [unit-tests]\n", 4, 13,
+     "environments[0].gates[0]", "a gate is a mapping with exactly one key (one of: approval, evidence)"),
+    ("an evidence gate without a check name", ENV + "    gates: [{evidence: 3}]\n", 4, 24,
+     "environments[0].gates[0].evidence", "an evidence gate names a check, e.g. {evidence: unit-tests}"),
+    ("an approval gate that is not a mapping", ENV + "    gates: [{approval: 2}]\n", 4, 24,
+     "environments[0].gates[0].approval", "an approval gate is a mapping, e.g. "
+     "{approval: {role: release-manager, min: 1, not_author: true}}"),
+    ("an approval minimum below one", ENV + "    gates:\n      - approval:\n          min: 0\n", 6, 16,
+     "environments[0].gates[0].approval.min", "Input should be greater than or equal to 1"),
+    ("an approval minimum that is not an integer", ENV + "    gates: [{approval: {min: '2'}}]\n", 4, 30,
+     "environments[0].gates[0].approval.min", "Input should be a valid integer"),
+    ("a not_author flag that is not a boolean", ENV + "    gates: [{approval: {not_author: 'yes'}}]\n",
+     4, 37, "environments[0].gates[0].approval.not_author", "Input should be a valid boolean"),
+    ("an unknown approval option", ENV + "    gates: [{approval: {quorum: 2}}]\n", 4, 25,
+     "environments[0].gates[0].approval.quorum", "unknown key 'quorum'"),
+    ("an unsupported strategy name", ENV + "    strategy: blue-green\n", 4, 15,
+     "environments[0].strategy", "strategy 'blue-green' is not supported yet (supported: rolling)"),
+    ("an unsupported strategy mapping", ENV + "    strategy:\n      canary: {steps: [10, 50]}\n", 5, 7,
+     "environments[0].strategy", "strategy 'canary' is not supported yet (supported: rolling)"),
+    ("a config number", ENV + "    config:\n      APP_ENV: dev\n      REPLICAS: 3\n", 6, 17,
+     "environments[0].config.REPLICAS",
+     'config value 3 is a number; quote it ("3"): environment variables are strings'),
+    ("a config boolean", ENV + "    config: {FEATURE_NEW_UI: true}\n", 4, 30, "environments[0].config.FEATURE_NEW_UI",
+     'config value true is a boolean; quote it ("true"): environment variables are strings'),
+    ("a config float", ENV + "    config: {RATIO: 0.5}\n", 4, 21, "environments[0].config.RATIO",
+     'config value 0.5 is a number; quote it ("0.5"): environment variables are strings'),
+    ("a config list", ENV + "    config: {HOSTS: [a, b]}\n", 4, 21, "environments[0].config.HOSTS",
+     "config value must be a string or a secret reference {secret: ref}"),
+    ("a config key that is not an env var name", ENV + "    config:\n      app-env: dev\n", 5, 7,
+     "environments[0].config.app-env",
+     "config key 'app-env' is not a valid environment variable name ([A-Z_][A-Z0-9_]*)"),
+    ("the reserved PORT config key", ENV + "    config: {APP_ENV: dev, PORT: '80'}\n", 4, 28,
+     "environments[0].config.PORT", "config key 'PORT' is reserved (set by the deployer)"),
+    ("the reserved BUILD_VERSION config key", ENV + "    config:\n      BUILD_VERSION: '1'\n", 5, 7,
+     "environments[0].config.BUILD_VERSION", "config key 'BUILD_VERSION' is reserved (set by the deployer)"),
+    ("an empty secret reference", ENV + "    config: {DSN: {secret: ''}}\n", 4, 28,
+     "environments[0].config.DSN.secret", "String should have at least 1 character"),
+    ("an unknown environment key", ENV + "    colour: blue\n", 4, 5,
+     "environments[0].colour", "unknown key 'colour'"),
+    ("an environment without a name", HEADER + "  - name: dev\n  - config: {A: b}\n", 4, 5,
+     "environments[1].name", "missing required key 'name'"),
+    ("an environment name that is not DNS-ish", HEADER + "  - name: Dev\n", 3, 11, "environments[0].name",
+     "environment name 'Dev' is not a valid name ([a-z0-9][a-z0-9-]*)"),
+    ("a duplicate environment name", HEADER + "  - name: dev\n  - name: test\n  - name: dev\n", 5, 11,
+     "environments[2].name", "environment name 'dev' is used more than once"),
+    ("an empty environment list", "service: payments\nenvironments: []\n", 2, 15, "environments",
+     "a pipeline needs at least one environment"),
+    ("a pipeline without environments", "service: payments\n", 1, 1, "environments",
+     "missing required key 'environments'"),
+    ("a service name with capitals", "service: Payments\nenvironments: [{name: dev}]\n", 1, 10, "service",
+     "service name 'Payments' is not a valid name ([a-z0-9][a-z0-9-]*)"),
+    ("an empty service name", "service: ''\nenvironments: [{name: dev}]\n", 1, 10, "service",
+     "service name '' is not a valid name ([a-z0-9][a-z0-9-]*)"),
+    ("a service name starting with a dash", "service: -pay\nenvironments: [{name: dev}]\n", 1, 10, "service",
+     "service name '-pay' is not a valid name ([a-z0-9][a-z0-9-]*)"),
+    ("a pipeline without a service", "environments: [{name: dev}]\n", 1, 1, "service",
+     "missing required key 'service'"),
+    ("an unknown artifact kind", "service: payments\nartifact:\n  kind: zip\nenvironments: [{name: dev}]\n",
+     3, 9, "artifact.kind", "Input should be 'file' or 'oci'"),
+    ("an unknown top-level key", HEADER + "  - name: dev\nowner: team-a\n", 4, 1, "owner",
+     "unknown key 'owner'"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "column", "path", "message"),
+                         [case[1:] for case in ERRORS], ids=[case[0] for case in ERRORS])
+def test_each_invalid_pipeline_is_reported_with_its_line_column_path_and_message(text, line, column, path,
+                                                                               message):
+    assert problems_of(text) == [Problem(line, column, path, message)]
+
+
+def test_an_unknown_gate_kind_is_reported_with_its_line_and_column():
+    text = HEADER + "  - name: dev\n  - name: test\n    gates:\n      - {evidance: integration-tests}\n"
+    with pytest.raises(PipelineError) as caught:
+        parse_pipeline(text, "pipeline.yaml")
+    assert str(caught.value) == ("pipeline.yaml:6:9: environments[1].gates[0]: unknown gate kind "
+                                 "'evidance' (expected one of: approval, evidence)")
+
+
+def test_a_misspelt_secret_reference_reports_the_unknown_key_and_the_missing_one():
+    assert problems_of(ENV + "    config: {DSN: {secrte: a/b}}\n") == [
+        Problem(4, 19, "environments[0].config.DSN.secret", "missing required key 'secret'"),
+        Problem(4, 20, "environments[0].config.DSN.secrte", "unknown key 'secrte'")]
+
+
+def test_every_problem_in_a_file_is_reported_in_file_order():
+    text = ("service: payments\nenvironments:\n  - name: dev\n    config: {PORT: '1'}\n"
+            "  - name: prod\n    strategy: blue-green\n    gates: [{evidance: x}]\n")
+    assert [(p.line, p.column) for p in problems_of(text)] == [(4, 14), (6, 15), (7, 13)]
+
+
+@pytest.mark.parametrize(("text", "line", "column", "message"), [
+    ("service: [payments\n", 2, 1, "invalid YAML: expected ',' or ']', but got '<stream end>'"),
+    ("service: payments\n  environments: x\n", 2, 15,
+     "invalid YAML: mapping values are not allowed here"),
+    ("service: a\nservice: b\n", 2, 1, 'invalid YAML: found duplicate key "service" with value "b" '
+     '(original value: "a")'),
+    ("- service: payments\n", 1, 1,
+     "the pipeline must be a mapping with service, artifact and environments, not a list"),
+    ("payments\n", 1, 1, "the pipeline must be a mapping with service, artifact and environments, not a str"),
+    ("", None, None, "the pipeline file is empty; expected a mapping with service, artifact and environments"),
+    ("# only a comment\n", None, None,
+     "the pipeline file is empty; expected a mapping with service, artifact and environments"),
+], ids=["unclosed flow sequence", "bad indentation", "duplicate key", "a list", "a scalar", "empty file",
+        "only a comment"])
+def test_a_file_that_is_not_a_yaml_mapping_is_reported_with_its_line(text, line, column, message):
+    assert problems_of(text) == [Problem(line, column, "", message)]
+
+
+def test_problems_without_a_position_render_with_the_filename_only(tmp_path):
+    missing = tmp_path / "pipeline.yaml"
+    with pytest.raises(PipelineError) as caught:
+        load_pipeline_file(missing)
+    assert caught.value.problems == [Problem(None, None, "", "pipeline file not found")]
+    assert str(caught.value) == f"{missing}: pipeline file not found"
+
+
+def test_loading_a_file_reports_problems_under_its_path(tmp_path):
+    path = tmp_path / "pipeline.yaml"
+    path.write_text("service: payments\nenvironments: []\n")
+    with pytest.raises(PipelineError) as caught:
+        load_pipeline_file(path)
+    assert str(caught.value) == f"{path}:2:15: environments: a pipeline needs at least one environment"
+
+
+def test_a_pipeline_error_is_a_value_error():
+    assert issubclass(PipelineError, ValueError)
