@@ -33,7 +33,7 @@ log = structlog.get_logger()
 Work = Callable[[asyncpg.Connection], Awaitable[list[Event]]]
 
 
-async def _raw_body(message, *_):
+async def _raw_body(message):
     """Keep the record's bytes as they are: our runner parses them, so bad input can be dead-lettered."""
     return message.body
 

@@ -1,0 +1,60 @@
+"""How the CLI shows status, history and audits to people (rich tables)."""
+
+import json
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console(highlight=False)
+
+STATE_STYLE = {"verified": "green", "failed": "red", "deploying": "yellow", "rolling-back": "yellow",
+               "deployed": "cyan", "empty": "dim"}
+
+
+def short(digest: str | None) -> str:
+    """sha256:1d3e10ad…"""
+    return f"{digest[:15]}…" if digest else "-"
+
+
+def status_table(status: dict) -> Table:
+    """One row per environment: what runs, its state, and what waits to enter."""
+    table = Table(title=f"{status['service']}", title_justify="left")
+    for column in ("environment", "version", "digest", "state", "waiting to enter"):
+        table.add_column(column)
+    for env, entry in status["environments"].items():
+        style = STATE_STYLE.get(entry["state"], "")
+        waiting = "; ".join(f"{w['version']} {w['outcome']}: {', '.join(w['reasons'])}" for w in entry["waiting"])
+        table.add_row(env, entry["version"] or "-", short(entry["digest"]),
+                      f"[{style}]{entry['state']}[/]", waiting or "")
+    return table
+
+
+def summary(canonical: bytes) -> str:
+    """A one-line gist of an event's data for history and audit listings."""
+    data = json.loads(canonical).get("data", {})
+    keys = ("digest", "reason", "reasons", "approver", "requested_by", "check", "result", "author", "port")
+    parts = []
+    for key in keys:
+        if key in data and data[key] not in (None, [], ""):
+            value = data[key]
+            value = short(value) if key == "digest" else value
+            parts.append(f"{key}={', '.join(value) if isinstance(value, list) else value}")
+    return " ".join(parts)
+
+
+def entries_table(title: str, rows) -> Table:
+    """Ledger entries as a table: seq, time, type, version, env and the gist."""
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "time (UTC)", "event", "version", "env", "details"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(str(row["seq"]), row["event_time"].strftime("%H:%M:%S.%f")[:-3], row["type"],
+                      row["version"] or "", row["env"] or "", summary(bytes(row["canonical"])))
+    return table
+
+
+def entry_json(row) -> dict:
+    """A ledger entry for --json output."""
+    return {"seq": row["seq"], "event": json.loads(bytes(row["canonical"]))} | (
+        {"hash": row["hash"]} if "hash" in row.keys() else {}
+    )

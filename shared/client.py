@@ -1,0 +1,125 @@
+"""Client side of the bus, for the CLI, CI scripts and tests: publish events, await events.
+
+`EventWatcher` reads topics from their current end without a consumer group, so
+waiting for an outcome is awaiting an event, never sleeping.
+"""
+
+import time
+from collections.abc import Callable, Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
+
+from shared import topics
+from shared.events import Event, InvalidEvent, parse_event
+
+
+class BusUnavailable(Exception):
+    """Kafka could not be reached."""
+
+
+class Publisher:
+    """An idempotent producer (acks=all) that waits for every publish to be acknowledged."""
+
+    def __init__(self, bootstrap: str) -> None:
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
+                                          request_timeout_ms=10_000)
+        self._bootstrap = bootstrap
+
+    async def __aenter__(self) -> "Publisher":
+        try:
+            await self._producer.start()
+        except KafkaConnectionError:
+            await self._producer.stop()
+            raise BusUnavailable(f"cannot reach Kafka at {self._bootstrap} (is the stack up? ./dev-stack up)") from None
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._producer.stop()
+
+    async def publish(self, event: Event) -> None:
+        """Send one event to its topic, keyed by service."""
+        await self._producer.send_and_wait(event.data.topic, event.to_bytes(), key=event.data.service.encode())
+
+    async def publish_raw(self, topic: str, value: bytes, key: bytes | None = None,
+                          headers: list[tuple[str, bytes]] | None = None) -> None:
+        """Send bytes as they are (tests use it for malformed input)."""
+        await self._producer.send_and_wait(topic, value, key=key, headers=headers)
+
+
+class EventWatcher:
+    """Collects every event published on `topic_names` after `start()`, and waits for matches."""
+
+    def __init__(self, bootstrap: str, topic_names: Iterable[str] | None = None) -> None:
+        self._bootstrap = bootstrap
+        self._topics = list(topic_names or [t.name for t in topics.ALL_TOPICS if t.name != topics.DLQ])
+        self._consumer: AIOKafkaConsumer | None = None
+        self.events: list[Event] = []
+        self.records: list = []
+
+    async def __aenter__(self) -> "EventWatcher":
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
+                                          auto_offset_reset="earliest")
+        try:
+            await self._consumer.start()
+        except KafkaConnectionError:
+            await self._consumer.stop()
+            raise BusUnavailable(f"cannot reach Kafka at {self._bootstrap} (is the stack up? ./dev-stack up)") from None
+        try:
+            # aiokafka has no public call for "partitions of these topics" on an unsubscribed consumer.
+            cluster = await self._consumer._client.fetch_all_metadata()
+            partitions = [TopicPartition(topic, p) for topic in self._topics
+                          for p in sorted(cluster.partitions_for_topic(topic) or ())]
+            if not partitions:
+                raise BusUnavailable(f"none of the topics {self._topics} exist (is the stack up? ./dev-stack up)")
+            self._consumer.assign(partitions)
+            await self._consumer.seek_to_end(*partitions)
+            for partition in partitions:  # resolve positions now: later events are "after start"
+                await self._consumer.position(partition)
+        except BaseException:
+            await self._consumer.stop()
+            raise
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+
+    async def wait_for(self, predicate: Callable[[Event], bool], timeout: float = 30.0, what: str = "event") -> Event:
+        """The first event seen since start that matches; raises TimeoutError naming `what`."""
+        deadline = time.monotonic() + timeout
+        checked = 0
+        while True:
+            for event in self.events[checked:]:
+                if predicate(event):
+                    return event
+            checked = len(self.events)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {what} within {timeout:.0f} s")
+            await self._poll(min(remaining, 0.5))
+
+    async def _poll(self, timeout: float) -> None:
+        assert self._consumer is not None
+        batches = await self._consumer.getmany(timeout_ms=int(timeout * 1000))
+        for records in batches.values():
+            for record in records:
+                self.records.append(record)
+                try:
+                    self.events.append(parse_event(record.value))
+                except InvalidEvent:
+                    pass
+
+    def seen(self, predicate: Callable[[Event], bool]) -> list[Event]:
+        """Every event seen so far that matches."""
+        return [event for event in self.events if predicate(event)]
+
+
+def matches(event_type: str, **fields) -> Callable[[Event], bool]:
+    """A predicate: the event has this type and these data fields."""
+    def check(event: Event) -> bool:
+        return event.envelope.type == event_type and all(
+            getattr(event.data, name, None) == value for name, value in fields.items()
+        )
+    return check
+
