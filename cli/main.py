@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -248,6 +249,7 @@ def demo(service: Annotated[str, typer.Option(help="Service name for the demo (a
 
 def run() -> None:
     """Console entry point: errors become one line on stderr and a non-zero exit."""
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its connection errors are reported by us, once
     try:
         app(prog_name="promote")  # usage errors: typer prints them and exits 2
     except PipelineError as error:
@@ -259,3 +261,7 @@ def run() -> None:
     except Exception as error:  # a bug: still one line, with its type, for the report
         print(f"promote: unexpected error: {type(error).__name__}: {error}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run()

@@ -30,12 +30,16 @@ TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, K
 class RecordRunner:
     """Runs a handler for each record with the policy above; keeps figures for /health."""
 
-    def __init__(self, consumer_name: str, handler: Handler, publish_raw: PublishRaw, *, max_attempts: int = 5) -> None:
+    def __init__(self, consumer_name: str, handler: Handler, publish_raw: PublishRaw, *, max_attempts: int = 5,
+                 backoff_base_s: float = 0.1) -> None:
         self._consumer_name = consumer_name
         self._handler = handler
         self._publish_raw = publish_raw
         self._max_attempts = max_attempts
-        self._attempts: dict[tuple[str, int, int], int] = {}
+        self._backoff_base_s = backoff_base_s
+        # Failed deliveries per record, kept apart: only handler errors count towards dead-lettering.
+        self._failures: dict[tuple[str, int, int], int] = {}
+        self._outages: dict[tuple[str, int, int], int] = {}
         self.processed = 0
         self.dead_lettered = 0
         self.last_error: str | None = None
@@ -56,33 +60,35 @@ class RecordRunner:
         try:
             await self._handler(event)
         except TRANSIENT as error:
-            await self._retry_later(message, position, error, transient=True)
+            outages = self._outages[position] = self._outages.get(position, 0) + 1
+            await self._retry_later(message, error, outages, transient=True)
             return
         except Exception as error:
-            attempts = self._attempts.get(position, 0) + 1
-            if attempts < self._max_attempts:
-                self._attempts[position] = attempts
-                await self._retry_later(message, position, error, transient=False)
+            failures = self._failures[position] = self._failures.get(position, 0) + 1
+            if failures < self._max_attempts:
+                await self._retry_later(message, error, failures, transient=False)
                 return
-            self._attempts.pop(position, None)
-            log.exception("event.handler_failed", attempts=attempts)
-            await self._dead_letter(record, f"handler failed {attempts} times: {type(error).__name__}: {error}")
+            self._forget(position)
+            log.exception("event.handler_failed", attempts=failures)
+            await self._dead_letter(record, f"handler failed {failures} times: {type(error).__name__}: {error}")
             await message.ack()
             return
-        self._attempts.pop(position, None)
+        self._forget(position)
         self.processed += 1
         self.last_error, self.failing_since = None, None
         await message.ack()
 
-    async def _retry_later(self, message, position, error: Exception, *, transient: bool) -> None:
-        """Back off, then seek back so the same record is read again."""
-        attempts = self._attempts.get(position, 0) + 1
-        if transient:
-            self._attempts[position] = attempts
+    def _forget(self, position: tuple[str, int, int]) -> None:
+        self._failures.pop(position, None)
+        self._outages.pop(position, None)
+
+    async def _retry_later(self, message, error: Exception, attempt: int, *, transient: bool) -> None:
+        """Back off (exponentially, capped at 5 s), then seek back so the same record is read again."""
         self.last_error = f"{type(error).__name__}: {error}"
         self.failing_since = self.failing_since or time.monotonic()
-        delay = min(0.1 * 2 ** min(attempts, 6), 5.0)
-        log.warning("event.retry", error=self.last_error, attempt=attempts, transient=transient, retry_in=delay)
+        delay = min(self._backoff_base_s * 2 ** min(attempt - 1, 6), 5.0)
+
+        log.warning("event.retry", error=self.last_error, attempt=attempt, transient=transient, retry_in=delay)
         await asyncio.sleep(delay)
         await message.nack()
 

@@ -21,3 +21,4 @@ def configure_logging(service: str, level: str = "INFO") -> None:
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per health probe is noise

@@ -28,7 +28,7 @@ __all__ = ["ApprovalGate", "Artifact", "Environment", "EvidenceGate", "Gate", "P
            "PipelineError", "Problem", "SecretRef", "load_pipeline_file", "parse_pipeline"]
 
 _NAME, _ENV_VAR = re.compile(r"[a-z0-9][a-z0-9-]*"), re.compile(r"[A-Z_][A-Z0-9_]*")
-RESERVED_CONFIG_KEYS = frozenset({"PORT", "BUILD_VERSION"})
+RESERVED_CONFIG_KEYS = frozenset({"PORT", "BUILD_VERSION", "ARTIFACT_DIGEST", "CONFIG_VERSION"})
 """Config keys the deployer sets itself."""
 GATE_KINDS, STRATEGIES = ("approval", "evidence"), ("rolling",)
 _SHAPE = "a mapping with service, artifact and environments"

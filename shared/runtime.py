@@ -82,9 +82,11 @@ class ServiceRuntime:
             description=description,
         )
         async def on_record(message: KafkaMessage) -> None:
-            await runner.run(message)
-            structlog.contextvars.clear_contextvars()
-            structlog.contextvars.bind_contextvars(service=self.name)
+            try:
+                await runner.run(message)
+            finally:  # one record's log context never leaks into the next
+                structlog.contextvars.clear_contextvars()
+                structlog.contextvars.bind_contextvars(service=self.name)
 
     def emits(self, *models: type[EventData]) -> None:
         """Declare the events this service publishes (they appear in its AsyncAPI document)."""

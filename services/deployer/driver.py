@@ -96,18 +96,18 @@ class LocalDriver:
 
     async def verify(self, pid: int, port: int, digest: str, version: str, timeout: float = 15.0) -> dict[str, str]:
         """Check the process, the digest of the file it runs, /health and /version."""
-        checks = {"process": "passed" if self.is_alive(pid) else "not running"}
+        checks = {}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2.0) as client:
+            checks["health"] = await self._wait_healthy(client, pid, timeout)
+            checks["version"] = await self._check_version(client, version)
+        # Checked once the app answers: while `env` execs the interpreter, /proc/<pid>/cmdline can be empty.
+        checks["process"] = "passed" if self.is_alive(pid) else f"exited with code {self._exit_code(pid)}"
         path = str(self.artifact_path(digest))
         if path not in self.command_line(pid):
             checks["digest"] = f"process {pid} does not run {path}"
         else:
             actual = await asyncio.to_thread(file_digest, Path(path))
             checks["digest"] = "passed" if actual == digest else f"the running file has {actual}"
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2.0) as client:
-            checks["health"] = await self._wait_healthy(client, pid, timeout)
-            checks["version"] = await self._check_version(client, version)
-        if not self.is_alive(pid):
-            checks["process"] = f"exited with code {self._exit_code(pid)}"
         return checks
 
     async def _wait_healthy(self, client: httpx.AsyncClient, pid: int, timeout: float) -> str:

@@ -44,7 +44,8 @@ class GatesHandlers:
             case ApprovalGranted() | ApprovalRejected():
                 decision = "granted" if isinstance(data, ApprovalGranted) else "rejected"
                 await repository.save_approval(conn, data.service, data.version, data.env, data.approver, decision)
-                return await self._judge(conn, data.service, version=data.version, env=data.env)
+                # A person acted: always answer with the verdict, even when it did not change.
+                return await self._judge(conn, data.service, always=True, version=data.version, env=data.env)
             case VerificationPassed(purpose="promotion"):
                 return await self._on_verified(conn, data)
             case VerificationFailed(purpose="promotion") | DeploymentFailed(purpose="promotion"):
@@ -64,7 +65,8 @@ class GatesHandlers:
                                                   digest=data.digest, env=following.name))
         return emitted + await self._judge(conn, data.service, digest=data.digest)
 
-    async def _judge(self, conn: asyncpg.Connection, service: str, **where: str) -> list[EventData]:
+    async def _judge(self, conn: asyncpg.Connection, service: str, always: bool = False,
+                     **where: str) -> list[EventData]:
         """Evaluate the matching pending promotions; emit a verdict where it changed."""
         loaded = await repository.load_pipeline(conn, service)
         pipeline_version, pipeline = loaded if loaded else (None, None)
@@ -83,7 +85,7 @@ class GatesHandlers:
                 ))
             elif verdict.outcome == "failed":
                 emitted.append(GateFailed(**ident, reasons=reasons))
-            elif reasons != json.loads(row["reasons"]):
+            elif always or reasons != json.loads(row["reasons"]):
                 emitted.append(GatePending(**ident, reasons=reasons))
             await repository.set_outcome(conn, service, version, env, verdict.outcome, reasons)
         return emitted

@@ -1,0 +1,46 @@
+"""End-to-end fixtures: the real broker, database and service processes, started by the project's scripts."""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+import devstack
+from shared.client import EventWatcher, Publisher
+from shared.settings import Settings
+from tests.e2e.support import Scenario
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def stack() -> Settings:
+    """Kafka, PostgreSQL and the five services running the code under test (restarted once per session)."""
+    devstack.up(services=False)
+    for name in devstack.SERVICES:
+        devstack.stop_service(name)
+        devstack.start_service(name)
+    devstack.wait_services_ready(90)
+    return Settings()
+
+
+@pytest.fixture
+async def scenario(stack: Settings, tmp_path: Path):
+    """A fresh service name, a publisher and a watcher started before the test acts."""
+    async with Publisher(stack.kafka_bootstrap) as publisher, EventWatcher(stack.kafka_bootstrap) as watcher:
+        world = Scenario(settings=stack, publisher=publisher, watcher=watcher, dist=tmp_path)
+        yield world
+    _stop_apps_of(stack, world.service)
+
+
+def _stop_apps_of(settings: Settings, service: str) -> None:
+    """Stop the app processes the deployer started for this test's service."""
+    for record in (settings.var_dir / "run" / "apps").glob(f"{service}--*.json"):
+        pid = json.loads(record.read_text())["pid"]
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        record.unlink()

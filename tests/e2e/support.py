@@ -1,0 +1,111 @@
+"""What end-to-end tests share: a fresh service name per test, artifacts, a pipeline, and the bus."""
+
+import asyncio
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import asyncpg
+
+from shared.client import EventWatcher, Publisher, matches
+from shared.events import Artifact, BuildCompleted, Event, EventData, new_event
+from shared.pipeline import PipelineDefinition, parse_pipeline
+from shared.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "examples" / "payments"))
+from build import build as build_artifact  # noqa: E402  (the example's own build script)
+
+PIPELINE = """
+service: {service}
+environments:
+  - name: dev
+    config: {{APP_ENV: dev, FEATURE_NEW_UI: "true"}}
+  - name: test
+    gates: [{{evidence: unit-tests}}]
+  - name: staging
+    gates: [{{evidence: integration-tests}}]
+  - name: prod
+    gates: [{{approval: {{min: 1, not_author: true}}}}]
+    config: {{APP_ENV: prod, FEATURE_NEW_UI: "false"}}
+"""
+ENVS = ("dev", "test", "staging", "prod")
+
+
+@dataclass
+class Scenario:
+    """One test's world: its own service name, its artifacts, a publisher and a watcher."""
+
+    settings: Settings
+    publisher: Publisher
+    watcher: EventWatcher
+    dist: Path
+    service: str = field(default_factory=lambda: f"svc-{uuid.uuid4().hex[:10]}")
+
+    async def apply_pipeline(self, text: str = PIPELINE) -> PipelineDefinition:
+        """Publish the pipeline for this test's service and wait until gates and intake have it."""
+        from cli.ops import pipeline_applied
+
+        definition = parse_pipeline(text.format(service=self.service))
+        await self.send(pipeline_applied(definition, "test"))
+        return definition
+
+    def build(self, version: str, *, bad: bool = False, label: str = "") -> tuple[Path, str]:
+        """Build the example app as this service's artifact; returns (path, digest)."""
+        path = self.dist / f"{self.service}-{version}{'-' + label if label else ''}.pyz"
+        return path, build_artifact(version, path, bad=bad, label=label)
+
+    def build_completed(self, version: str, path: Path, digest: str, author: str = "alice",
+                        checks: dict | None = None) -> BuildCompleted:
+        """CI's build.completed for an artifact file."""
+        return BuildCompleted(service=self.service, version=version,
+                              artifact=Artifact(kind="file", uri=path.as_uri(), digest=digest), commit="c0ffee",
+                              author=author, checks=checks if checks is not None else {"unit-tests": "passed"})
+
+    async def send(self, data: EventData) -> Event:
+        """Publish an event as CI or an operator would."""
+        event = new_event(data, source="/tests")
+        await self.publisher.publish(event)
+        return event
+
+    async def wait(self, event_type: str, timeout: float = 30.0, **fields) -> Event:
+        """Await this service's next `event_type` event with these data fields."""
+        return await self.watcher.wait_for(matches(event_type, service=self.service, **fields), timeout,
+                                           what=f"{event_type} {fields}")
+
+    def seen(self, event_type: str, **fields) -> list[Event]:
+        """This service's events of a type seen so far."""
+        return self.watcher.seen(matches(event_type, service=self.service, **fields))
+
+    async def promote_to_staging(self, version: str, author: str = "alice") -> str:
+        """Publish a good build and carry it to staging (with the integration-test evidence); returns its digest."""
+        from shared.events import EvidenceRecorded
+
+        path, digest = self.build(version)
+        await self.send(self.build_completed(version, path, digest, author=author))
+        await self.wait("verification.passed", env="test", version=version)
+        await self.send(EvidenceRecorded(service=self.service, version=version, digest=digest, env="test",
+                                         check="integration-tests", result="passed"))
+        await self.wait("verification.passed", env="staging", version=version)
+        return digest
+
+    async def processed_by(self, consumer: str, event: Event, timeout: float = 30.0) -> None:
+        """Wait until `consumer` has committed its handling of `event` (its inbox row exists).
+
+        For the few facts a service records without emitting anything, this durable row is
+        the only thing to wait for; it is polled with a bound, never slept on blindly.
+        """
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not await self.query(consumer, "select 1 from processed_events where event_id = $1", event.id):
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"{consumer} did not process {event.envelope.type} within {timeout:.0f} s")
+            await asyncio.sleep(0.05)
+
+    async def query(self, schema: str, sql: str, *args):
+        """Read one service's table (tests may look; services never read each other's)."""
+        conn = await asyncpg.connect(self.settings.database_url, server_settings={"search_path": schema})
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            await conn.close()

@@ -1,0 +1,122 @@
+"""Bad input loses nothing and stops nothing: dead letters with reasons, one-line CLI errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared import topics
+from shared.events import new_event
+from tests.e2e.support import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+async def dead_letters_after(bootstrap: str, start: int, wanted: int, timeout: float = 30.0) -> list:
+    """Read `promotion.dlq` from offset `start` until `wanted` records arrived."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partition = TopicPartition(topics.DLQ, 0)
+        consumer.assign([partition])
+        consumer.seek(partition, start)
+        records = []
+        while len(records) < wanted:
+            batch = await consumer.getmany(partition, timeout_ms=int(timeout * 1000))
+            if not batch:
+                break
+            records += batch[partition]
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def dlq_end(bootstrap: str) -> int:
+    """The dead-letter topic's end offset now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partition = TopicPartition(topics.DLQ, 0)
+        return (await consumer.end_offsets([partition]))[partition]
+    finally:
+        await consumer.stop()
+
+
+async def test_malformed_events_go_to_the_dead_letter_topic_with_their_reason_and_the_consumer_goes_on(scenario):
+    bootstrap = scenario.settings.kafka_bootstrap
+    start = await dlq_end(bootstrap)
+    await scenario.apply_pipeline()
+    path, digest = scenario.build("1.0.0")
+    good = new_event(scenario.build_completed("1.0.0", path, digest), source="/tests")
+    envelope = good.to_bytes().decode()
+    poison = {
+        b"{not json": "invalid envelope",
+        envelope.replace('"build.completed"', '"build.finished"').encode(): "unknown event type 'build.finished'",
+        envelope.replace('"author":"alice"', '"author":""').encode(): "invalid build.completed data: author",
+    }
+    key = scenario.service.encode()
+    for raw in poison:
+        await scenario.publisher.publish_raw(topics.BUILDS, raw, key=key)
+    await scenario.publisher.publish(good)
+
+    await scenario.wait("verification.passed", env="dev", version="1.0.0")  # the consumer went on
+    records = await dead_letters_after(bootstrap, start, wanted=2 * len(poison))  # intake and ledger each
+    by_consumer: dict[str, list] = {}
+    for record in records:
+        headers = {name: value.decode() for name, value in record.headers}
+        if record.key == key:
+            by_consumer.setdefault(headers["dlq.consumer"], []).append((record.value, headers))
+    assert set(by_consumer) == {"intake", "ledger"}
+    for letters in by_consumer.values():
+        assert [value for value, _ in letters] == list(poison)  # original bytes, in order
+        for (value, headers), expected in zip(letters, poison.values(), strict=True):
+            assert expected in headers["dlq.reason"]
+            assert headers["dlq.topic"] == topics.BUILDS
+            assert int(headers["dlq.offset"]) >= 0 and headers["dlq.partition"].isdigit()
+
+
+def promote(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI as an operator would."""
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, **(env or {})}, timeout=60)
+
+
+@pytest.mark.parametrize("args, env, expected", [
+    (["status", "no-such-service"], None, "unknown service 'no-such-service'"),
+    (["rollback", "x", "--env", "dev", "--as", "me"], {"PROMOTE_KAFKA_BOOTSTRAP": "127.0.0.1:1"}, "cannot reach Kafka"),
+    (["status"], {"PROMOTE_DATABASE_URL": "postgresql://x@127.0.0.1:1/x"}, "cannot reach PostgreSQL"),
+    (["build-completed", "--service", "p", "--version", "1", "--commit", "c", "--author", "a"], None,
+     "give --file PATH"),
+    (["pipeline", "validate", "/no/such/file.yaml"], None, "/no/such/file.yaml"),
+])
+def test_cli_errors_are_one_readable_line_with_a_non_zero_exit(stack, args, env, expected):
+    result = promote(*args, env=env)
+    assert result.returncode != 0
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_pipeline_validate_names_the_line_and_column_of_each_problem(stack, tmp_path):
+    bad = tmp_path / "pipeline.yaml"
+    bad.write_text("service: payments\nenvironments:\n  - name: dev\n    gates: [{evidance: unit-tests}]\n")
+    result = promote("pipeline", "validate", str(bad))
+    assert result.returncode == 1
+    assert f"{bad}:4:13: environments[0].gates[0]: unknown gate kind 'evidance'" in result.stderr
+
+
+async def test_the_ledger_hash_chain_verifies_and_the_audit_lists_the_release(scenario):
+    await scenario.apply_pipeline()
+    path, digest = scenario.build("1.0.0")
+    await scenario.send(scenario.build_completed("1.0.0", path, digest))
+    await scenario.wait("verification.passed", env="dev", version="1.0.0")
+    assert promote("audit", "--verify").returncode == 0
+    audit = promote("audit", scenario.service, "1.0.0", "--json")
+    assert audit.returncode == 0, audit.stderr
+    report = json.loads(audit.stdout)
+    assert report["chain"]["intact"] is True
+    types = {entry["event"]["type"] for entry in report["events"]}
+    assert {"build.completed", "artifact.registered", "promotion.requested", "gate.passed",
+            "deployment.started", "deployment.succeeded", "verification.passed"} <= types

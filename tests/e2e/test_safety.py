@@ -1,0 +1,122 @@
+"""Immutability, duplicate delivery, rollback and re-attachment, on the real broker, database and processes."""
+
+import pytest
+
+import devstack
+from shared.events import GatePassed, RollbackRequested, new_event
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_a_version_published_again_with_another_digest_is_rejected_and_never_deployed(scenario):
+    await scenario.apply_pipeline()
+    path, digest = scenario.build("2.4.1")
+    await scenario.send(scenario.build_completed("2.4.1", path, digest))
+    await scenario.wait("verification.passed", env="dev", version="2.4.1")
+
+    other_path, other_digest = scenario.build("2.4.1", label="rebuilt")
+    assert other_digest != digest
+    await scenario.send(scenario.build_completed("2.4.1", other_path, other_digest))
+    rejected = await scenario.wait("artifact.rejected", version="2.4.1")
+
+    assert (rejected.data.reason, rejected.data.digest) == ("immutability-violation", other_digest)
+    await scenario.wait("verification.passed", env="test", version="2.4.1")
+    deployed = await scenario.query("deployer", "select distinct digest from deployments where service = $1",
+                                    scenario.service)
+    assert [r["digest"] for r in deployed] == [digest]
+
+
+async def test_a_file_whose_bytes_do_not_match_the_claimed_digest_is_rejected(scenario):
+    await scenario.apply_pipeline()
+    path, digest = scenario.build("1.0.0")
+    _, other_digest = scenario.build("1.0.1")
+    await scenario.send(scenario.build_completed("1.0.0", path, other_digest))
+    rejected = await scenario.wait("artifact.rejected", version="1.0.0")
+    assert rejected.data.reason == "digest-mismatch" and digest in rejected.data.detail
+
+
+async def test_the_same_build_event_delivered_twice_changes_nothing(scenario):
+    await scenario.apply_pipeline()
+    path, digest = scenario.build("5.0.0")
+    event = new_event(scenario.build_completed("5.0.0", path, digest), source="/tests")
+    await scenario.publisher.publish(event)
+    await scenario.publisher.publish(event)
+    await scenario.wait("verification.passed", env="test", version="5.0.0")
+    # Staging waits for evidence: the pipeline is quiet, so every effect of both deliveries is in.
+    await scenario.wait("gate.pending", env="staging", version="5.0.0")
+
+    assert len(scenario.seen("artifact.registered", version="5.0.0")) == 1
+    assert len(scenario.seen("deployment.started", env="dev")) == 1
+    starts = await scenario.query("deployer", "select env, count(*) as n from driver_calls where service = $1 "
+                                  "group by env order by env", scenario.service)
+    assert {r["env"]: r["n"] for r in starts} == {"dev": 1, "test": 1}
+    entries = await scenario.query("ledger", "select count(*) as n from entries where event_id = $1", event.id)
+    assert entries[0]["n"] == 1
+
+
+async def test_a_failed_verification_returns_the_environment_to_its_last_verified_release(scenario):
+    await scenario.apply_pipeline()
+    path, good = scenario.build("2.4.1")
+    await scenario.send(scenario.build_completed("2.4.1", path, good))
+    await scenario.wait("verification.passed", env="test", version="2.4.1")
+
+    bad_path, bad = scenario.build("2.4.2", bad=True)
+    await scenario.send(scenario.build_completed("2.4.2", bad_path, bad))
+    failed = await scenario.wait("verification.failed", env="dev", version="2.4.2")
+    assert failed.data.checks["health"] == "GET /health answered 500"
+    completed = await scenario.wait("rollback.completed", env="dev")
+
+    assert (completed.data.version, completed.data.digest) == ("2.4.1", good)
+    assert scenario.seen("promotion.requested", env="test", version="2.4.2") == []
+    status = await scenario.query("ledger", "select version, state from environments where service = $1 "
+                                  "and env = 'dev'", scenario.service)
+    assert (status[0]["version"], status[0]["state"]) == ("2.4.1", "verified")
+
+
+async def test_an_operator_rollback_returns_to_the_release_verified_before_the_current_one(scenario):
+    await scenario.apply_pipeline()
+    for version in ("1.0.0", "1.1.0"):
+        path, digest = scenario.build(version)
+        await scenario.send(scenario.build_completed(version, path, digest))
+        verified = await scenario.wait("verification.passed", env="dev", version=version)
+    # The request travels on another topic than the verification: let the rollback service see 1.1.0 first.
+    await scenario.processed_by("rollback", verified)
+
+    await scenario.send(RollbackRequested(service=scenario.service, env="dev", requested_by="oncall"))
+    ordered = await scenario.wait("rollback.ordered", env="dev")
+    completed = await scenario.wait("rollback.completed", env="dev")
+    assert (ordered.data.version, ordered.data.from_version, ordered.data.requested_by) == ("1.0.0", "1.1.0", "oncall")
+    assert completed.data.version == "1.0.0"
+
+
+async def test_an_operator_rollback_with_nothing_to_return_to_fails_with_a_reason(scenario):
+    await scenario.apply_pipeline()
+    await scenario.send(RollbackRequested(service=scenario.service, env="prod", requested_by="oncall"))
+    failed = await scenario.wait("rollback.failed", env="prod")
+    assert "no earlier verified release" in failed.data.reason
+
+
+async def test_a_restarted_deployer_reattaches_to_running_apps_instead_of_starting_them_again(scenario):
+    await scenario.apply_pipeline()
+    path, digest = scenario.build("7.0.0")
+    await scenario.send(scenario.build_completed("7.0.0", path, digest))
+    passed = await scenario.wait("gate.passed", env="dev", version="7.0.0")
+    first = await scenario.wait("deployment.succeeded", env="dev", version="7.0.0")
+
+    import signal
+
+    devstack.stop_service("deployer", sig=signal.SIGKILL)
+    devstack.start_service("deployer")
+    again = GatePassed(**passed.data.model_dump())  # a second order for the very same release
+    await scenario.send(again)
+    second = await scenario.watcher.wait_for(
+        lambda e: e.envelope.type == "verification.passed" and e.data.service == scenario.service
+        and e.data.env == "dev" and e.data.deployment_id != first.data.deployment_id, 60, "the second verification")
+
+    assert second.data.digest == digest
+    starts = await scenario.query("deployer", "select count(*) as n from driver_calls where service = $1 "
+                                  "and env = 'dev'", scenario.service)
+    assert starts[0]["n"] == 1
+    slot = await scenario.query("deployer", "select pid, port from slots where service = $1 and env = 'dev'",
+                                scenario.service)
+    assert slot[0]["port"] == first.data.port

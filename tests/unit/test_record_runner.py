@@ -1,0 +1,192 @@
+"""Unit tests for shared.consumer.RecordRunner: dead-letter what is invalid, retry what failed, ack the rest.
+
+The runner backs off with asyncio.sleep before every re-read (0.4 s, then 0.8 s, ... for a failing
+handler), so the retry tests take a few seconds of real time; they use few deliveries.
+"""
+
+from dataclasses import dataclass
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from shared import topics
+from shared.consumer import RecordRunner
+from shared.events import Event, PromotionRequested, new_event
+
+DIGEST = "sha256:" + "a" * 64
+
+
+@pytest.fixture(autouse=True)
+def fresh_log_context():
+    """The runner binds the record to structlog's context; the service clears it after each record."""
+    structlog.contextvars.clear_contextvars()
+    yield
+    structlog.contextvars.clear_contextvars()
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    """The parts of an aiokafka ConsumerRecord the runner reads."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class FakeMessage:
+    """A FastStream KafkaMessage with manual acknowledgement that records what was done to it."""
+
+    def __init__(self, value: bytes, *, topic: str = topics.REQUESTS, partition: int = 2, offset: int = 41,
+                 key: bytes | None = b"payments") -> None:
+        self.body = value
+        self.raw_message = FakeRecord(topic, partition, offset, key, value)
+        self.calls: list[str] = []
+
+    async def ack(self) -> None:
+        self.calls.append("ack")
+
+    async def nack(self) -> None:
+        self.calls.append("nack")
+
+
+class FakePublisher:
+    """Stands in for the raw producer: keeps every (topic, key, value, headers) published."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes | None, bytes, dict[str, str]]] = []
+
+    async def publish_raw(self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
+        self.published.append((topic, key, value, headers))
+
+
+class FakeHandler:
+    """A handler that records the events it got and raises `error` (if any) every time."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        self.error = error
+        self.handled: list[Event] = []
+
+    async def __call__(self, event: Event) -> None:
+        self.handled.append(event)
+        if self.error is not None:
+            raise self.error
+
+
+def a_request_event() -> Event:
+    return new_event(PromotionRequested(service="payments", version="1.4.0", digest=DIGEST, env="dev"),
+                     source="intake", event_id="evt-1")
+
+
+def a_runner(handler: FakeHandler, publisher: FakePublisher, max_attempts: int = 3) -> RecordRunner:
+    """A runner whose back-off starts at 10 ms, so that retries keep the tests fast."""
+    return RecordRunner("gates", handler, publisher.publish_raw, max_attempts=max_attempts, backoff_base_s=0.01)
+
+
+async def test_invalid_bytes_are_dead_lettered_with_where_they_came_from_then_acknowledged():
+    handler, publisher = FakeHandler(), FakePublisher()
+    runner = a_runner(handler, publisher)
+    message = FakeMessage(b"{not json", topic=topics.REQUESTS, partition=2, offset=41, key=b"payments")
+    await runner.run(message)
+    assert len(publisher.published) == 1
+    topic, key, value, headers = publisher.published[0]
+    assert (topic, key, value) == ("promotion.dlq", b"payments", b"{not json")
+    assert "invalid envelope" in headers["dlq.reason"]
+    assert (headers["dlq.topic"], headers["dlq.partition"], headers["dlq.offset"], headers["dlq.consumer"]) == (
+        "promotion.requests", "2", "41", "gates")
+    assert headers["dlq.at"]
+    assert message.calls == ["ack"]
+    assert handler.handled == []
+    assert (runner.dead_lettered, runner.processed) == (1, 0)
+
+
+async def test_a_valid_event_on_the_wrong_topic_is_dead_lettered_without_calling_the_handler():
+    handler, publisher = FakeHandler(), FakePublisher()
+    message = FakeMessage(a_request_event().to_bytes(), topic=topics.GATES)
+    await a_runner(handler, publisher).run(message)
+    assert [published[0] for published in publisher.published] == ["promotion.dlq"]
+    assert "does not belong on topic 'promotion.gates'" in publisher.published[0][3]["dlq.reason"]
+    assert message.calls == ["ack"] and handler.handled == []
+
+
+async def test_a_valid_event_is_handled_once_then_acknowledged():
+    handler, publisher = FakeHandler(), FakePublisher()
+    runner = a_runner(handler, publisher)
+    event = a_request_event()
+    message = FakeMessage(event.to_bytes())
+    await runner.run(message)
+    assert [handled.id for handled in handler.handled] == ["evt-1"]
+    assert handler.handled[0].data == event.data
+    assert message.calls == ["ack"]
+    assert publisher.published == []
+    assert (runner.processed, runner.dead_lettered, runner.last_error) == (1, 0, None)
+
+
+async def test_a_handler_that_keeps_failing_is_re_read_then_dead_lettered_on_the_last_attempt():
+    handler, publisher = FakeHandler(ValueError("no such release")), FakePublisher()
+    runner = a_runner(handler, publisher, max_attempts=3)
+    raw = a_request_event().to_bytes()
+    deliveries = [FakeMessage(raw) for _ in range(3)]  # the same record, read again after each nack
+    for delivery in deliveries[:2]:
+        await runner.run(delivery)
+        assert delivery.calls == ["nack"]
+        assert publisher.published == []
+    assert runner.last_error == "ValueError: no such release"
+    await runner.run(deliveries[2])
+    assert deliveries[2].calls == ["ack"]
+    assert len(handler.handled) == 3
+    assert len(publisher.published) == 1
+    topic, _, value, headers = publisher.published[0]
+    assert (topic, value) == ("promotion.dlq", raw)
+    assert "handler failed 3 times" in headers["dlq.reason"]
+    assert "ValueError: no such release" in headers["dlq.reason"]
+    assert runner.dead_lettered == 1
+
+
+async def test_a_technical_fault_is_retried_and_never_dead_lettered():
+    # max_attempts=1: a non-technical error would be dead-lettered on the first delivery, so two
+    # nacks already prove that technical faults do not count towards max_attempts.
+    handler, publisher = FakeHandler(OSError("database unreachable")), FakePublisher()
+    runner = a_runner(handler, publisher, max_attempts=1)
+    raw = a_request_event().to_bytes()
+    deliveries = [FakeMessage(raw) for _ in range(2)]
+    for delivery in deliveries:
+        await runner.run(delivery)
+    assert [delivery.calls for delivery in deliveries] == [["nack"], ["nack"]]
+    assert publisher.published == [] and runner.dead_lettered == 0
+    assert runner.last_error == "OSError: database unreachable"
+    assert runner.failing_since is not None
+
+
+async def test_a_success_after_a_failure_clears_the_error_shown_on_health():
+    handler, publisher = FakeHandler(OSError("database unreachable")), FakePublisher()
+    runner = a_runner(handler, publisher)
+    raw = a_request_event().to_bytes()
+    await runner.run(FakeMessage(raw))
+    handler.error = None
+    recovered = FakeMessage(raw)
+    await runner.run(recovered)
+    assert recovered.calls == ["ack"]
+    assert (runner.processed, runner.last_error, runner.failing_since) == (1, None, None)
+
+
+async def test_the_first_failure_of_a_handler_is_logged_as_attempt_one():
+    handler, publisher = FakeHandler(ValueError("boom")), FakePublisher()
+    with capture_logs() as logs:
+        await a_runner(handler, publisher).run(FakeMessage(a_request_event().to_bytes()))
+    retries = [entry for entry in logs if entry["event"] == "event.retry"]
+    assert [(entry["attempt"], entry["retry_in"]) for entry in retries] == [(1, 0.01)]
+
+
+async def test_technical_retries_do_not_use_up_the_attempts_of_a_handler_error():
+    handler, publisher = FakeHandler(OSError("database unreachable")), FakePublisher()
+    runner = a_runner(handler, publisher, max_attempts=2)
+    raw = a_request_event().to_bytes()
+    await runner.run(FakeMessage(raw))
+    handler.error = ValueError("no such release")
+    first_real_failure = FakeMessage(raw)
+    await runner.run(first_real_failure)
+    assert first_real_failure.calls == ["nack"]
+    assert publisher.published == []
