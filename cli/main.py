@@ -239,6 +239,15 @@ def stack_status(as_json: JsonOpt = False) -> None:
 
 
 @app.command()
+def asyncapi(out: Annotated[Path, typer.Option(help="Folder for <service>.json.")] = Path("docs/asyncapi")) -> None:
+    """Generate the AsyncAPI documents from the services' FastStream apps."""
+    from cli import asyncapi as generator
+
+    for path in generator.write(out):
+        render.console.print(f"wrote {path}")
+
+
+@app.command()
 def demo(service: Annotated[str, typer.Option(help="Service name for the demo (a fresh one is picked "
                                                        "if it already has history).")] = "payments") -> None:
     """Run the walking-skeleton scenario on the local stack (./dev-stack demo starts the stack first)."""

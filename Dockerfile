@@ -1,0 +1,14 @@
+# One image for every service (one artifact, different commands); see compose.yaml.
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY shared ./shared
+COPY services ./services
+COPY cli ./cli
+COPY devstack ./devstack
+COPY examples ./examples
+RUN pip install --no-cache-dir .
+ENV PROMOTE_VAR_DIR=/var/lib/promote \
+    PYTHONUNBUFFERED=1
+EXPOSE 8080
+CMD ["promote", "--help"]

@@ -1,0 +1,34 @@
+"""The docs describe what exists: every topic and event is catalogued, examples parse, AsyncAPI is current."""
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from cli import asyncapi
+from shared import topics
+from shared.events import EVENT_TYPES, parse_event
+
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+CATALOGUE = (DOCS / "events.md").read_text()
+
+
+def test_the_event_catalogue_names_every_topic_and_every_event_type():
+    missing_topics = [t.name for t in topics.ALL_TOPICS if f"`{t.name}`" not in CATALOGUE]
+    missing_types = [kind for kind in EVENT_TYPES if f"### `{kind}`" not in CATALOGUE]
+    assert (missing_topics, missing_types) == ([], [])
+
+
+def test_every_example_in_the_event_catalogue_is_a_valid_event_on_its_topic():
+    examples = re.findall(r"```json\n(.*?)\n```", CATALOGUE, flags=re.S)
+    assert len(examples) == len(EVENT_TYPES)
+    for text in examples:
+        event = parse_event(text.encode())
+        assert event.envelope.type in EVENT_TYPES
+
+
+@pytest.mark.parametrize("service", asyncapi.SERVICE_NAMES)
+def test_the_committed_asyncapi_document_matches_the_service_app(service):
+    committed = (DOCS / "asyncapi" / f"{service}.json").read_text()
+    assert json.loads(committed) == json.loads(asyncapi.documents()[service]), "run: promote asyncapi"
