@@ -17,7 +17,7 @@ import asyncpg
 import structlog
 from aiokafka.errors import KafkaError
 
-from shared import topics
+from shared import metrics, topics
 from shared.events import Event, InvalidEvent, parse_event
 
 log = structlog.get_logger()
@@ -48,6 +48,7 @@ class RecordRunner:
     async def run(self, message) -> None:
         """Process one FastStream KafkaMessage and acknowledge or re-read it."""
         record = message.raw_message
+        started = time.monotonic()
         position = (record.topic, record.partition, record.offset)
         structlog.contextvars.bind_contextvars(topic=record.topic, partition=record.partition, offset=record.offset)
         try:
@@ -75,6 +76,8 @@ class RecordRunner:
             return
         self._forget(position)
         self.processed += 1
+        metrics.EVENTS_HANDLED.labels(self._consumer_name, event.envelope.type).inc()
+        metrics.HANDLER_SECONDS.labels(self._consumer_name).observe(time.monotonic() - started)
         self.last_error, self.failing_since = None, None
         await message.ack()
 
@@ -85,6 +88,7 @@ class RecordRunner:
     async def _retry_later(self, message, error: Exception, attempt: int, *, transient: bool) -> None:
         """Back off (exponentially, capped at 5 s), then seek back so the same record is read again."""
         self.last_error = f"{type(error).__name__}: {error}"
+        metrics.EVENTS_RETRIED.labels(self._consumer_name, str(transient).lower()).inc()
         self.failing_since = self.failing_since or time.monotonic()
         delay = min(self._backoff_base_s * 2 ** min(attempt - 1, 6), 5.0)
 
@@ -104,6 +108,7 @@ class RecordRunner:
         }
         await self._publish_raw(topics.DLQ, record.key, record.value or b"", headers)
         self.dead_lettered += 1
+        metrics.EVENTS_DEAD_LETTERED.labels(self._consumer_name).inc()
         log.warning("event.dead_lettered", reason=reason)
 
 

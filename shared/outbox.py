@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import asyncpg
 import structlog
 
+from shared import metrics
 from shared.events import Event
 
 log = structlog.get_logger()
@@ -27,7 +28,9 @@ async def enqueue(conn: asyncpg.Connection, events: Iterable[Event]) -> None:
 class OutboxRelay:
     """Publishes committed outbox rows in order, at least once, and marks them published."""
 
-    def __init__(self, pool: asyncpg.Pool, publish: Publish, *, batch: int = 200, poll_s: float = 1.0) -> None:
+    def __init__(self, pool: asyncpg.Pool, publish: Publish, *, service: str = "", batch: int = 200,
+                 poll_s: float = 1.0) -> None:
+        self._service = service
         self._pool = pool
         self._publish = publish
         self._batch = batch
@@ -79,4 +82,5 @@ class OutboxRelay:
                     )
                     sent += len(rows)
         self.published += sent
+        metrics.OUTBOX_PUBLISHED.labels(self._service).inc(sent)
         return sent

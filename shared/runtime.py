@@ -6,7 +6,6 @@ Nothing connects at import time; connections open in the app's startup hook.
 """
 
 import asyncio
-import logging
 import os
 import time
 import uuid
@@ -24,7 +23,7 @@ from shared.consumer import Handler, RecordRunner
 from shared.db import connect, migrate
 from shared.events import Event, EventData, new_event
 from shared.health import serve_health
-from shared.logging import configure_logging
+from shared.logging import configure_logging, library_logger
 from shared.outbox import OutboxRelay, enqueue
 from shared.settings import Settings
 
@@ -50,10 +49,11 @@ class ServiceRuntime:
             client_id=name,
             enable_idempotence=True,
             acks="all",
-            log_level=logging.DEBUG,
+            logger=library_logger(f"faststream.{name}"),
         )
         self.app = FastStream(
             self.broker,
+            logger=library_logger("faststream.app"),
             on_startup=[self._start],
             on_shutdown=[self._stop],
             specification=AsyncAPI(self.broker, title=f"promote {name}", version="0.1.0"),
@@ -142,7 +142,7 @@ class ServiceRuntime:
         self.pool = await connect(self.settings.database_url, self.name)
         applied = await migrate(self.pool, self.name, self.migrations_package)
         log.info("service.starting", migrations_applied=applied)
-        self.relay = OutboxRelay(self.pool, self._publish_event_bytes)
+        self.relay = OutboxRelay(self.pool, self._publish_event_bytes, service=self.name)
         self._tasks.append(asyncio.create_task(self._run_relay_when_connected()))
         port = int(os.environ.get("PROMOTE_HEALTH_PORT", "0"))
         if port:

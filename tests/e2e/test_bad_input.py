@@ -2,12 +2,15 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+import devstack
 from shared import topics
 from shared.events import new_event
 from tests.e2e.support import REPO
@@ -76,6 +79,12 @@ async def test_malformed_events_go_to_the_dead_letter_topic_with_their_reason_an
             assert expected in headers["dlq.reason"]
             assert headers["dlq.topic"] == topics.BUILDS
             assert int(headers["dlq.offset"]) >= 0 and headers["dlq.partition"].isdigit()
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{devstack.SERVICE_HEALTH_PORTS['intake']}") as client:
+        health = (await client.get("/health")).json()
+        metrics = (await client.get("/metrics")).text
+    assert health["status"] == "ok" and health["dead_lettered"] >= len(poison)
+    counted = re.search(r'^promote_events_dead_lettered_total\{consumer="intake"\} (\S+)$', metrics, re.M)
+    assert counted is not None and float(counted.group(1)) >= len(poison)
 
 
 def promote(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:

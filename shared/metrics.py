@@ -1,0 +1,12 @@
+"""Prometheus metrics every service exposes on GET /metrics (same port as /health)."""
+
+from prometheus_client import Counter, Histogram
+
+EVENTS_HANDLED = Counter("promote_events_handled_total", "Events handled to the end (committed)",
+                         ["consumer", "event_type"])
+EVENTS_DEAD_LETTERED = Counter("promote_events_dead_lettered_total", "Records moved to promotion.dlq", ["consumer"])
+EVENTS_RETRIED = Counter("promote_events_retried_total", "Deliveries re-read after a failure",
+                         ["consumer", "transient"])
+HANDLER_SECONDS = Histogram("promote_handler_seconds", "Time from a record's delivery to its commit", ["consumer"],
+                            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+OUTBOX_PUBLISHED = Counter("promote_outbox_published_total", "Outbox rows published to Kafka", ["service"])
