@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from shared.events import ApprovalGranted, PromotionRequested
+from shared.events import ApprovalGranted, ApprovalRejected, PromotionRequested
 from tests.e2e.support import ENVS
 
 pytestmark = pytest.mark.e2e
@@ -62,3 +62,22 @@ async def test_nothing_skips_an_environment_even_when_a_promotion_to_prod_is_for
     assert (rejudged.envelope.type, rejudged.data.reasons) == ("gate.pending", ["not yet verified in staging"])
     rows = await scenario.query("deployer", "select env from deployments where service = $1", scenario.service)
     assert "prod" not in {r["env"] for r in rows}
+
+
+async def test_a_rejection_fails_the_promotion_into_that_environment(scenario):
+    await scenario.apply_pipeline()
+    await scenario.promote_to_staging("4.0.0", author="alice")
+    await scenario.wait("gate.pending", env="prod", version="4.0.0")
+
+    await scenario.send(ApprovalRejected(service=scenario.service, version="4.0.0", env="prod", approver="bob",
+                                         comment="not during the sale"))
+    failed = await scenario.wait("gate.failed", env="prod", version="4.0.0")
+    assert failed.data.reasons == ["rejected by bob"]
+    late = await scenario.send(ApprovalGranted(service=scenario.service, version="4.0.0", env="prod",
+                                               approver="carol"))
+    await scenario.processed_by("gates", late)
+    # A failed promotion is final: the later approval is recorded but judges nothing.
+    rows = await scenario.query("gates", "select status from promotions where service = $1 and env = 'prod'",
+                                scenario.service)
+    assert [r["status"] for r in rows] == ["failed"]
+    assert scenario.seen("gate.passed", env="prod") == []

@@ -1,0 +1,26 @@
+"""The README's first command ends in the demo: run it and check what it shows."""
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from tests.e2e.support import REPO
+
+pytestmark = pytest.mark.e2e
+
+
+def test_the_demo_promotes_rolls_back_rejects_and_ends_with_prod_on_the_good_release(stack):
+    service = f"demo-{uuid.uuid4().hex[:8]}"
+    result = subprocess.run([sys.executable, "-m", "cli.main", "demo", "--service", service], cwd=REPO,
+                            capture_output=True, text=True, timeout=240, env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    for line in ("alice (the author) approves: not counted", "bob approves: prod gate passed",
+                 "2.4.1 verified in prod", "verification failed in dev: health: GET /health answered 500",
+                 "rollback completed: dev runs 2.4.1", "artifact.rejected (immutability-violation)",
+                 "prod runs 2.4.1 with the digest that passed dev, test and staging"):
+        assert line in out, f"missing: {line}"
+    assert out.index("2.4.1 verified in prod") < out.index("verification failed in dev")
