@@ -7,7 +7,8 @@ COPY services ./services
 COPY cli ./cli
 COPY devstack ./devstack
 COPY examples ./examples
-RUN pip install --no-cache-dir .
+# Editable, so that the demo finds examples/ beside the code (REPO_ROOT is the source tree).
+RUN pip install --no-cache-dir -e .
 ENV PROMOTE_VAR_DIR=/var/lib/promote \
     PYTHONUNBUFFERED=1
 EXPOSE 8080

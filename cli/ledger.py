@@ -77,6 +77,14 @@ class LedgerReader:
             service, version,
         )
 
+    async def waiting(self, service: str, version: str, env: str) -> tuple[str, list[str]] | None:
+        """(outcome, reasons) of a promotion held at an environment's gates, if the ledger has one."""
+        row = await self.conn.fetchrow(
+            "select outcome, reasons from waiting where service = $1 and version = $2 and env = $3",
+            service, version, env,
+        )
+        return (row["outcome"], json.loads(row["reasons"])) if row else None
+
     async def author_and_digest(self, service: str, version: str) -> tuple[str, str] | None:
         """(author, digest) of a registered artifact."""
         row = await self.conn.fetchrow(

@@ -116,9 +116,21 @@ def reject(service: str, version: str, env: EnvOpt, who: WhoOpt,
 def _decide(service: str, version: str, env: str, who: str, granted: bool, comment: str | None, wait: float) -> None:
     data = ops.decision(service, version, env, who, granted, comment)
     verb = "approval" if granted else "rejection"
-    if wait <= 0:
+
+    async def held() -> tuple[str, list[str]] | None:
+        async with LedgerReader(settings()) as ledger:
+            return await ledger.waiting(service, version, env)
+
+    state = asyncio.run(held()) if wait > 0 else ("pending", [])
+    if wait <= 0 or state is None or state[0] != "pending":
         event = asyncio.run(ops.publish(settings(), data))
         render.console.print(f"{verb} recorded ({event.id})")
+        if state is None:
+            render.console.print(f"no promotion of {service} {version} into {env} is waiting: "
+                                 "it counts when one is")
+        elif state[0] == "failed":
+            render.console.print(f"the promotion of {service} {version} into {env} already failed "
+                                 f"({'; '.join(state[1])}): this changes nothing")
         return
     fields = dict(service=service, version=version, env=env)
     outcome = asyncio.run(ops.publish_and_wait(

@@ -18,6 +18,10 @@ from services.deployer.domain import Running
 from shared.artifacts import file_digest
 
 
+class StartFailed(Exception):
+    """The operating system refused to run the artifact (not executable, bad format…)."""
+
+
 class LocalDriver:
     """Starts, stops and inspects app processes; each slot is recorded under var/run/apps."""
 
@@ -37,28 +41,44 @@ class LocalDriver:
             return None
         return path.read_text().strip()
 
-    def inspect(self, pid: int | None, digest: str | None, config_version: str | None) -> Running | None:
-        """What runs under `pid`, if it is alive and still runs that artifact."""
+    def launched(self, service: str, env: str) -> Running | None:
+        """What this driver last launched in the slot (from its run file), and whether it still runs it."""
+        record_path = self.run_dir / f"{service}--{env}.json"
+        try:
+            record = json.loads(record_path.read_text())
+        except (OSError, ValueError):
+            return None
+        pid, digest = record.get("pid"), record.get("digest")
         if not pid or not digest:
             return None
         alive = self.is_alive(pid) and str(self.artifact_path(digest)) in self.command_line(pid)
-        return Running(pid=pid, digest=digest, config_version=config_version or "", alive=alive)
+        return Running(pid=pid, digest=digest, config_version=record.get("config_version", ""), alive=alive)
 
-    def start(self, service: str, env: str, digest: str, variables: dict[str, str]) -> int:
-        """Run the artifact file with `variables` as its environment; returns the pid."""
+    def start(self, service: str, env: str, digest: str, config_version: str, variables: dict[str, str]) -> int:
+        """Run the artifact file with `variables` as its environment; returns the pid.
+
+        The run file is written right after the fork, so that a deployer killed at any later
+        instruction finds the process again (re-attach) instead of starting a second copy.
+        """
         self.calls += 1
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / f"{service}--{env}.log").open("ab")
-        base = {key: os.environ[key] for key in ("PATH", "LANG", "HOME") if key in os.environ}
-        child = subprocess.Popen(
-            [str(self.artifact_path(digest))], env={**base, **variables}, stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.log_dir,
-        )
-        log.close()
-        self._children[child.pid] = child
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        record = {"pid": child.pid, "service": service, "env": env, "digest": digest, "port": variables["PORT"]}
-        (self.run_dir / f"{service}--{env}.json").write_text(json.dumps(record))
+        base = {key: os.environ[key] for key in ("PATH", "LANG", "HOME") if key in os.environ}
+        with (self.log_dir / f"{service}--{env}.log").open("ab") as log:
+            try:
+                child = subprocess.Popen(
+                    [str(self.artifact_path(digest))], env={**base, **variables}, stdout=log,
+                    stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.log_dir,
+                )
+            except OSError as error:
+                raise StartFailed(f"cannot start {digest}: {error.strerror or error}") from None
+        self._children[child.pid] = child
+        record = {"pid": child.pid, "service": service, "env": env, "digest": digest,
+                  "config_version": config_version, "port": variables["PORT"]}
+        target = self.run_dir / f"{service}--{env}.json"
+        temporary = target.with_suffix(".tmp")
+        temporary.write_text(json.dumps(record))
+        temporary.replace(target)
         return child.pid
 
     def stop(self, pid: int, timeout: float = 5.0) -> None:

@@ -12,7 +12,7 @@ import structlog
 
 from services.deployer import repository
 from services.deployer.domain import MissingSecret, Target, needs_start, process_environment, verification_failure
-from services.deployer.driver import LocalDriver
+from services.deployer.driver import LocalDriver, StartFailed
 from shared.artifacts import file_digest
 from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, Event, EventData, GatePassed,
                            RollbackOrdered, VerificationFailed, VerificationPassed)
@@ -57,23 +57,27 @@ class DeployerHandlers:
         self.runtime.relay.wake()
         port = slot["port"]
         try:
-            pid = await self._run(target, slot, port)
-        except (MissingSecret, _ArtifactProblem) as problem:
-            outcome: list[EventData] = [DeploymentFailed(**fields, reason=str(problem))]
-            await self._save(event, target, None, "failed", str(problem), outcome)
+            pid = await self._run(target, port)
+        except (MissingSecret, _ArtifactProblem) as problem:  # refused before touching what runs
+            await self._save(event, target, None, "failed", str(problem),
+                             [DeploymentFailed(**fields, reason=str(problem))], slot_changed=False)
+            return
+        except StartFailed as problem:  # the previous release was stopped; nothing runs now
+            await self._save(event, target, None, "failed", str(problem),
+                             [DeploymentFailed(**fields, reason=str(problem))])
             return
         checks = await self.driver.verify(pid, port, target.digest, target.version)
         failure = verification_failure(target, checks)
-        outcome = [DeploymentSucceeded(**fields, port=port)]
+        outcome: list[EventData] = [DeploymentSucceeded(**fields, port=port)]
         if failure is None:
             outcome.append(VerificationPassed(**fields, checks=checks))
         else:
             outcome.append(VerificationFailed(**fields, reason=failure, checks=checks))
         await self._save(event, target, pid, "verified" if failure is None else "failed", failure, outcome)
 
-    async def _run(self, target: Target, slot: asyncpg.Record, port: int) -> int:
+    async def _run(self, target: Target, port: int) -> int:
         """Start the release unless it already runs; returns the pid that serves it."""
-        running = self.driver.inspect(slot["pid"], slot["digest"], slot["config_version"])
+        running = self.driver.launched(target.service, target.env)
         if not needs_start(target, running):
             log.info("deployment.reattached", pid=running.pid)
             return running.pid
@@ -85,16 +89,16 @@ class DeployerHandlers:
             await asyncio.to_thread(self.driver.stop, running.pid)
         async with self.runtime.pool.acquire() as conn:
             await repository.record_start(conn, target)
-        pid = self.driver.start(target.service, target.env, target.digest, variables)
+        pid = self.driver.start(target.service, target.env, target.digest, target.config_version, variables)
         log.info("deployment.process_started", pid=pid, port=port)
         return pid
 
     async def _save(self, event: Event, target: Target, pid: int | None, state: str, reason: str | None,
-                    outcome: list[EventData]) -> None:
+                    outcome: list[EventData], *, slot_changed: bool = True) -> None:
         path = str(self.driver.artifact_path(target.digest))
 
         async def work(conn: asyncpg.Connection) -> list[Event]:
-            await repository.finish(conn, target, pid, path, state, reason)
+            await repository.finish(conn, target, pid, path, state, reason, slot_changed=slot_changed)
             return [self.runtime.event(data, event, index + 1) for index, data in enumerate(outcome)]
 
         await self.runtime.once(event, work)

@@ -39,12 +39,14 @@ async def record_start(conn: asyncpg.Connection, target: Target) -> None:
 
 
 async def finish(conn: asyncpg.Connection, target: Target, pid: int | None, path: str, state: str,
-                 reason: str | None) -> None:
-    """Record the outcome in the deployment and in the slot."""
+                 reason: str | None, *, slot_changed: bool = True) -> None:
+    """Record the outcome in the deployment and, if what runs changed, in the slot."""
     await conn.execute(
         "update deployments set status = $2, reason = $3, finished_at = now() where deployment_id = $1",
         target.deployment_id, state, reason,
     )
+    if not slot_changed:
+        return
     await conn.execute(
         "update slots set pid = $3, version = $4, digest = $5, config_version = $6, artifact_path = $7, "
         "state = $8, updated_at = now() where service = $1 and env = $2",

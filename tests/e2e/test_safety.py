@@ -1,5 +1,6 @@
 """Immutability, duplicate delivery, rollback and re-attachment, on the real broker, database and processes."""
 
+import httpx
 import pytest
 
 import devstack
@@ -120,3 +121,51 @@ async def test_a_restarted_deployer_reattaches_to_running_apps_instead_of_starti
     slot = await scenario.query("deployer", "select pid, port from slots where service = $1 and env = 'dev'",
                                 scenario.service)
     assert slot[0]["port"] == first.data.port
+
+
+ONE_ENV_WITH_SECRET = """
+service: {service}
+environments:
+  - name: dev
+    config: {{APP_ENV: dev, DB_DSN: {{secret: {service}/dsn}}}}
+"""
+
+
+async def test_a_deployment_refused_for_a_missing_secret_leaves_the_running_release_alone(scenario):
+    secret = scenario.settings.secrets_dir / scenario.service / "dsn"
+    secret.parent.mkdir(parents=True, exist_ok=True)
+    secret.write_text("postgres://db/dev\n")
+    await scenario.apply_pipeline(ONE_ENV_WITH_SECRET)
+    path, good = scenario.build("1.0.0")
+    await scenario.send(scenario.build_completed("1.0.0", path, good))
+    first = await scenario.wait("verification.passed", env="dev", version="1.0.0")
+
+    secret.unlink()
+    path, _ = scenario.build("1.1.0")
+    await scenario.send(scenario.build_completed("1.1.0", path, _))
+    refused = await scenario.wait("deployment.failed", env="dev", version="1.1.0")
+    assert "is not in the secret store" in refused.data.reason
+    completed = await scenario.wait("rollback.completed", env="dev")
+
+    assert completed.data.version == "1.0.0"
+    starts = await scenario.query("deployer", "select digest from driver_calls where service = $1", scenario.service)
+    assert [r["digest"] for r in starts] == [good]  # 1.0.0 kept running: re-attached, never restarted
+    port = scenario.seen("deployment.succeeded", env="dev", version="1.0.0")[0].data.port
+    async with httpx.AsyncClient() as client:
+        answer = (await client.get(f"http://127.0.0.1:{port}/version")).json()
+    assert answer["version"] == "1.0.0" and first.data.digest == good
+
+
+async def test_an_artifact_the_system_cannot_execute_fails_its_deployment_and_the_deployer_goes_on(scenario):
+    await scenario.apply_pipeline()
+    junk = scenario.dist / "not-a-program"
+    junk.write_bytes(b"this is not an executable\n")
+    from shared.artifacts import file_digest
+
+    await scenario.send(scenario.build_completed("0.0.1", junk, file_digest(junk)))
+    failed = await scenario.wait("deployment.failed", env="dev", version="0.0.1")
+    assert "cannot start" in failed.data.reason
+
+    path, digest = scenario.build("0.0.2")
+    await scenario.send(scenario.build_completed("0.0.2", path, digest))
+    await scenario.wait("verification.passed", env="dev", version="0.0.2")
