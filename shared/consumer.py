@@ -10,6 +10,7 @@ The offset is committed only after the handler's transaction (state + outbox) co
 
 import asyncio
 import time
+from contextvars import ContextVar
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
@@ -23,6 +24,9 @@ from shared.events import Event, InvalidEvent, parse_event
 log = structlog.get_logger()
 
 Handler = Callable[[Event], Awaitable[None]]
+Position = tuple[str, int, int]
+current_position: ContextVar[Position] = ContextVar("current_position")
+"""(topic, partition, offset) of the record being handled, for handlers that keep it (the ledger)."""
 PublishRaw = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[None]]
 TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, KafkaError, TimeoutError)
 
@@ -58,6 +62,7 @@ class RecordRunner:
             await message.ack()
             return
         _bind(event)
+        current_position.set(position)
         try:
             await self._handler(event)
         except TRANSIENT as error:

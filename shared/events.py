@@ -18,6 +18,7 @@ Version = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern
 Who = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
 ConfigValue = str | dict[str, str]
 Purpose = Literal["promotion", "rollback"]
+Driver = Literal["local", "noop"]
 
 
 class EventData(BaseModel):
@@ -120,6 +121,7 @@ class GatePassed(EventData):
     digest: Digest
     env: Name
     strategy: str
+    driver: Driver = "local"
     config: dict[str, ConfigValue]
     config_version: Digest
     pipeline_version: Digest
@@ -156,6 +158,7 @@ class _Deployment(EventData):
     env: Name
     config: dict[str, ConfigValue]
     config_version: Digest
+    driver: Driver = "local"
     purpose: Purpose = "promotion"
     rollback_id: str | None = None
 
@@ -243,6 +246,7 @@ class RollbackOrdered(EventData):
     digest: Digest
     config: dict[str, ConfigValue]
     config_version: Digest
+    driver: Driver = "local"
     from_version: str | None
     reason: str
     requested_by: str
