@@ -10,8 +10,10 @@ from typing import Annotated
 import typer
 
 from cli import ops, render
+from cli.dlq import dlq_app
 from cli.errors import CliError
 from cli.ledger import LedgerReader
+from cli.replay import replay
 from shared.client import BusUnavailable
 from shared.pipeline import PipelineError, load_pipeline_file
 from shared.settings import Settings
@@ -21,6 +23,7 @@ pipeline_app = typer.Typer(help="Validate and apply pipeline definitions.", no_a
 stack_app = typer.Typer(help="The local stack (Kafka, PostgreSQL, services) without Docker.", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(stack_app, name="stack")
+app.add_typer(dlq_app, name="dlq")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 EnvOpt = Annotated[str, typer.Option("--env", "-e", help="Environment name, e.g. prod.")]
@@ -266,6 +269,9 @@ def demo(service: Annotated[str, typer.Option(help="Service name for the demo (a
     from cli.demo import run_demo
 
     asyncio.run(run_demo(settings(), service))
+
+
+app.command()(replay)
 
 
 def run() -> None:

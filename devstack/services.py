@@ -22,6 +22,11 @@ def health_ports() -> dict[str, int]:
     return {name: base + i for i, name in enumerate(SERVICES)}
 
 
+def health_port(name: str, instance: int = 1) -> int:
+    """A service instance's health port: instance N listens 10 × (N - 1) above the first."""
+    return health_ports()[name] + 10 * (instance - 1)
+
+
 def python() -> str:
     """The venv interpreter if the repo has one, else the current one."""
     venv = p.REPO_ROOT / ".venv" / "bin" / "python"
@@ -32,14 +37,19 @@ def _marker(name: str) -> str:
     return f"services.{name}"
 
 
-def service_pid(name: str) -> int | None:
-    """Pid of a service we started, if alive."""
-    return p.read_pid(name, _marker(name))
+def _component(name: str, instance: int) -> str:
+    """The pid-file and log name of a service instance: `gates`, `gates-2`, …"""
+    return name if instance == 1 else f"{name}-{instance}"
 
 
-def healthy(name: str, timeout: float = 0.5) -> bool:
+def service_pid(name: str, instance: int = 1) -> int | None:
+    """Pid of a service instance we started, if alive."""
+    return p.read_pid(_component(name, instance), _marker(name))
+
+
+def healthy(name: str, timeout: float = 0.5, instance: int = 1) -> bool:
     """True if GET http://127.0.0.1:<port>/health answers 200."""
-    url = f"http://127.0.0.1:{health_ports()[name]}/health"
+    url = f"http://127.0.0.1:{health_port(name, instance)}/health"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             return resp.status == 200
@@ -47,50 +57,53 @@ def healthy(name: str, timeout: float = 0.5) -> bool:
         return False
 
 
-def service_env(name: str) -> dict[str, str]:
-    """Inherited env plus every PROMOTE_* setting and this service's PROMOTE_HEALTH_PORT."""
+def service_env(name: str, instance: int = 1) -> dict[str, str]:
+    """Inherited env plus every PROMOTE_* setting, this instance's number and its PROMOTE_HEALTH_PORT."""
     s = Settings()
     env = dict(os.environ)
     env.update({f"PROMOTE_{field.upper()}": str(getattr(s, field)) for field in type(s).model_fields})
-    env.update({"PROMOTE_VAR_DIR": str(p.var_dir()), "PROMOTE_HEALTH_PORT": str(health_ports()[name]),
-                "PYTHONUNBUFFERED": "1"})
+    env.update({"PROMOTE_VAR_DIR": str(p.var_dir()), "PROMOTE_HEALTH_PORT": str(health_port(name, instance)),
+                "PROMOTE_INSTANCE": str(instance), "PYTHONUNBUFFERED": "1"})
     return env
 
 
-def start_service(name: str) -> int:
-    """Start services.<name> detached (no-op if it already runs); returns its pid."""
+def start_service(name: str, instance: int = 1) -> int:
+    """Start services.<name> (instance N) detached (no-op if it already runs); returns its pid."""
     if name not in SERVICES:
         raise ValueError(f"unknown service {name!r}; expected one of {SERVICES}")
-    pid = service_pid(name)
+    component = _component(name, instance)
+    pid = service_pid(name, instance)
     if pid is not None:
-        p.say(f"{name}: already running (pid {pid})")
+        p.say(f"{component}: already running (pid {pid})")
         return pid
-    pid = p.spawn(name, [python(), "-m", _marker(name)], env=service_env(name))
-    p.say(f"{name}: started pid {pid} (health :{health_ports()[name]})")
+    pid = p.spawn(component, [python(), "-m", _marker(name)], env=service_env(name, instance))
+    p.say(f"{component}: started pid {pid} (health :{health_port(name, instance)})")
     return pid
 
 
-def stop_service(name: str, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int | None:
-    """Signal the service (SIGKILL to simulate a crash) and wait for it to exit; returns the pid."""
-    pid = p.stop_component(name, _marker(name), timeout=timeout, sig=sig)
+def stop_service(name: str, sig: int = signal.SIGTERM, timeout: float = 20.0, instance: int = 1) -> int | None:
+    """Signal the service instance (SIGKILL to simulate a crash) and wait for it to exit; returns the pid."""
+    component = _component(name, instance)
+    pid = p.stop_component(component, _marker(name), timeout=timeout, sig=sig)
     if pid is not None:
-        p.say(f"{name}: stopped pid {pid} ({signal.Signals(sig).name})")
+        p.say(f"{component}: stopped pid {pid} ({signal.Signals(sig).name})")
     return pid
 
 
-def wait_services_ready(timeout: float = 60.0, names: tuple[str, ...] | list[str] = SERVICES) -> None:
-    """Wait until every named service answers /health with 200; raise with its log tail otherwise."""
+def wait_services_ready(timeout: float = 60.0, names: tuple[str, ...] | list[str] = SERVICES,
+                        instance: int = 1) -> None:
+    """Wait until every named service (that instance) answers /health with 200; raise with its log tail otherwise."""
     t0 = time.monotonic()
     pending = list(names)
     while pending:
         for name in list(pending):
-            pid = service_pid(name)
-            if pid is None:
-                raise p.fail(name, "process is not running")
-            if healthy(name):
+            if service_pid(name, instance) is None:
+                raise p.fail(_component(name, instance), "process is not running")
+            if healthy(name, instance=instance):
                 pending.remove(name)
         if pending and time.monotonic() - t0 > timeout:
-            raise p.fail(pending[0], f"/health not 200 on :{health_ports()[pending[0]]} after {timeout:.0f} s")
+            raise p.fail(_component(pending[0], instance),
+                         f"/health not 200 on :{health_port(pending[0], instance)} after {timeout:.0f} s")
         if pending:
             time.sleep(0.2)
     p.say(f"services: {len(names)} healthy ({time.monotonic() - t0:.1f} s)")
@@ -123,6 +136,7 @@ def stop_apps() -> None:
 
 
 def stop_services() -> None:
-    """Stop every service we started, in reverse start order."""
+    """Stop every service instance we started, in reverse start order."""
     for name in reversed(SERVICES):
-        stop_service(name)
+        for instance in (2, 1):
+            stop_service(name, instance=instance)

@@ -1,4 +1,4 @@
-"""Create the topics of shared.topics.ALL_TOPICS idempotently (retention.ms=-1 everywhere)."""
+"""Create the topics of shared.topics.ALL_TOPICS idempotently, with their configs (retention.ms=-1, size caps)."""
 
 from __future__ import annotations
 
@@ -25,8 +25,7 @@ async def ensure_topics_async(bootstrap: str | None = None) -> dict[str, str]:
         result = {t.name: "ok" for t in ALL_TOPICS}
         missing = [t for t in ALL_TOPICS if t.name not in existing]
         if missing:
-            new = [NewTopic(t.name, t.partitions, 1, topic_configs={"retention.ms": str(t.retention_ms)})
-                   for t in missing]
+            new = [NewTopic(t.name, t.partitions, 1, topic_configs=t.configs) for t in missing]
             resp = (await admin.create_topics(new)).to_object()
             for err in resp["topic_errors"]:
                 if err["error_code"] not in (0, TOPIC_ALREADY_EXISTS):
@@ -35,18 +34,18 @@ async def ensure_topics_async(bootstrap: str | None = None) -> dict[str, str]:
                 result[err["topic"]] = "created" if err["error_code"] == 0 else "ok"
         present = [t for t in ALL_TOPICS if t.name in existing]
         if present:
-            wanted = {t.name: str(t.retention_ms) for t in present}
+            wanted = {t.name: t.configs for t in present}
             described = await admin.describe_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, n, {"retention.ms": None}) for n in wanted])
+                [ConfigResource(ConfigResourceType.TOPIC, n, dict.fromkeys(c)) for n, c in wanted.items()])
             drifted = []
             for resp in described:
                 for res in resp.to_object()["resources"]:
                     value = {c["config_names"]: c["config_value"] for c in res["config_entries"]}
-                    if value.get("retention.ms") != wanted[res["resource_name"]]:
-                        drifted.append(res["resource_name"])
+                    name = res["resource_name"]
+                    if any(value.get(key) != want for key, want in wanted[name].items()):
+                        drifted.append(name)
             if drifted:
-                await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, n,
-                                                          {"retention.ms": wanted[n]}) for n in drifted])
+                await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, n, wanted[n]) for n in drifted])
                 result.update({n: "altered" for n in drifted})
         return result
     finally:
@@ -59,6 +58,6 @@ def ensure_topics(bootstrap: str | None = None) -> dict[str, str]:
     result = asyncio.run(ensure_topics_async(bootstrap))
     created = sorted(n for n, s in result.items() if s == "created")
     altered = sorted(n for n, s in result.items() if s == "altered")
-    parts = [f"{len(created)} created", f"{len(altered)} retention reset", f"{len(result)} total"]
+    parts = [f"{len(created)} created", f"{len(altered)} configs reset", f"{len(result)} total"]
     p.say(f"topics: {', '.join(parts)} ({time.monotonic() - t0:.1f} s)")
     return result

@@ -28,7 +28,8 @@ Position = tuple[str, int, int]
 current_position: ContextVar[Position] = ContextVar("current_position")
 """(topic, partition, offset) of the record being handled, for handlers that keep it (the ledger)."""
 PublishRaw = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[None]]
-TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, KafkaError, TimeoutError)
+TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.OperatorInterventionError,
+             KafkaError, TimeoutError)
 
 
 class RecordRunner:
@@ -50,11 +51,23 @@ class RecordRunner:
         self.failing_since: float | None = None
 
     async def run(self, message) -> None:
-        """Process one FastStream KafkaMessage and acknowledge or re-read it."""
+        """Process one FastStream KafkaMessage and acknowledge or re-read it; never raises.
+
+        With manual acknowledgement an exception escaping here would leave the record behind
+        while the consumer moves on (a later commit would skip it), so every failure ends in
+        a re-read: a dead-letter publish or a commit that fails is retried like an outage.
+        """
         record = message.raw_message
-        started = time.monotonic()
         position = (record.topic, record.partition, record.offset)
         structlog.contextvars.bind_contextvars(topic=record.topic, partition=record.partition, offset=record.offset)
+        try:
+            await self._process(message, record, position)
+        except Exception as error:
+            outages = self._outages[position] = self._outages.get(position, 0) + 1
+            await self._retry_later(message, error, outages, transient=True)
+
+    async def _process(self, message, record, position: Position) -> None:
+        started = time.monotonic()
         try:
             event = parse_event(message.body, expected_topic=record.topic)
         except InvalidEvent as invalid:
@@ -74,9 +87,9 @@ class RecordRunner:
             if failures < self._max_attempts:
                 await self._retry_later(message, error, failures, transient=False)
                 return
-            self._forget(position)
             log.exception("event.handler_failed", attempts=failures)
             await self._dead_letter(record, f"handler failed {failures} times: {type(error).__name__}: {error}")
+            self._forget(position)
             await message.ack()
             return
         self._forget(position)

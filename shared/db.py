@@ -8,6 +8,7 @@ import structlog
 
 log = structlog.get_logger()
 
+COMMON_MIGRATION_NAME = "000_common.sql"
 COMMON_MIGRATION = """
 create table if not exists processed_events (
     event_id text primary key,
@@ -56,7 +57,7 @@ async def migrate(pool: asyncpg.Pool, schema: str, package: str) -> list[str]:
             "(name text primary key, applied_at timestamptz not null default now())"
         )
         done = {row["name"] for row in await conn.fetch(f'select name from "{schema}".schema_migrations')}
-        scripts = [("000_common.sql", COMMON_MIGRATION)] + _package_migrations(package)
+        scripts = [(COMMON_MIGRATION_NAME, COMMON_MIGRATION)] + _package_migrations(package)
         for name, sql in scripts:
             if name in done:
                 continue

@@ -4,11 +4,12 @@ Each data model names its CloudEvents `type` and the topic it travels on. Event
 names are past tense; the Kafka key of every event is the service name.
 """
 
+import math
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from shared import topics
 
@@ -19,6 +20,8 @@ Who = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_white
 ConfigValue = str | dict[str, str]
 Purpose = Literal["promotion", "rollback"]
 Driver = Literal["local", "noop"]
+MAX_EVENT_BYTES = 256 * 1024
+"""The largest record `parse_event` accepts; a bigger one is refused before it is parsed."""
 
 
 class EventData(BaseModel):
@@ -27,6 +30,8 @@ class EventData(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     event_type: ClassVar[str]
     topic: ClassVar[str]
+    once_per: ClassVar[tuple[str, ...]] = ()
+    """Fields that identify the event when it can happen only once for them (its id derives from them)."""
     service: Name
 
 
@@ -79,6 +84,7 @@ class ArtifactRegistered(EventData):
 
     event_type = "artifact.registered"
     topic = topics.ARTIFACTS
+    once_per = ("service", "version", "digest")
     version: Version
     digest: Digest
     kind: Literal["file", "oci"]
@@ -107,6 +113,7 @@ class PromotionRequested(EventData):
 
     event_type = "promotion.requested"
     topic = topics.REQUESTS
+    once_per = ("service", "version", "env", "digest")
     version: Version
     digest: Digest
     env: Name
@@ -117,6 +124,7 @@ class GatePassed(EventData):
 
     event_type = "gate.passed"
     topic = topics.GATES
+    once_per = ("service", "version", "env", "digest")
     version: Version
     digest: Digest
     env: Name
@@ -143,6 +151,7 @@ class GateFailed(EventData):
 
     event_type = "gate.failed"
     topic = topics.GATES
+    once_per = ("service", "version", "env", "digest")
     version: Version
     digest: Digest
     env: Name
@@ -299,6 +308,20 @@ class Envelope(BaseModel):
     correlationid: str | None = None
     data: dict
 
+    @model_validator(mode="after")
+    def _finite_numbers_only(self) -> "Envelope":
+        """1e400, NaN or Infinity would not survive re-serialisation (JSON has no such numbers)."""
+        stack: list = [self.data]
+        while stack:
+            value = stack.pop()
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError("data holds a number JSON cannot represent (1e400, NaN or Infinity)")
+            if isinstance(value, dict):
+                stack.extend(value.values())
+            elif isinstance(value, list):
+                stack.extend(value)
+        return self
+
 
 class Event(BaseModel):
     """A validated envelope together with its typed data."""
@@ -326,6 +349,8 @@ class InvalidEvent(ValueError):
     """The bytes are not a valid event; `reason` says why in one line."""
 
     def __init__(self, reason: str) -> None:
+        # Input is echoed into reasons (field names, values): keep them one printable line.
+        reason = "".join(c if c.isprintable() else repr(c)[1:-1] for c in reason)
         super().__init__(reason)
         self.reason = reason
 
@@ -356,6 +381,9 @@ def parse_event(raw: bytes, expected_topic: str | None = None) -> Event:
     """Validate wire bytes into an Event, or raise InvalidEvent with a readable reason."""
     from pydantic import ValidationError
 
+    # Refuse before parsing: a huge record would otherwise cost the consumer its memory and time.
+    if isinstance(raw, bytes | bytearray) and len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"event of {len(raw)} bytes exceeds the limit of {MAX_EVENT_BYTES} bytes")
     try:
         envelope = Envelope.model_validate_json(raw)
     except ValidationError as error:

@@ -2,12 +2,12 @@
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 
-async def serve_health(port: int, report: Callable[[], dict]) -> asyncio.AbstractServer:
+async def serve_health(port: int, report: Callable[[], Awaitable[dict]]) -> asyncio.AbstractServer:
     """Answer GET /health with `report()` as JSON (200 when status is ok, 503 otherwise) and GET /metrics."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -18,7 +18,7 @@ async def serve_health(port: int, report: Callable[[], dict]) -> asyncio.Abstrac
             path = request_line.split(b" ")[1].decode() if request_line.count(b" ") >= 2 else ""
             content_type = "application/json"
             if path == "/health":
-                body = report()
+                body = await report()
                 status = "200 OK" if body.get("status") == "ok" else "503 Service Unavailable"
                 payload = json.dumps(body).encode()
             elif path == "/metrics":

@@ -37,9 +37,10 @@ def configure_logging(service: str, level: str = "INFO") -> None:
     structlog.contextvars.bind_contextvars(service=service)
 
 
-def library_logger(name: str) -> logging.Logger:
+def library_logger(name: str, level: int = logging.NOTSET) -> logging.Logger:
     """A standard-library logger without handlers of its own, so that it renders through the root (JSON)."""
     logger = logging.getLogger(name)
     logger.handlers.clear()
     logger.propagate = True
+    logger.setLevel(level)
     return logger

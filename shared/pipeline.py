@@ -145,6 +145,8 @@ class Environment(_Frozen):
     name: Annotated[str, _matching(_NAME, "environment name", "name")]
     gates: tuple[Gate, ...] = ()
     strategy: Literal["rolling"] = "rolling"
+    driver: Literal["local", "noop"] = "local"
+    """How the deployer makes it real: `local` runs the artifact as a process; `noop` only records the order."""
     config: dict[Annotated[str, _matching(_ENV_VAR, "config key", "environment variable name")],
                   _ConfigValue] = {}
 

@@ -6,6 +6,7 @@ Nothing connects at import time; connections open in the app's startup hook.
 """
 
 import asyncio
+import logging
 import os
 import time
 import uuid
@@ -20,11 +21,12 @@ from faststream.middlewares import AckPolicy
 from faststream.specification import AsyncAPI
 
 from shared.consumer import Handler, RecordRunner
-from shared.db import connect, migrate
+from shared.db import COMMON_MIGRATION_NAME, connect, migrate
 from shared.events import Event, EventData, new_event
 from shared.health import serve_health
 from shared.logging import configure_logging, library_logger
 from shared.outbox import OutboxRelay, enqueue
+from shared.rebuild import rewind_group
 from shared.settings import Settings
 
 log = structlog.get_logger()
@@ -43,13 +45,17 @@ class ServiceRuntime:
     def __init__(self, name: str, settings: Settings | None = None, *, migrations_package: str | None = None) -> None:
         self.name = name
         self.settings = settings or Settings()
+        # Several instances of a service share its consumer group; each has a stable identity
+        # (static membership), so a restarted instance takes its partitions back at once.
+        self.instance = os.environ.get("PROMOTE_INSTANCE", "1")
+        self.topic_names: list[str] = []
         self.migrations_package = migrations_package or f"services.{name}"
         self.broker = KafkaBroker(
             self.settings.kafka_bootstrap,
-            client_id=name,
+            client_id=f"{name}-{self.instance}",
             enable_idempotence=True,
             acks="all",
-            logger=library_logger(f"faststream.{name}"),
+            logger=library_logger(f"faststream.{name}", logging.WARNING),  # not a line per message
         )
         self.app = FastStream(
             self.broker,
@@ -70,10 +76,14 @@ class ServiceRuntime:
         """Subscribe the service's consumer group to `topic_names`, committing only after `handler`."""
         runner = RecordRunner(self.name, handler, self.publish_raw)
         self.runners.append(runner)
+        self.topic_names += topic_names
 
         @self.broker.subscriber(
             *topic_names,
             group_id=self.name,
+            group_instance_id=f"{self.name}-{self.instance}",
+            session_timeout_ms=10_000,
+            heartbeat_interval_ms=2_000,
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
             decoder=_raw_body,
@@ -120,8 +130,18 @@ class ServiceRuntime:
         return True
 
     def event(self, data: EventData, cause: Event, index: int = 0) -> Event:
-        """An event caused by `cause`; its id derives from the cause, so a re-run emits the same id."""
-        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{cause.id}/{self.name}/{data.event_type}/{index}"))
+        """An event caused by `cause`, with an id that a re-run (or a rebuild) reproduces.
+
+        Events that happen once per subject (`once_per` fields, e.g. one gate.passed per release and
+        environment) take their id from those fields: a rebuild that reaches the same verdict through
+        another order of inputs still emits the same id, which consumers then ignore. Others take
+        theirs from the cause.
+        """
+        if data.once_per:
+            name = "/".join([data.event_type, *(str(getattr(data, field)) for field in data.once_per)])
+        else:
+            name = f"{cause.id}/{self.name}/{data.event_type}/{index}"
+        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, name))
         return new_event(
             data, source=f"/promote/{self.name}", correlation_id=cause.correlation_id, event_id=event_id
         )
@@ -141,7 +161,9 @@ class ServiceRuntime:
         configure_logging(self.name)
         self.pool = await connect(self.settings.database_url, self.name)
         applied = await migrate(self.pool, self.name, self.migrations_package)
-        log.info("service.starting", migrations_applied=applied)
+        log.info("service.starting", migrations_applied=applied, instance=self.instance)
+        if COMMON_MIGRATION_NAME in applied:  # a new schema: rebuild the state from the topics
+            await rewind_group(self.settings.kafka_bootstrap, self.name, self.topic_names)
         self.relay = OutboxRelay(self.pool, self._publish_event_bytes, service=self.name)
         self._tasks.append(asyncio.create_task(self._run_relay_when_connected()))
         port = int(os.environ.get("PROMOTE_HEALTH_PORT", "0"))
@@ -164,13 +186,17 @@ class ServiceRuntime:
             await self.pool.close()
         log.info("service.stopped")
 
-    def health(self) -> dict:
-        """Liveness and the figures an operator looks at first."""
+    async def health(self) -> dict:
+        """Liveness, the reachability of Kafka and PostgreSQL, and the figures an operator looks at first."""
         failing = [r.last_error for r in self.runners if r.failing_since and time.monotonic() - r.failing_since > 5]
         relay_error = self.relay.last_error if self.relay else "not started"
+        kafka, database = await asyncio.gather(self._kafka_reachable(), self._database_reachable())
         body = {
             "service": self.name,
-            "status": "degraded" if failing or relay_error else "ok",
+            "instance": self.instance,
+            "status": "degraded" if failing or relay_error or not (kafka and database) else "ok",
+            "kafka": "ok" if kafka else "unreachable",
+            "database": "ok" if database else "unreachable",
             "uptime_s": round(time.monotonic() - self._started_at, 1),
             "processed": sum(r.processed for r in self.runners),
             "dead_lettered": sum(r.dead_lettered for r in self.runners),
@@ -181,3 +207,18 @@ class ServiceRuntime:
         if self.extra_health:
             body.update(self.extra_health())
         return body
+
+    async def _kafka_reachable(self) -> bool:
+        try:
+            return await self.broker.ping(timeout=1.0)
+        except Exception:  # any failure to answer is "unreachable"
+            return False
+
+    async def _database_reachable(self) -> bool:
+        if self.pool is None:
+            return False
+        try:
+            async with asyncio.timeout(1.0):
+                return await self.pool.fetchval("select true")
+        except Exception:  # any failure to answer is "unreachable"
+            return False

@@ -14,6 +14,12 @@ ROLLBACKS = "promotion.rollbacks"
 DLQ = "promotion.dlq"
 
 
+# A record accepted on a source topic must still fit, with its dead-letter headers, on the
+# dead-letter topic and in one producer request (1 MiB): cap the source topics at 512 KiB.
+SOURCE_MAX_MESSAGE_BYTES = 512 * 1024
+DLQ_MAX_MESSAGE_BYTES = 1024 * 1024
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     """One topic as the stack creates it: history is kept forever so it can be replayed."""
@@ -21,6 +27,12 @@ class TopicSpec:
     name: str
     partitions: int
     retention_ms: int = -1
+    max_message_bytes: int = SOURCE_MAX_MESSAGE_BYTES
+
+    @property
+    def configs(self) -> dict[str, str]:
+        """The topic-level configs the stack enforces."""
+        return {"retention.ms": str(self.retention_ms), "max.message.bytes": str(self.max_message_bytes)}
 
 
 ALL_TOPICS: tuple[TopicSpec, ...] = (
@@ -33,5 +45,5 @@ ALL_TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(DEPLOYMENTS, 3),
     TopicSpec(OPERATIONS, 3),
     TopicSpec(ROLLBACKS, 3),
-    TopicSpec(DLQ, 1),
+    TopicSpec(DLQ, 1, max_message_bytes=DLQ_MAX_MESSAGE_BYTES),
 )

@@ -4,6 +4,7 @@ from faststream import FastStream
 
 from services.deployer.driver import LocalDriver
 from services.deployer.handlers import DeployerHandlers
+from services.deployer.noop import NoopDriver
 from shared import topics
 from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, VerificationFailed,
                            VerificationPassed)
@@ -15,8 +16,12 @@ def create_app(settings: Settings | None = None) -> FastStream:
     """The deployer app: consumes gate.passed and rollback.ordered, one deployment at a time."""
     runtime = ServiceRuntime("deployer", settings)
     s = runtime.settings
-    driver = LocalDriver(s.store_dir, s.var_dir / "run" / "apps", s.var_dir / "log" / "apps", s.secrets_dir)
-    handlers = DeployerHandlers(runtime, driver, s.app_port_base)
+    run_dir = s.var_dir / "run" / "apps"
+    drivers = {
+        "local": LocalDriver(s.store_dir, run_dir, s.var_dir / "log" / "apps"),
+        "noop": NoopDriver(s.store_dir, run_dir),
+    }
+    handlers = DeployerHandlers(runtime, drivers, s.secrets_dir, s.app_port_base)
     runtime.consume(
         [topics.GATES, topics.ROLLBACKS],
         handlers.handle,

@@ -18,6 +18,7 @@ class Target:
     config_version: str
     purpose: str = "promotion"
     rollback_id: str | None = None
+    driver: str = "local"
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,22 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 
 from services.deployer.domain import Running
 from shared.artifacts import file_digest
+
+
+class Driver(Protocol):
+    """What the deployer needs from a driver (local processes, noop, later gitops or kubernetes)."""
+
+    def artifact_path(self, digest: str) -> Path: ...
+    def launched(self, service: str, env: str) -> Running | None: ...
+    def start(self, service: str, env: str, digest: str, config_version: str, variables: dict[str, str]) -> int: ...
+    def stop(self, pid: int, timeout: float = 5.0) -> None: ...
+    async def verify(self, pid: int, port: int, digest: str, version: str, timeout: float = 15.0) -> dict[str, str]: ...
 
 
 class StartFailed(Exception):
@@ -25,21 +36,14 @@ class StartFailed(Exception):
 class LocalDriver:
     """Starts, stops and inspects app processes; each slot is recorded under var/run/apps."""
 
-    def __init__(self, store_dir: Path, run_dir: Path, log_dir: Path, secrets_dir: Path) -> None:
-        self.store_dir, self.run_dir, self.log_dir, self.secrets_dir = store_dir, run_dir, log_dir, secrets_dir
+    def __init__(self, store_dir: Path, run_dir: Path, log_dir: Path) -> None:
+        self.store_dir, self.run_dir, self.log_dir = store_dir, run_dir, log_dir
         self._children: dict[int, subprocess.Popen] = {}
         self.calls = 0
 
     def artifact_path(self, digest: str) -> Path:
         """Where the store keeps the artifact with `digest`."""
         return self.store_dir / "sha256" / digest.removeprefix("sha256:")
-
-    def resolve_secret(self, reference: str) -> str | None:
-        """A secret's value from the local secret store (one file per reference), or None."""
-        path = (self.secrets_dir / reference).resolve()
-        if self.secrets_dir.resolve() not in path.parents or not path.is_file():
-            return None
-        return path.read_text().strip()
 
     def launched(self, service: str, env: str) -> Running | None:
         """What this driver last launched in the slot (from its run file), and whether it still runs it."""

@@ -80,7 +80,8 @@ class GatesHandlers:
             if verdict.outcome == "passed":
                 environment = pipeline.environment(env)
                 emitted.append(GatePassed(
-                    **ident, strategy=environment.strategy, config=environment.model_dump(mode="json")["config"],
+                    **ident, strategy=environment.strategy, driver=environment.driver,
+                    config=environment.model_dump(mode="json")["config"],
                     config_version=environment.config_version, pipeline_version=pipeline_version,
                 ))
             elif verdict.outcome == "failed":

@@ -11,6 +11,7 @@ class VerifiedRelease:
     digest: str
     config: dict
     config_version: str
+    driver: str = "local"
 
 
 def choose_target(history: list[VerifiedRelease], current: tuple[str, str] | None) -> VerifiedRelease | None:

@@ -27,7 +27,8 @@ class RollbackHandlers:
         data = event.data
         match data:
             case VerificationPassed():
-                release = VerifiedRelease(data.version, data.digest, dict(data.config), data.config_version)
+                release = VerifiedRelease(data.version, data.digest, dict(data.config), data.config_version,
+                                          data.driver)
                 await repository.add_verified(conn, data.service, data.env, release)
                 await repository.set_current(conn, data.service, data.env, data.version, data.digest,
                                              data.config_version, "verified")
@@ -59,6 +60,6 @@ class RollbackHandlers:
                                    reason=f"no earlier verified release in {env} to return to")]
         return [RollbackOrdered(
             service=service, rollback_id=rollback_id, env=env, version=target.version, digest=target.digest,
-            config=target.config, config_version=target.config_version,
+            config=target.config, config_version=target.config_version, driver=target.driver,
             from_version=now["version"] if now else None, reason=reason, requested_by=requested_by,
         )]

@@ -10,20 +10,22 @@ from services.rollback.domain import VerifiedRelease
 async def add_verified(conn: asyncpg.Connection, service: str, env: str, release: VerifiedRelease) -> None:
     """Append a verified release to the environment's history."""
     await conn.execute(
-        "insert into verified_releases (service, env, version, digest, config, config_version) "
-        "values ($1, $2, $3, $4, $5::jsonb, $6)",
+        "insert into verified_releases (service, env, version, digest, config, config_version, driver) "
+        "values ($1, $2, $3, $4, $5::jsonb, $6, $7)",
         service, env, release.version, release.digest, json.dumps(release.config), release.config_version,
+        release.driver,
     )
 
 
 async def history(conn: asyncpg.Connection, service: str, env: str) -> list[VerifiedRelease]:
     """Verified releases of the environment, newest first."""
     rows = await conn.fetch(
-        "select version, digest, config, config_version from verified_releases "
+        "select version, digest, config, config_version, driver from verified_releases "
         "where service = $1 and env = $2 order by seq desc",
         service, env,
     )
-    return [VerifiedRelease(r["version"], r["digest"], json.loads(r["config"]), r["config_version"]) for r in rows]
+    return [VerifiedRelease(r["version"], r["digest"], json.loads(r["config"]), r["config_version"], r["driver"])
+            for r in rows]
 
 
 async def set_current(conn: asyncpg.Connection, service: str, env: str, version: str, digest: str,

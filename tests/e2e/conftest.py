@@ -44,3 +44,17 @@ def _stop_apps_of(settings: Settings, service: str) -> None:
         except ProcessLookupError:
             pass
         record.unlink()
+
+
+# Modules that kill services, restart the broker or the database, or replay history run last,
+# in this order, so that a failure there cannot hide what the plain end-to-end tests show.
+LAST = ("test_disaster", "test_crash", "test_scale_out", "test_infrastructure")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Plain tests first (in file order), then the disruptive ones in LAST order."""
+    def rank(item: pytest.Item) -> int:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        return LAST.index(module) + 1 if module in LAST else 0
+
+    items.sort(key=rank)  # stable: file order is kept within each rank

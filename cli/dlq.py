@@ -1,0 +1,208 @@
+"""`promote dlq`: list the dead letters on `promotion.dlq` and resubmit one to the topic it came from.
+
+Dead letters are read without a consumer group, so looking commits nothing. A dead letter's
+ID is `<partition>:<offset>` on `promotion.dlq`; its `dlq.*` headers say where it came from.
+"""
+
+import asyncio
+import base64
+import json
+from dataclasses import dataclass
+from typing import Annotated
+
+import typer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaConnectionError
+from aiokafka.structs import RecordMetadata
+
+from cli import render
+from cli.errors import CliError
+from shared import topics
+from shared.client import BusUnavailable
+from shared.settings import Settings
+
+dlq_app = typer.Typer(help="Inspect and resubmit dead letters.", no_args_is_help=True)
+READ_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """One record of `promotion.dlq`: the original key and bytes, and the dlq.* headers."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, str]
+
+    @property
+    def id(self) -> str:
+        """`<partition>:<offset>` on promotion.dlq."""
+        return f"{self.partition}:{self.offset}"
+
+    @property
+    def source(self) -> str:
+        """Where the consumer read the original record: `topic partition:offset`."""
+        return f"{self.headers.get('dlq.topic', '?')} {self.headers.get('dlq.partition', '?')}:" \
+               f"{self.headers.get('dlq.offset', '?')}"
+
+    def text(self) -> str:
+        """The bytes as text (invalid UTF-8 replaced)."""
+        return self.value.decode("utf-8", errors="replace")
+
+    def preview(self, width: int = 40) -> str:
+        """The start of the bytes on one line."""
+        text = self.text()
+        return "".join(c if c.isprintable() else "·" for c in text[:width]) + ("…" if len(text) > width else "")
+
+    def to_json(self) -> dict:
+        """The dead letter for --json output, its value as text and as base64."""
+        return {"id": self.id, "time": self.headers.get("dlq.at"), "consumer": self.headers.get("dlq.consumer"),
+                "source": {"topic": self.headers.get("dlq.topic"), "partition": _int(self.headers.get("dlq.partition")),
+                           "offset": _int(self.headers.get("dlq.offset"))},
+                "key": self.key.decode("utf-8", errors="replace") if self.key is not None else None,
+                "size": len(self.value), "reason": self.headers.get("dlq.reason"), "headers": self.headers,
+                "value_text": self.text(), "value_base64": base64.b64encode(self.value).decode()}
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
+
+
+def _unreachable(settings: Settings) -> BusUnavailable:
+    return BusUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap} (is the stack up? ./dev-stack up)")
+
+
+async def _open(settings: Settings) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
+    """A started consumer without a group, and the dead-letter topic's partitions."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    try:
+        await consumer.start()
+        # aiokafka has no public call for "partitions of this topic" on an unsubscribed consumer.
+        cluster = await consumer._client.fetch_all_metadata()
+    except KafkaConnectionError:
+        await consumer.stop()
+        raise _unreachable(settings) from None
+    partitions = [TopicPartition(topics.DLQ, p) for p in sorted(cluster.partitions_for_topic(topics.DLQ) or ())]
+    if not partitions:
+        await consumer.stop()
+        raise CliError(f"topic {topics.DLQ} does not exist (is the stack up? ./dev-stack up)")
+    consumer.assign(partitions)
+    return consumer, partitions
+
+
+async def _read(consumer: AIOKafkaConsumer, starts: dict[TopicPartition, int],
+                ends: dict[TopicPartition, int]) -> list[DeadLetter]:
+    """The records from `starts` (inclusive) to `ends` (exclusive) of each partition."""
+    pending = {tp: end for tp, end in ends.items() if starts[tp] < end}
+    for tp in pending:
+        consumer.seek(tp, starts[tp])
+    letters: list[DeadLetter] = []
+    while pending:
+        batches = await consumer.getmany(*pending, timeout_ms=int(READ_TIMEOUT_S * 1000))
+        if not batches:
+            raise TimeoutError(f"{topics.DLQ} delivered nothing within {READ_TIMEOUT_S:.0f} s")
+        for tp, records in batches.items():
+            letters += [_letter(record) for record in records if record.offset < pending.get(tp, -1)]
+            if tp in pending and await consumer.position(tp) >= pending[tp]:
+                del pending[tp]
+    return letters
+
+
+def _letter(record) -> DeadLetter:
+    headers = {name: (value or b"").decode("utf-8", errors="replace") for name, value in record.headers}
+    return DeadLetter(record.partition, record.offset, record.key, record.value or b"", headers)
+
+
+async def read_dead_letters(settings: Settings, limit: int) -> list[DeadLetter]:
+    """The last `limit` dead letters, oldest first."""
+    consumer, partitions = await _open(settings)
+    try:
+        firsts, ends = await consumer.beginning_offsets(partitions), await consumer.end_offsets(partitions)
+        letters = await _read(consumer, {tp: max(firsts[tp], ends[tp] - limit) for tp in partitions}, ends)
+    finally:
+        await consumer.stop()
+    letters.sort(key=lambda letter: (letter.headers.get("dlq.at", ""), letter.partition, letter.offset))
+    return letters[-limit:] if limit > 0 else []
+
+
+async def read_dead_letter(settings: Settings, letter_id: str) -> DeadLetter:
+    """The dead letter with this ID, or CliError."""
+    partition, _, offset = letter_id.partition(":")
+    if not (partition.isdigit() and offset.isdigit()):
+        raise CliError(f"{letter_id!r} is not a dead letter ID: expected PARTITION:OFFSET, e.g. 0:42")
+    missing = CliError(f"no dead letter {letter_id} (promote dlq list shows them)")
+    consumer, partitions = await _open(settings)
+    try:
+        tp = TopicPartition(topics.DLQ, int(partition))
+        if tp not in partitions:
+            raise missing
+        first, end = (await consumer.beginning_offsets([tp]))[tp], (await consumer.end_offsets([tp]))[tp]
+        if not first <= int(offset) < end:
+            raise missing
+        found = [letter for letter in await _read(consumer, {tp: int(offset)}, {tp: int(offset) + 1})
+                 if letter.offset == int(offset)]
+    finally:
+        await consumer.stop()
+    if not found:
+        raise missing
+    return found[0]
+
+
+async def resubmit(settings: Settings, letter: DeadLetter, who: str) -> RecordMetadata:
+    """Publish the original key and bytes to the original topic; return where the broker stored them."""
+    topic = letter.headers.get("dlq.topic")
+    if not topic or topic == topics.DLQ:
+        raise CliError(f"dead letter {letter.id} does not say which topic it came from (no dlq.topic header)")
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+                                request_timeout_ms=10_000)
+    try:
+        await producer.start()
+    except KafkaConnectionError:
+        await producer.stop()
+        raise _unreachable(settings) from None
+    try:
+        headers = [("dlq.replayed-from", letter.id.encode()), ("dlq.replayed-by", who.encode())]
+        return await producer.send_and_wait(topic, letter.value, key=letter.key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+def letter_lines(letter: DeadLetter) -> list[str]:
+    """A dead letter for people: ID, time, consumer, source and size; then its reason and a preview."""
+    at = letter.headers.get("dlq.at", "?")[:19].replace("T", " ")
+    return [f"{letter.id}  {at}  {letter.headers.get('dlq.consumer', '?')}  from {letter.source}  "
+            f"{len(letter.value)} bytes",
+            f"    reason   {letter.headers.get('dlq.reason', '-')}",
+            f"    preview  {letter.preview(72)}"]
+
+
+@dlq_app.command("list")
+def list_dead_letters(limit: Annotated[int, typer.Option(help="Show the last N dead letters.")] = 50,
+                      as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False) -> None:
+    """List the dead letters (the last N), oldest first."""
+    letters = asyncio.run(read_dead_letters(Settings(), limit))
+    if as_json:
+        print(json.dumps([letter.to_json() for letter in letters], indent=2))
+        return
+    if not letters:
+        render.console.print(f"no dead letters on {topics.DLQ}")
+    for letter in letters:
+        for line in letter_lines(letter):
+            render.console.print(line, markup=False, soft_wrap=True)
+
+
+IdArg = Annotated[str, typer.Argument(metavar="ID", help="PARTITION:OFFSET, as `promote dlq list` shows it.")]
+WhoOpt = Annotated[str, typer.Option("--as", help="Who resubmits it (sent as the dlq.replayed-by header).")]
+
+
+@dlq_app.command("replay")
+def replay_dead_letter(letter_id: IdArg, who: WhoOpt = "operator") -> None:
+    """Resubmit a dead letter's original bytes, with its original key, to the topic it came from."""
+    async def run() -> RecordMetadata:
+        settings = Settings()
+        return await resubmit(settings, await read_dead_letter(settings, letter_id), who)
+
+    stored = asyncio.run(run())
+    render.console.print(f"dead letter {letter_id} replayed to {stored.topic} "
+                         f"(partition {stored.partition}, offset {stored.offset}) by {who}", markup=False)

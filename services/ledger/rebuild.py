@@ -1,0 +1,79 @@
+"""Rebuilding the ledger's projections from events, in a scratch schema, inside the caller's transaction.
+
+Why a rebuild from the topics gives the live state: each projection table is fed by the
+events of one topic only (pipelines <- promotion.pipelines, artifacts <- promotion.artifacts,
+waiting <- promotion.gates, environments <- promotion.deployments; see projection.py), and a
+row's key starts with the service, which is also the Kafka key of every event about that
+service. So all the events that touch one row sit in one partition, where Kafka keeps their
+order; folding each partition in offset order, in any interleaving with the others, applies
+them to each row in the order the live ledger did.
+"""
+
+import asyncpg
+
+from services.ledger import projection
+from services.ledger.state import PROJECTION_TABLES
+from shared.consumer import TRANSIENT
+from shared.events import Event
+
+LIVE = "ledger"
+SCRATCH = "ledger_rebuild"
+
+
+async def recorded_positions(conn: asyncpg.Connection) -> dict[tuple[str, int], int]:
+    """The last Kafka offset recorded in the ledger's entries, per (topic, partition)."""
+    rows = await conn.fetch(
+        "select topic, kafka_partition, max(kafka_offset) as last from entries "
+        "where kafka_partition is not null group by topic, kafka_partition"
+    )
+    return {(row["topic"], row["kafka_partition"]): row["last"] for row in rows}
+
+
+async def create_scratch(conn: asyncpg.Connection) -> None:
+    """Empty copies of the projection tables in the scratch schema; later statements use it."""
+    # `like … including all` copies columns, defaults, constraints and indexes from the live
+    # table, so the projection DDL is written once (migrations) and the copy can never drift.
+    await conn.execute(f"drop schema if exists {SCRATCH} cascade")
+    await conn.execute(f"create schema {SCRATCH}")
+    for table in PROJECTION_TABLES:
+        await conn.execute(f"create table {SCRATCH}.{table} (like {LIVE}.{table} including all)")
+    await conn.execute(f"set local search_path to {SCRATCH}")
+
+
+async def fold(conn: asyncpg.Connection, events: list[Event]) -> int:
+    """Apply events to the scratch projections, in order; returns how many failed (the ledger dead-letters those)."""
+    try:
+        async with conn.transaction():  # one savepoint for the batch: a savepoint per event halves the speed
+            for event in events:
+                await projection.apply(conn, event)
+        return 0
+    except TRANSIENT:
+        raise
+    except Exception:  # noqa: BLE001 - rare: redo the batch one by one to leave out only the failing events
+        return sum([not await _fold_one(conn, event) for event in events])
+
+
+async def _fold_one(conn: asyncpg.Connection, event: Event) -> bool:
+    """Apply one event under its own savepoint; False if it failed, like it failed in the live ledger."""
+    try:
+        async with conn.transaction():
+            await projection.apply(conn, event)
+    except TRANSIENT:
+        raise
+    except Exception:  # noqa: BLE001 - mirrors the live ledger, whose failing events never reach the projections
+        return False
+    return True
+
+
+async def replace_live(conn: asyncpg.Connection) -> None:
+    """Replace the rows of the live projection tables with the scratch ones."""
+    # delete, not truncate: readers (`promote status`) keep seeing the old rows until the commit.
+    for table in PROJECTION_TABLES:
+        await conn.execute(f"delete from {LIVE}.{table}")
+        await conn.execute(f"insert into {LIVE}.{table} select * from {SCRATCH}.{table}")
+
+
+async def drop_scratch(conn: asyncpg.Connection) -> None:
+    """Remove the scratch schema and go back to the live one."""
+    await conn.execute(f"set local search_path to {LIVE}")
+    await conn.execute(f"drop schema {SCRATCH} cascade")

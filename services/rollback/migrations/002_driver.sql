@@ -1,0 +1,1 @@
+alter table verified_releases add column driver text not null default 'local';

@@ -1,0 +1,47 @@
+"""Disaster recovery: a service whose schema is new rebuilds its state by reading its topics from the start.
+
+When a service finds its schema missing (first start, or the schema was dropped), it points
+its consumer group at the beginning of its topics before consuming. Every event is then
+handled again against the empty state; the events it emits again carry the same ids
+(derived from their causes), so other services ignore them as duplicates.
+"""
+
+import asyncio
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+log = structlog.get_logger()
+
+
+async def rewind_group(bootstrap: str, group_id: str, topic_names: list[str], *, attempts: int = 40) -> int:
+    """Commit the earliest offset of every partition for `group_id`; returns the partitions rewound.
+
+    Kafka accepts such a commit only while the group has no live member, so a member that was
+    killed a moment ago (still within its session timeout) makes us retry with back-off.
+    """
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        # aiokafka has no public call for "partitions of these topics" on an unsubscribed consumer.
+        cluster = await consumer._client.fetch_all_metadata()
+        partitions = [TopicPartition(topic, p) for topic in topic_names
+                      for p in sorted(cluster.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        earliest = await consumer.beginning_offsets(partitions)
+        delay = 0.5
+        for attempt in range(1, attempts + 1):
+            try:
+                await consumer.commit(dict(earliest))
+                log.warning("rebuild.group_rewound", group=group_id, partitions=len(partitions))
+                return len(partitions)
+            except KafkaError as error:
+                if attempt == attempts:
+                    raise
+                log.warning("rebuild.rewind_retry", group=group_id, error=repr(error), retry_in=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, 3.0)
+    finally:
+        await consumer.stop()
+    return 0

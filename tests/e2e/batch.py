@@ -1,0 +1,125 @@
+"""A batch of promotions that pass every gate on their own (noop driver), and what it left behind.
+
+Used by the crash, infrastructure-fault and scale-out tests: run the same batch with and
+without faults, then compare what each run produced, normalised by the batch index.
+"""
+
+import asyncio
+import hashlib
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from cli.ops import pipeline_applied
+from shared.client import EventWatcher, Publisher
+from shared.events import Artifact, BuildCompleted, new_event
+from shared.pipeline import parse_pipeline
+from shared.settings import Settings
+
+ENVS = ("dev", "test", "staging", "prod")
+AUTO_PIPELINE = """
+service: {service}
+environments:
+  - {{name: dev, driver: noop, config: {{APP_ENV: dev}}}}
+  - {{name: test, driver: noop, config: {{APP_ENV: test}}}}
+  - {{name: staging, driver: noop, config: {{APP_ENV: staging}}}}
+  - {{name: prod, driver: noop, config: {{APP_ENV: prod}}}}
+"""
+
+
+@dataclass
+class BatchResult:
+    """What one run produced, keyed by batch index so that two runs compare."""
+
+    seconds: float
+    events: int
+    verified_in_prod: int
+    starts: dict[tuple[int, str], list[str]]
+    final_state: dict[tuple[int, str], tuple[str, str, str]]
+
+    def duplicates(self) -> dict[tuple[int, str], list[str]]:
+        """Slots whose driver was called more than once for one digest."""
+        return {slot: digests for slot, digests in self.starts.items() if len(digests) != len(set(digests))}
+
+
+class Batch:
+    """`size` services, one release each, through dev, test, staging and prod."""
+
+    def __init__(self, settings: Settings, dist: Path, size: int, label: str) -> None:
+        self.settings, self.size = settings, size
+        self.run = f"{label}-{uuid.uuid4().hex[:6]}"
+        self.dist = dist / self.run
+        self.services = [f"b-{self.run}-{i:03d}" for i in range(size)]
+
+    def artifacts(self) -> list[tuple[Path, str]]:
+        """One small file per index; the same index gives the same bytes (and digest) in every run."""
+        self.dist.mkdir(parents=True, exist_ok=True)
+        made = []
+        for i in range(self.size):
+            path = self.dist / f"artifact-{i:03d}"
+            path.write_bytes(f"batch artifact {i}\n".encode() * 8)
+            made.append((path, "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()))
+        return made
+
+    async def run_through(self, watcher: EventWatcher, timeout: float) -> float:
+        """Publish pipelines and builds, then wait until every release is verified in prod."""
+        t0 = time.monotonic()
+        async with Publisher(self.settings.kafka_bootstrap) as publisher:
+            for service in self.services:
+                definition = parse_pipeline(AUTO_PIPELINE.format(service=service))
+                await publisher.publish(new_event(pipeline_applied(definition, "batch"), source="/tests/batch"))
+            for service, (path, digest) in zip(self.services, self.artifacts(), strict=True):
+                build = BuildCompleted(service=service, version="1.0.0",
+                                       artifact=Artifact(kind="file", uri=path.as_uri(), digest=digest),
+                                       commit="batch", author="ci", checks={})
+                await publisher.publish(new_event(build, source="/tests/batch"))
+        wanted = set(self.services)
+        done: set[str] = set()
+
+        def finished(event) -> bool:
+            if event.envelope.type == "verification.passed" and event.data.env == "prod" \
+                    and event.data.service in wanted:
+                done.add(event.data.service)
+            return done == wanted
+
+        await watcher.wait_for(finished, timeout, f"all {self.size} releases verified in prod")
+        return time.monotonic() - t0
+
+    async def result(self, seconds: float, watcher: EventWatcher) -> BatchResult:
+        """Read the driver's journals and the ledger's projection for this run."""
+        index = {service: i for i, service in enumerate(self.services)}
+        starts: dict[tuple[int, str], list[str]] = {}
+        for service in self.services:
+            for env in ENVS:
+                journal = self.settings.var_dir / "run" / "apps" / f"{service}--{env}.noop.jsonl"
+                lines = journal.read_text().splitlines() if journal.exists() else []
+                starts[(index[service], env)] = [json.loads(line)["digest"] for line in lines]
+        conn = await asyncpg.connect(self.settings.database_url)
+        try:
+            rows = await conn.fetch("select service, env, version, digest, state from ledger.environments "
+                                    "where service = any($1::text[])", self.services)
+        finally:
+            await conn.close()
+        final = {(index[r["service"]], r["env"]): (r["version"], r["digest"], r["state"]) for r in rows}
+        events = sum(1 for e in watcher.events if e.data.service in index)
+        verified = len({e.data.service for e in watcher.events if e.envelope.type == "verification.passed"
+                        and e.data.env == "prod" and e.data.service in index})
+        return BatchResult(seconds, events, verified, starts, final)
+
+
+async def ledger_caught_up(settings: Settings, services: list[str], expected_rows: int, timeout: float) -> None:
+    """Wait (bounded) until the ledger's projection holds a verified row for every slot of the batch."""
+    deadline = time.monotonic() + timeout
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        while await conn.fetchval("select count(*) from ledger.environments where service = any($1::text[]) "
+                                  "and state = 'verified'", services) < expected_rows:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the ledger did not catch up")
+            await asyncio.sleep(0.1)
+    finally:
+        await conn.close()

@@ -1,0 +1,161 @@
+"""Hostile input on the real stack: oversized, early, replayed or misaddressed events; dead letters resubmitted."""
+
+import asyncio
+import base64
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from shared import topics
+from shared.events import MAX_EVENT_BYTES, ApprovalGranted, PromotionRequested, new_event
+from tests.e2e.test_bad_input import dlq_end, promote
+
+pytestmark = pytest.mark.e2e
+
+
+async def dead_letter_after(bootstrap: str, start: int, predicate: Callable, timeout: float = 30.0):
+    """The first record on `promotion.dlq` from offset `start` that matches `predicate(record, headers)`."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partition = TopicPartition(topics.DLQ, 0)
+        consumer.assign([partition])
+        consumer.seek(partition, start)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for record in (await consumer.getmany(partition, timeout_ms=500)).get(partition, []):
+                headers = {name: value.decode() for name, value in record.headers}
+                if predicate(record, headers):
+                    return record, headers
+        raise TimeoutError(f"no matching dead letter within {timeout:.0f} s")
+    finally:
+        await consumer.stop()
+
+
+async def test_an_oversized_build_is_dead_lettered_with_its_size_and_intake_goes_on(scenario):
+    bootstrap = scenario.settings.kafka_bootstrap
+    start = await dlq_end(bootstrap)
+    await scenario.apply_pipeline()
+    path, digest = scenario.build("1.0.0")
+    valid = new_event(scenario.build_completed("1.0.0", path, digest), source="/tests").to_bytes()
+    oversized = valid + b" " * (300 * 1024 - len(valid))  # valid JSON, only too big
+    key = scenario.service.encode()
+    await scenario.publisher.publish_raw(topics.BUILDS, oversized, key=key)
+    path, digest = scenario.build("1.0.1")
+    await scenario.send(scenario.build_completed("1.0.1", path, digest))
+
+    await scenario.wait("verification.passed", env="dev", version="1.0.1")
+    record, headers = await dead_letter_after(
+        bootstrap, start, lambda r, h: r.key == key and h["dlq.consumer"] == "intake")
+    assert record.value == oversized
+    assert headers["dlq.reason"] == f"event of {300 * 1024} bytes exceeds the limit of {MAX_EVENT_BYTES} bytes"
+    assert headers["dlq.topic"] == topics.BUILDS
+    assert scenario.seen("artifact.registered", version="1.0.0") == []
+
+
+async def test_an_approval_that_arrives_before_its_build_still_counts_once_the_release_reaches_staging(scenario):
+    await scenario.apply_pipeline()
+    early = await scenario.send(ApprovalGranted(service=scenario.service, version="7.0.0", env="prod",
+                                                approver="bob"))
+    await scenario.processed_by("gates", early)  # recorded before gates has heard of the release
+
+    digest = await scenario.promote_to_staging("7.0.0", author="alice")
+    verified = await scenario.wait("verification.passed", env="prod", version="7.0.0")
+    assert verified.data.digest == digest
+    assert [passed.data.digest for passed in scenario.seen("gate.passed", env="prod")] == [digest]
+
+
+async def test_a_build_event_replayed_with_its_old_id_after_the_promotion_changes_nothing(scenario):
+    await scenario.apply_pipeline()
+    path, digest = scenario.build("5.0.0")
+    build = new_event(scenario.build_completed("5.0.0", path, digest), source="/tests")
+    await scenario.publisher.publish(build)
+    await scenario.wait("verification.passed", env="test", version="5.0.0")
+    await scenario.wait("gate.pending", env="staging", version="5.0.0")  # dev and test done; staging waits
+
+    await scenario.publisher.publish(build)  # the same bytes, the same id, long after
+    # A later build of the same service goes through the same partitions behind the replay:
+    # once it waits at staging, every effect the replay could have had has happened.
+    path, later = scenario.build("5.0.1")
+    await scenario.send(scenario.build_completed("5.0.1", path, later))
+    await scenario.wait("gate.pending", env="staging", version="5.0.1")
+
+    assert len(scenario.seen("artifact.registered", version="5.0.0")) == 1
+    assert len(scenario.seen("promotion.requested", version="5.0.0", env="dev")) == 1
+    starts = await scenario.query("deployer", "select env, count(*) as n from driver_calls where service = $1 "
+                                  "and digest = $2 group by env order by env", scenario.service, digest)
+    assert {r["env"]: r["n"] for r in starts} == {"dev": 1, "test": 1}
+    entries = await scenario.query("ledger", "select count(*) as n from entries where event_id = $1", build.id)
+    assert entries[0]["n"] == 1
+
+
+async def test_a_build_without_a_pipeline_is_registered_and_waits_until_the_pipeline_is_applied(scenario):
+    path, digest = scenario.build("1.0.0")
+    build = await scenario.send(scenario.build_completed("1.0.0", path, digest))
+    registered = await scenario.wait("artifact.registered", version="1.0.0")
+    await scenario.processed_by("intake", build)
+    waiting = await scenario.query("intake", "select promotion_requested from artifacts where service = $1",
+                                   scenario.service)
+    assert registered.data.digest == digest and [r["promotion_requested"] for r in waiting] == [False]
+
+    await scenario.apply_pipeline()
+    requested = await scenario.wait("promotion.requested", env="dev", version="1.0.0")
+    await scenario.wait("verification.passed", env="dev", version="1.0.0")
+    assert requested.data.digest == digest
+    assert len(scenario.seen("promotion.requested", env="dev")) == 1
+
+
+async def test_a_promotion_into_an_environment_the_pipeline_does_not_have_fails_naming_it(scenario):
+    await scenario.apply_pipeline()
+    path, digest = scenario.build("2.0.0")
+    await scenario.send(scenario.build_completed("2.0.0", path, digest))
+    await scenario.wait("verification.passed", env="dev", version="2.0.0")
+
+    await scenario.send(PromotionRequested(service=scenario.service, version="2.0.0", digest=digest, env="qa"))
+    failed = await scenario.wait("gate.failed", env="qa", version="2.0.0")
+    assert failed.data.reasons == ["environment 'qa' is not in the pipeline"]
+    rows = await scenario.query("deployer", "select env from deployments where service = $1", scenario.service)
+    assert "qa" not in {r["env"] for r in rows}
+
+
+async def test_a_dead_letter_is_listed_and_once_replayed_the_build_is_processed(scenario):
+    await scenario.apply_pipeline()
+    path, digest = scenario.build("3.1.0")
+    build = new_event(scenario.build_completed("3.1.0", path, digest), source="/tests")
+    reason = f"handler failed 5 times: simulated ({scenario.service})"
+    # As intake would have dead-lettered it because of a bug that has been fixed since.
+    headers = {"dlq.topic": topics.BUILDS, "dlq.partition": "1", "dlq.offset": "4711", "dlq.consumer": "intake",
+               "dlq.reason": reason, "dlq.at": datetime.now(UTC).isoformat()}
+    await scenario.publisher.publish_raw(topics.DLQ, build.to_bytes(), key=scenario.service.encode(),
+                                         headers=[(name, value.encode()) for name, value in headers.items()])
+
+    listed = await asyncio.to_thread(promote, "dlq", "list", "--limit", "500", "--json")
+    assert listed.returncode == 0, listed.stderr
+    [letter] = [letter for letter in json.loads(listed.stdout) if letter["reason"] == reason]
+    assert (letter["consumer"], letter["key"], letter["source"]) == (
+        "intake", scenario.service, {"topic": topics.BUILDS, "partition": 1, "offset": 4711})
+    assert base64.b64decode(letter["value_base64"]) == build.to_bytes()
+    assert letter["value_text"] == build.to_bytes().decode() and letter["size"] == len(build.to_bytes())
+
+    replayed = await asyncio.to_thread(promote, "dlq", "replay", letter["id"], "--as", "ops")
+    assert replayed.returncode == 0, replayed.stderr
+    assert f"dead letter {letter['id']} replayed to {topics.BUILDS}" in replayed.stdout
+    verified = await scenario.wait("verification.passed", env="dev", version="3.1.0")
+    assert verified.data.digest == digest
+    await scenario.watcher.wait_for(lambda event: event.id == build.id, what="the resubmitted build")
+    resubmitted = [record for record in scenario.watcher.records
+                   if record.topic == topics.BUILDS and record.key == scenario.service.encode()]
+    assert [record.value for record in resubmitted] == [build.to_bytes()]
+    assert {name: value.decode() for name, value in resubmitted[0].headers} == {
+        "dlq.replayed-from": letter["id"], "dlq.replayed-by": "ops"}
+
+
+async def test_replaying_a_dead_letter_that_does_not_exist_is_one_line_and_exit_1(stack):
+    result = await asyncio.to_thread(promote, "dlq", "replay", "0:999999999")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "promote: error: no dead letter 0:999999999 (promote dlq list shows them)"
+    assert result.stdout == ""
