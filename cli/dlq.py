@@ -18,7 +18,7 @@ from aiokafka.structs import RecordMetadata
 from cli import render
 from cli.errors import CliError
 from shared import topics
-from shared.client import BusUnavailable
+from shared.client import partitions_of, start_client, unreachable
 from shared.settings import Settings
 
 dlq_app = typer.Typer(help="Inspect and resubmit dead letters.", no_args_is_help=True)
@@ -69,21 +69,15 @@ def _int(text: str | None) -> int | None:
     return int(text) if text is not None and text.isdigit() else None
 
 
-def _unreachable(settings: Settings) -> BusUnavailable:
-    return BusUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap} (is the stack up? ./dev-stack up)")
-
-
 async def _open(settings: Settings) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
     """A started consumer without a group, and the dead-letter topic's partitions."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await start_client(consumer, settings.kafka_bootstrap)
     try:
-        await consumer.start()
-        # aiokafka has no public call for "partitions of this topic" on an unsubscribed consumer.
-        cluster = await consumer._client.fetch_all_metadata()
+        partitions = await partitions_of(consumer, [topics.DLQ])
     except KafkaConnectionError:
         await consumer.stop()
-        raise _unreachable(settings) from None
-    partitions = [TopicPartition(topics.DLQ, p) for p in sorted(cluster.partitions_for_topic(topics.DLQ) or ())]
+        raise unreachable(settings.kafka_bootstrap) from None
     if not partitions:
         await consumer.stop()
         raise CliError(f"topic {topics.DLQ} does not exist (is the stack up? ./dev-stack up)")
@@ -156,11 +150,7 @@ async def resubmit(settings: Settings, letter: DeadLetter, who: str) -> RecordMe
         raise CliError(f"dead letter {letter.id} does not say which topic it came from (no dlq.topic header)")
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
                                 request_timeout_ms=10_000)
-    try:
-        await producer.start()
-    except KafkaConnectionError:
-        await producer.stop()
-        raise _unreachable(settings) from None
+    await start_client(producer, settings.kafka_bootstrap)
     try:
         headers = [("dlq.replayed-from", letter.id.encode()), ("dlq.replayed-by", who.encode())]
         return await producer.send_and_wait(topic, letter.value, key=letter.key, headers=headers)

@@ -17,7 +17,6 @@ import asyncpg
 import typer
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -25,7 +24,7 @@ from cli.errors import CliError
 from services.ledger import rebuild, repository
 from services.ledger.state import state_digest
 from services.ledger.topics import consumed_topics
-from shared.client import BusUnavailable
+from shared.client import partitions_of, start_client
 from shared.events import Event, InvalidEvent, parse_event
 from shared.settings import Settings
 
@@ -70,16 +69,9 @@ class KafkaLog:
         self._first: dict[TopicPartition, int] = {}
 
     async def __aenter__(self) -> "KafkaLog":
+        await start_client(self._consumer, self._bootstrap)
         try:
-            await self._consumer.start()
-        except KafkaConnectionError:
-            await self._consumer.stop()
-            raise BusUnavailable(f"cannot reach Kafka at {self._bootstrap} (is the stack up? ./dev-stack up)") from None
-        try:
-            # aiokafka has no public call for "partitions of these topics" on an unsubscribed consumer.
-            cluster = await self._consumer._client.fetch_all_metadata()
-            self._partitions = [TopicPartition(topic, p) for topic in consumed_topics()
-                                for p in sorted(cluster.partitions_for_topic(topic) or ())]
+            self._partitions = await partitions_of(self._consumer, consumed_topics())
             # Asked before the ledger is paused: the first offset request is slow and these do not move.
             self._first = await self._consumer.beginning_offsets(self._partitions)
         except BaseException:

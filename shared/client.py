@@ -18,6 +18,27 @@ class BusUnavailable(Exception):
     """Kafka could not be reached."""
 
 
+def unreachable(bootstrap: str) -> BusUnavailable:
+    """The one-line error for a broker that does not answer."""
+    return BusUnavailable(f"cannot reach Kafka at {bootstrap} (is the stack up? ./dev-stack up)")
+
+
+async def start_client(client: AIOKafkaConsumer | AIOKafkaProducer, bootstrap: str) -> None:
+    """Start an aiokafka client; a broker that does not answer becomes BusUnavailable (and the client is stopped)."""
+    try:
+        await client.start()
+    except KafkaConnectionError:
+        await client.stop()
+        raise unreachable(bootstrap) from None
+
+
+async def partitions_of(consumer: AIOKafkaConsumer, topic_names: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of the named topics that exist, in topic then partition order."""
+    # aiokafka has no public call for "partitions of these topics" on an unsubscribed consumer.
+    cluster = await consumer._client.fetch_all_metadata()
+    return [TopicPartition(topic, p) for topic in topic_names for p in sorted(cluster.partitions_for_topic(topic) or ())]
+
+
 class Publisher:
     """An idempotent producer (acks=all) that waits for every publish to be acknowledged."""
 
@@ -27,11 +48,7 @@ class Publisher:
         self._bootstrap = bootstrap
 
     async def __aenter__(self) -> "Publisher":
-        try:
-            await self._producer.start()
-        except KafkaConnectionError:
-            await self._producer.stop()
-            raise BusUnavailable(f"cannot reach Kafka at {self._bootstrap} (is the stack up? ./dev-stack up)") from None
+        await start_client(self._producer, self._bootstrap)
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -60,16 +77,9 @@ class EventWatcher:
     async def __aenter__(self) -> "EventWatcher":
         self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
                                           auto_offset_reset="earliest")
+        await start_client(self._consumer, self._bootstrap)
         try:
-            await self._consumer.start()
-        except KafkaConnectionError:
-            await self._consumer.stop()
-            raise BusUnavailable(f"cannot reach Kafka at {self._bootstrap} (is the stack up? ./dev-stack up)") from None
-        try:
-            # aiokafka has no public call for "partitions of these topics" on an unsubscribed consumer.
-            cluster = await self._consumer._client.fetch_all_metadata()
-            partitions = [TopicPartition(topic, p) for topic in self._topics
-                          for p in sorted(cluster.partitions_for_topic(topic) or ())]
+            partitions = await partitions_of(self._consumer, self._topics)
             if not partitions:
                 raise BusUnavailable(f"none of the topics {self._topics} exist (is the stack up? ./dev-stack up)")
             self._consumer.assign(partitions)

@@ -9,8 +9,10 @@ handled again against the empty state; the events it emits again carry the same 
 import asyncio
 
 import structlog
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
+
+from shared.client import partitions_of
 
 log = structlog.get_logger()
 
@@ -24,10 +26,7 @@ async def rewind_group(bootstrap: str, group_id: str, topic_names: list[str], *,
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
     await consumer.start()
     try:
-        # aiokafka has no public call for "partitions of these topics" on an unsubscribed consumer.
-        cluster = await consumer._client.fetch_all_metadata()
-        partitions = [TopicPartition(topic, p) for topic in topic_names
-                      for p in sorted(cluster.partitions_for_topic(topic) or ())]
+        partitions = await partitions_of(consumer, topic_names)
         consumer.assign(partitions)
         earliest = await consumer.beginning_offsets(partitions)
         delay = 0.5

@@ -89,6 +89,18 @@ class Batch:
         await watcher.wait_for(finished, timeout, f"all {self.size} releases verified in prod")
         return time.monotonic() - t0
 
+    async def wait_until_part_in_dev(self, watcher: EventWatcher, fraction: float, timeout: float = 120) -> None:
+        """Await the moment `fraction` of the batch has been verified in dev (to strike mid-run)."""
+        wanted, seen = max(1, int(self.size * fraction)), set()
+
+        def far_enough(event) -> bool:
+            if event.envelope.type == "verification.passed" and event.data.env == "dev" \
+                    and event.data.service in self.services:
+                seen.add(event.data.service)
+            return len(seen) >= wanted
+
+        await watcher.wait_for(far_enough, timeout, f"{wanted} releases verified in dev")
+
     async def result(self, seconds: float, watcher: EventWatcher) -> BatchResult:
         """Read the driver's journals and the ledger's projection for this run."""
         index = {service: i for i, service in enumerate(self.services)}

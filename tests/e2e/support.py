@@ -1,13 +1,19 @@
 """What end-to-end tests share: a fresh service name per test, artifacts, a pipeline, and the bus."""
 
 import asyncio
+import os
+import subprocess
 import sys
+import time
+from collections.abc import Callable
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import asyncpg
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from shared import topics
 from shared.client import EventWatcher, Publisher, matches
 from shared.events import Artifact, BuildCompleted, Event, EventData, new_event
 from shared.pipeline import PipelineDefinition, parse_pipeline
@@ -109,3 +115,44 @@ class Scenario:
             return await conn.fetch(sql, *args)
         finally:
             await conn.close()
+
+
+async def dlq_end(bootstrap: str) -> int:
+    """The dead-letter topic's end offset now (read dead letters from here on)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        partition = TopicPartition(topics.DLQ, 0)
+        return (await consumer.end_offsets([partition]))[partition]
+    finally:
+        await consumer.stop()
+
+
+async def dead_letters(bootstrap: str, start: int, enough: Callable[[list], bool],
+                       timeout: float = 30.0) -> list[tuple[object, dict[str, str]]]:
+    """(record, headers) of `promotion.dlq` from offset `start`, read until `enough(letters)` or the timeout."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partition = TopicPartition(topics.DLQ, 0)
+        consumer.assign([partition])
+        consumer.seek(partition, start)
+        letters: list = []
+        deadline = time.monotonic() + timeout
+        while not enough(letters) and time.monotonic() < deadline:
+            for record in (await consumer.getmany(partition, timeout_ms=500)).get(partition, []):
+                letters.append((record, {name: value.decode() for name, value in record.headers}))
+        return letters
+    finally:
+        await consumer.stop()
+
+
+def promote(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the CLI in a subprocess, as an operator would (wide terminal, so lines do not wrap)."""
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=timeout)
+
+
+async def promote_async(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`promote` without blocking the test's event loop (so the watcher keeps up)."""
+    return await asyncio.to_thread(promote, *args, env=env, timeout=timeout)

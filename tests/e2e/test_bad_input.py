@@ -1,51 +1,17 @@
 """Bad input loses nothing and stops nothing: dead letters with reasons, one-line CLI errors."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import httpx
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 import devstack
 from shared import topics
 from shared.events import new_event
-from tests.e2e.support import REPO
+from tests.e2e.support import dead_letters, dlq_end, promote
 
 pytestmark = pytest.mark.e2e
-
-
-async def dead_letters_after(bootstrap: str, start: int, wanted: int, timeout: float = 30.0) -> list:
-    """Read `promotion.dlq` from offset `start` until `wanted` records arrived."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partition = TopicPartition(topics.DLQ, 0)
-        consumer.assign([partition])
-        consumer.seek(partition, start)
-        records = []
-        while len(records) < wanted:
-            batch = await consumer.getmany(partition, timeout_ms=int(timeout * 1000))
-            if not batch:
-                break
-            records += batch[partition]
-        return records
-    finally:
-        await consumer.stop()
-
-
-async def dlq_end(bootstrap: str) -> int:
-    """The dead-letter topic's end offset now."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
-    try:
-        partition = TopicPartition(topics.DLQ, 0)
-        return (await consumer.end_offsets([partition]))[partition]
-    finally:
-        await consumer.stop()
 
 
 async def test_malformed_events_go_to_the_dead_letter_topic_with_their_reason_and_the_consumer_goes_on(scenario):
@@ -66,10 +32,9 @@ async def test_malformed_events_go_to_the_dead_letter_topic_with_their_reason_an
     await scenario.publisher.publish(good)
 
     await scenario.wait("verification.passed", env="dev", version="1.0.0")  # the consumer went on
-    records = await dead_letters_after(bootstrap, start, wanted=2 * len(poison))  # intake and ledger each
+    letters = await dead_letters(bootstrap, start, lambda got: len(got) >= 2 * len(poison))  # intake and ledger
     by_consumer: dict[str, list] = {}
-    for record in records:
-        headers = {name: value.decode() for name, value in record.headers}
+    for record, headers in letters:
         if record.key == key:
             by_consumer.setdefault(headers["dlq.consumer"], []).append((record.value, headers))
     assert set(by_consumer) == {"intake", "ledger"}
@@ -85,12 +50,6 @@ async def test_malformed_events_go_to_the_dead_letter_topic_with_their_reason_an
     assert health["status"] == "ok" and health["dead_lettered"] >= len(poison)
     counted = re.search(r'^promote_events_dead_lettered_total\{consumer="intake"\} (\S+)$', metrics, re.M)
     assert counted is not None and float(counted.group(1)) >= len(poison)
-
-
-def promote(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    """Run the CLI as an operator would."""
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, **(env or {})}, timeout=60)
 
 
 @pytest.mark.parametrize("args, env, expected", [

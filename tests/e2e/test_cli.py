@@ -1,23 +1,12 @@
 """The operator's path through the CLI: approve, status --json, history, rollback."""
 
-import asyncio
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.e2e.support import ENVS, REPO
+from tests.e2e.support import ENVS, promote_async
 
 pytestmark = pytest.mark.e2e
-
-
-async def promote(*args: str) -> subprocess.CompletedProcess:
-    """Run the CLI in a subprocess without blocking the test's event loop."""
-    return await asyncio.to_thread(
-        subprocess.run, [sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, cwd=REPO,
-        env={**os.environ, "COLUMNS": "200"}, timeout=90)
 
 
 async def test_an_operator_approves_inspects_and_rolls_back_prod_with_the_cli(scenario):
@@ -25,24 +14,24 @@ async def test_an_operator_approves_inspects_and_rolls_back_prod_with_the_cli(sc
     digest = await scenario.promote_to_staging("2.4.1", author="alice")
     await scenario.wait("gate.pending", env="prod", version="2.4.1")
 
-    by_author = await promote("approve", scenario.service, "2.4.1", "--env", "prod", "--as", "alice")
+    by_author = await promote_async("approve", scenario.service, "2.4.1", "--env", "prod", "--as", "alice")
     assert by_author.returncode == 0, by_author.stderr
     assert "gate for" in by_author.stdout and "alice is the author and cannot approve" in by_author.stdout
-    by_bob = await promote("approve", scenario.service, "2.4.1", "--env", "prod", "--as", "bob")
+    by_bob = await promote_async("approve", scenario.service, "2.4.1", "--env", "prod", "--as", "bob")
     assert by_bob.returncode == 0 and "passed" in by_bob.stdout
     verified = await scenario.wait("verification.passed", env="prod", version="2.4.1")
     await scenario.processed_by("ledger", verified)
 
-    status = await promote("status", scenario.service, "--json")
+    status = await promote_async("status", scenario.service, "--json")
     assert status.returncode == 0, status.stderr
     body = json.loads(status.stdout)
     assert body["service"] == scenario.service and list(body["environments"]) == list(ENVS)
     assert {env: (e["version"], e["digest"], e["state"]) for env, e in body["environments"].items()} == {
         env: ("2.4.1", digest, "verified") for env in ENVS}
 
-    history = await promote("history", scenario.service, "--env", "prod", "--json")
+    history = await promote_async("history", scenario.service, "--env", "prod", "--json")
     types = [entry["event"]["type"] for entry in json.loads(history.stdout)]
     assert "approval.granted" in types and types[-1] == "verification.passed"
 
-    rollback = await promote("rollback", scenario.service, "--env", "prod", "--as", "oncall")
+    rollback = await promote_async("rollback", scenario.service, "--env", "prod", "--as", "oncall")
     assert rollback.returncode == 1 and "no earlier verified release in prod" in rollback.stderr

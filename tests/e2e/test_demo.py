@@ -1,21 +1,16 @@
 """The README's first command ends in the demo: run it and check what it shows."""
 
-import os
-import subprocess
-import sys
 import uuid
 
 import pytest
 
-from tests.e2e.support import REPO
+from tests.e2e.support import promote
 
 pytestmark = pytest.mark.e2e
 
 
 def test_the_demo_promotes_rolls_back_rejects_and_ends_with_prod_on_the_good_release(stack):
-    service = f"demo-{uuid.uuid4().hex[:8]}"
-    result = subprocess.run([sys.executable, "-m", "cli.main", "demo", "--service", service], cwd=REPO,
-                            capture_output=True, text=True, timeout=240, env={**os.environ, "COLUMNS": "200"})
+    result = promote("demo", "--service", f"demo-{uuid.uuid4().hex[:8]}", timeout=240)
     assert result.returncode == 0, result.stderr
     out = result.stdout
     for line in ("alice (the author) approves: not counted", "bob approves: prod gate passed",

@@ -1,39 +1,16 @@
 """Hostile input on the real stack: oversized, early, replayed or misaddressed events; dead letters resubmitted."""
 
-import asyncio
 import base64
 import json
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared import topics
 from shared.events import MAX_EVENT_BYTES, ApprovalGranted, PromotionRequested, new_event
-from tests.e2e.test_bad_input import dlq_end, promote
+from tests.e2e.support import dead_letters, dlq_end, promote_async
 
 pytestmark = pytest.mark.e2e
-
-
-async def dead_letter_after(bootstrap: str, start: int, predicate: Callable, timeout: float = 30.0):
-    """The first record on `promotion.dlq` from offset `start` that matches `predicate(record, headers)`."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partition = TopicPartition(topics.DLQ, 0)
-        consumer.assign([partition])
-        consumer.seek(partition, start)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for record in (await consumer.getmany(partition, timeout_ms=500)).get(partition, []):
-                headers = {name: value.decode() for name, value in record.headers}
-                if predicate(record, headers):
-                    return record, headers
-        raise TimeoutError(f"no matching dead letter within {timeout:.0f} s")
-    finally:
-        await consumer.stop()
 
 
 async def test_an_oversized_build_is_dead_lettered_with_its_size_and_intake_goes_on(scenario):
@@ -49,8 +26,9 @@ async def test_an_oversized_build_is_dead_lettered_with_its_size_and_intake_goes
     await scenario.send(scenario.build_completed("1.0.1", path, digest))
 
     await scenario.wait("verification.passed", env="dev", version="1.0.1")
-    record, headers = await dead_letter_after(
-        bootstrap, start, lambda r, h: r.key == key and h["dlq.consumer"] == "intake")
+    from_intake = lambda letter: letter[0].key == key and letter[1]["dlq.consumer"] == "intake"  # noqa: E731
+    letters = await dead_letters(bootstrap, start, lambda got: any(map(from_intake, got)))
+    record, headers = next(filter(from_intake, letters))
     assert record.value == oversized
     assert headers["dlq.reason"] == f"event of {300 * 1024} bytes exceeds the limit of {MAX_EVENT_BYTES} bytes"
     assert headers["dlq.topic"] == topics.BUILDS
@@ -133,7 +111,7 @@ async def test_a_dead_letter_is_listed_and_once_replayed_the_build_is_processed(
     await scenario.publisher.publish_raw(topics.DLQ, build.to_bytes(), key=scenario.service.encode(),
                                          headers=[(name, value.encode()) for name, value in headers.items()])
 
-    listed = await asyncio.to_thread(promote, "dlq", "list", "--limit", "500", "--json")
+    listed = await promote_async("dlq", "list", "--limit", "500", "--json")
     assert listed.returncode == 0, listed.stderr
     [letter] = [letter for letter in json.loads(listed.stdout) if letter["reason"] == reason]
     assert (letter["consumer"], letter["key"], letter["source"]) == (
@@ -141,7 +119,7 @@ async def test_a_dead_letter_is_listed_and_once_replayed_the_build_is_processed(
     assert base64.b64decode(letter["value_base64"]) == build.to_bytes()
     assert letter["value_text"] == build.to_bytes().decode() and letter["size"] == len(build.to_bytes())
 
-    replayed = await asyncio.to_thread(promote, "dlq", "replay", letter["id"], "--as", "ops")
+    replayed = await promote_async("dlq", "replay", letter["id"], "--as", "ops")
     assert replayed.returncode == 0, replayed.stderr
     assert f"dead letter {letter['id']} replayed to {topics.BUILDS}" in replayed.stdout
     verified = await scenario.wait("verification.passed", env="dev", version="3.1.0")
@@ -155,7 +133,7 @@ async def test_a_dead_letter_is_listed_and_once_replayed_the_build_is_processed(
 
 
 async def test_replaying_a_dead_letter_that_does_not_exist_is_one_line_and_exit_1(stack):
-    result = await asyncio.to_thread(promote, "dlq", "replay", "0:999999999")
+    result = await promote_async("dlq", "replay", "0:999999999")
     assert result.returncode == 1
     assert result.stderr.strip() == "promote: error: no dead letter 0:999999999 (promote dlq list shows them)"
     assert result.stdout == ""

@@ -41,11 +41,7 @@ async def run_with_outage(stack, tmp_path, label: str, stop_it, start_it) -> tup
     async with EventWatcher(stack.kafka_bootstrap) as watcher:
         monitor = asyncio.create_task(sample_health(samples, done))
         run = asyncio.create_task(batch.run_through(watcher, timeout=300))
-        in_dev: set[str] = set()
-        await watcher.wait_for(
-            lambda e: e.envelope.type == "verification.passed" and e.data.env == "dev"
-            and e.data.service in batch.services and (in_dev.add(e.data.service) or len(in_dev) >= SIZE // 4),
-            120, "a quarter of the batch in dev")
+        await batch.wait_until_part_in_dev(watcher, 0.25)
         await asyncio.to_thread(stop_it)
         await asyncio.sleep(OUTAGE_S)  # the outage itself: its length is the point, nothing to await
         await asyncio.to_thread(start_it)

@@ -1,11 +1,7 @@
 """The ledger can be trusted: it knows where each entry came from, a replay rebuilds its projections
 byte for byte, a hand-edited entry is named by the chain check, and the database refuses edits."""
 
-import asyncio
 import json
-import os
-import subprocess
-import sys
 
 import asyncpg
 import pytest
@@ -13,7 +9,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.ledger.state import state_digest
 from shared.events import Event, EvidenceRecorded, parse_event
-from tests.e2e.support import REPO, Scenario
+from tests.e2e.support import Scenario, promote, promote_async
 
 pytestmark = pytest.mark.e2e
 
@@ -22,12 +18,6 @@ service: {service}
 environments:
   - name: dev
 """
-
-
-def promote(*args: str) -> subprocess.CompletedProcess:
-    """Run the CLI as an operator would."""
-    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, cwd=REPO,
-                          env=dict(os.environ), timeout=120)
 
 
 async def promoted_to_dev(scenario: Scenario) -> Event:
@@ -82,7 +72,7 @@ async def test_a_replay_rebuilds_the_projections_from_the_topics_into_the_same_s
     status_before = promote("status", scenario.service, "--json")
     assert status_before.returncode == 0, status_before.stderr
 
-    result = await asyncio.to_thread(promote, "replay", "--rebuild", "--json")
+    result = await promote_async("replay", "--rebuild", "--json")
 
     assert result.returncode == 0, result.stdout + result.stderr
     report = json.loads(result.stdout)
@@ -109,15 +99,15 @@ async def test_a_replay_names_a_damaged_projection_and_the_rebuild_repairs_it(sc
 
     await scenario.query("ledger", set_state, scenario.service, "failed")
     try:
-        audit = await asyncio.to_thread(promote, "replay", "--json")  # compare only
+        audit = await promote_async("replay", "--json")  # compare only
         assert audit.returncode == 1, audit.stdout + audit.stderr
         report = json.loads(audit.stdout)
         assert report["identical"] is False and report["complete"] is True and report["replaced"] is False
         assert await dev_state() == "failed"  # left as it was
-        repair = await asyncio.to_thread(promote, "replay", "--rebuild")
+        repair = await promote_async("replay", "--rebuild")
         assert repair.returncode == 1 and "DIFFERENT" in repair.stdout
         assert await dev_state() == "verified"
-        assert (await asyncio.to_thread(promote, "replay")).returncode == 0
+        assert (await promote_async("replay")).returncode == 0
     finally:  # other tests share this ledger: undo the damage even if the replay could not
         await scenario.query("ledger", set_state, scenario.service, "verified")
 
@@ -133,7 +123,7 @@ async def test_a_hand_edited_entry_is_named_as_the_first_broken_link_of_the_chai
     conn = await ledger_connection(scenario)
     try:
         await rewrite_canonical(conn, seq, forged)
-        tampered = await asyncio.to_thread(promote, "audit", "--verify", "--json")
+        tampered = await promote_async("audit", "--verify", "--json")
         assert tampered.returncode == 1
         assert json.loads(tampered.stdout)["chain"]["first_broken_seq"] == seq
         assert f"broken at entry #{seq}" in promote("audit", "--verify").stdout

@@ -41,11 +41,7 @@ async def test_two_instances_share_the_work_and_one_dying_mid_run_changes_nothin
     batch = Batch(stack, tmp_path, SIZE, "scale")
     async with EventWatcher(stack.kafka_bootstrap) as watcher:
         run = asyncio.create_task(batch.run_through(watcher, timeout=300))
-        in_dev: set[str] = set()
-        await watcher.wait_for(
-            lambda e: e.envelope.type == "verification.passed" and e.data.env == "dev"
-            and e.data.service in batch.services and (in_dev.add(e.data.service) or len(in_dev) >= SIZE // 4),
-            120, "a quarter of the batch in dev")
+        await batch.wait_until_part_in_dev(watcher, 0.25)
         shared_work = await processed_by_instance(2)
         for name in devstack.SERVICES:
             await asyncio.to_thread(devstack.stop_service, name, signal.SIGKILL, 20.0, 2)
