@@ -67,7 +67,6 @@ class ServiceRuntime:
         self.pool: asyncpg.Pool | None = None
         self.relay: OutboxRelay | None = None
         self.runners: list[RecordRunner] = []
-        self.extra_health: Callable[[], dict] | None = None
         self._tasks: list[asyncio.Task] = []
         self._health_server: asyncio.AbstractServer | None = None
         self._started_at = time.monotonic()
@@ -204,8 +203,6 @@ class ServiceRuntime:
             "consumer_error": failing[0] if failing else None,
             "relay_error": relay_error,
         }
-        if self.extra_health:
-            body.update(self.extra_health())
         return body
 
     async def _kafka_reachable(self) -> bool:
