@@ -128,7 +128,7 @@ async def group_lag(groups: tuple[str, ...] = devstack.SERVICES) -> dict[str, in
             committed = await admin.list_consumer_group_offsets(group, partitions=tps)
             # The group's topics: those where it committed anything (each service reads a subset).
             mine = {tp.topic for tp, meta in committed.items() if meta.offset >= 0}
-            lag[group] = sum(end[tp] - max(meta.offset, 0) for tp, meta in committed.items() if tp.topic in mine)
+            lag[group] = sum(max(0, end[tp] - max(meta.offset, 0)) for tp, meta in committed.items() if tp.topic in mine)
         return lag
     finally:
         await consumer.stop()
