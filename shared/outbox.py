@@ -11,7 +11,8 @@ from shared.events import Event
 
 log = structlog.get_logger()
 
-Publish = Callable[[str, bytes, bytes], Awaitable[None]]
+Send = Callable[[str, bytes, bytes], Awaitable[asyncio.Future]]
+"""Hands one record to the producer and returns the future of its acknowledgement."""
 
 
 async def enqueue(conn: asyncpg.Connection, events: Iterable[Event]) -> None:
@@ -28,11 +29,11 @@ async def enqueue(conn: asyncpg.Connection, events: Iterable[Event]) -> None:
 class OutboxRelay:
     """Publishes committed outbox rows in order, at least once, and marks them published."""
 
-    def __init__(self, pool: asyncpg.Pool, publish: Publish, *, service: str = "", batch: int = 200,
+    def __init__(self, pool: asyncpg.Pool, send: Send, *, service: str = "", batch: int = 200,
                  poll_s: float = 1.0) -> None:
         self._service = service
         self._pool = pool
-        self._publish = publish
+        self._send = send
         self._batch = batch
         self._poll_s = poll_s
         self._wake = asyncio.Event()
@@ -74,8 +75,11 @@ class OutboxRelay:
                     "order by seq limit $1",
                     self._batch,
                 ):
-                    for row in rows:
-                        await self._publish(row["topic"], row["key"].encode(), bytes(row["payload"]))
+                    # Hand the whole batch to the idempotent producer, then wait for every
+                    # acknowledgement: it keeps per-partition order with several requests in flight.
+                    acks = [await self._send(row["topic"], row["key"].encode(), bytes(row["payload"]))
+                            for row in rows]
+                    await asyncio.gather(*acks)
                     await conn.execute(
                         "update outbox set published_at = now() where seq = any($1::bigint[])",
                         [row["seq"] for row in rows],

@@ -153,8 +153,10 @@ class ServiceRuntime:
         """Publish bytes as they are and wait for the broker's acknowledgement."""
         await self.broker.publish(value, topic=topic, key=key, headers=headers)
 
-    async def _publish_event_bytes(self, topic: str, key: bytes, payload: bytes) -> None:
-        await self.publish_raw(topic, key, payload, {"content-type": "application/cloudevents+json"})
+    async def _send_event_bytes(self, topic: str, key: bytes, payload: bytes) -> asyncio.Future:
+        """Hand an outbox row to the producer; the relay awaits the returned acknowledgement."""
+        return await self.broker.publish(payload, topic=topic, key=key, no_confirm=True,
+                                         headers={"content-type": "application/cloudevents+json"})
 
     async def _start(self) -> None:
         configure_logging(self.name)
@@ -163,7 +165,7 @@ class ServiceRuntime:
         log.info("service.starting", migrations_applied=applied, instance=self.instance)
         if COMMON_MIGRATION_NAME in applied:  # a new schema: rebuild the state from the topics
             await rewind_group(self.settings.kafka_bootstrap, self.name, self.topic_names)
-        self.relay = OutboxRelay(self.pool, self._publish_event_bytes, service=self.name)
+        self.relay = OutboxRelay(self.pool, self._send_event_bytes, service=self.name)
         self._tasks.append(asyncio.create_task(self._run_relay_when_connected()))
         port = int(os.environ.get("PROMOTE_HEALTH_PORT", "0"))
         if port:

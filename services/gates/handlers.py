@@ -20,6 +20,8 @@ class GatesHandlers:
 
     async def handle(self, event: Event) -> None:
         """Save the fact carried by `event` and emit the verdicts that changed, in one transaction."""
+        if not _matters(event.data):
+            return  # no state to change, so no transaction (and no inbox row) is needed
 
         async def work(conn: asyncpg.Connection) -> list[Event]:
             return self.runtime.events(await self._apply(conn, event.data), event)
@@ -90,3 +92,11 @@ class GatesHandlers:
                 emitted.append(GatePending(**ident, reasons=reasons))
             await repository.set_outcome(conn, service, version, env, verdict.outcome, reasons)
         return emitted
+
+
+def _matters(data: EventData) -> bool:
+    """Whether gates keeps anything from this event (it also reads events meant for others)."""
+    if isinstance(data, VerificationPassed | VerificationFailed | DeploymentFailed):
+        return data.purpose == "promotion"
+    return isinstance(data, PipelineApplied | ArtifactRegistered | PromotionRequested | EvidenceRecorded
+                      | ApprovalGranted | ApprovalRejected)

@@ -18,12 +18,21 @@ async def save_pipeline(conn: asyncpg.Connection, service: str, version: str, de
     )
 
 
+_parsed: dict[str, PipelineDefinition] = {}
+"""Validated definitions by content hash: a version never changes, so it is parsed once per process."""
+
+
 async def load_pipeline(conn: asyncpg.Connection, service: str) -> tuple[str, PipelineDefinition] | None:
     """(pipeline version, definition) of the latest applied pipeline."""
-    row = await conn.fetchrow("select pipeline_version, definition from pipelines where service = $1", service)
-    if row is None:
+    version = await conn.fetchval("select pipeline_version from pipelines where service = $1", service)
+    if version is None:
         return None
-    return row["pipeline_version"], PipelineDefinition.model_validate(json.loads(row["definition"]))
+    if version not in _parsed:
+        if len(_parsed) >= 4096:  # bounded: start over rather than grow without end
+            _parsed.clear()
+        raw = await conn.fetchval("select definition from pipelines where service = $1", service)
+        _parsed[version] = PipelineDefinition.model_validate(json.loads(raw))
+    return version, _parsed[version]
 
 
 async def save_artifact(conn: asyncpg.Connection, release: Release) -> None:

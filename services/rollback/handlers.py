@@ -17,6 +17,8 @@ class RollbackHandlers:
 
     async def handle(self, event: Event) -> None:
         """Record the fact and emit the rollback order or outcome it calls for, in one transaction."""
+        if not isinstance(event.data, VerificationPassed | VerificationFailed | DeploymentFailed | RollbackRequested):
+            return  # no state to change, so no transaction (and no inbox row) is needed
 
         async def work(conn: asyncpg.Connection) -> list[Event]:
             return self.runtime.events(await self._apply(conn, event), event)
