@@ -7,18 +7,18 @@ same broker; nothing here tunes the services.
 import asyncio
 import hashlib
 import json
+import math
+import os
 import shutil
-import subprocess
 import sys
 import threading
 import time
 import uuid
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 
 import devstack
@@ -54,7 +54,7 @@ def percentiles(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
 
     def rank(q: float) -> float:
-        return round(ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.999999) - 1))], 2)
+        return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)], 2)
 
     return {"n": len(ordered), "p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99), "max": round(ordered[-1], 2)}
 
@@ -71,7 +71,6 @@ def machine() -> dict:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), "?")
     mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    import os
     return {"cpu": model, "cores": os.cpu_count(), "memory_gib": round(mem_kib / 2**20, 1),
             "python": sys.version.split()[0]}
 
@@ -128,7 +127,8 @@ async def group_lag(groups: tuple[str, ...] = devstack.SERVICES) -> dict[str, in
             committed = await admin.list_consumer_group_offsets(group, partitions=tps)
             # The group's topics: those where it committed anything (each service reads a subset).
             mine = {tp.topic for tp, meta in committed.items() if meta.offset >= 0}
-            lag[group] = sum(max(0, end[tp] - max(meta.offset, 0)) for tp, meta in committed.items() if tp.topic in mine)
+            lag[group] = sum(max(0, end[tp] - max(meta.offset, 0))
+                             for tp, meta in committed.items() if tp.topic in mine)
         return lag
     finally:
         await consumer.stop()
@@ -188,49 +188,6 @@ class Observer:
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         await self._consumer.stop()
-
-
-# --- the raw-Kafka baseline -----------------------------------------------------------------------
-
-@asynccontextmanager
-async def temp_topics(names: list[str], partitions: int = 3):
-    """Create bench topics for the run and delete them afterwards."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=30_000)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
-        try:
-            yield names
-        finally:
-            await admin.delete_topics(names)
-    finally:
-        await admin.close()
-
-
-@asynccontextmanager
-async def echo_process(source: str, dest: str):
-    """The bare aiokafka echo (bench/echo.py) in its own process, like a service; yields once it is assigned."""
-    proc = subprocess.Popen([sys.executable, "-m", "bench.echo", source, dest, f"bench-echo-{source}"],
-                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
-    try:
-        line = await asyncio.to_thread(proc.stdout.readline)
-        if line.strip() != "ready":
-            raise RuntimeError(f"echo did not start: {line!r}")
-        yield proc
-    finally:
-        proc.terminate()
-        await asyncio.to_thread(proc.wait, 10)
-
-
-def producer(**options) -> AIOKafkaProducer:
-    """An idempotent producer with acks=all, like the services' and the CLI's."""
-    return AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=True, **options)
-
-
-def payload(size: int, index: int) -> bytes:
-    """A JSON-ish value of `size` bytes, unique by index."""
-    head = f'{{"i":{index},"pad":"'.encode()
-    return head + b"x" * max(0, size - len(head) - 2) + b'"}'
 
 
 # --- memory ---------------------------------------------------------------------------------------

@@ -1,26 +1,72 @@
-"""The raw-Kafka baseline hop: a bare aiokafka consumer in a group that copies topic A to topic B.
+"""The raw-Kafka baseline: temporary topics, and a bare aiokafka consumer in a group copying topic A to B.
 
-Run by the benchmarks as its own process (like a service): `python -m bench.echo A B GROUP`.
-Each record is re-published with its key, acks=all and idempotence, awaiting every send, and
-nothing else (no parsing, no database, no per-record commit). Prints `ready` once it is assigned.
+The echo runs as its own process, like a service (`python -m bench.echo A B GROUP`): each record
+is re-published with its key, acks=all and idempotence, awaiting every send, and nothing else (no
+parsing, no database, no per-record offset commit). It prints `ready` once it is assigned.
 """
 
 import argparse
 import asyncio
+import subprocess
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from shared.settings import Settings
+
+BOOTSTRAP = Settings().kafka_bootstrap
+
+
+@asynccontextmanager
+async def temp_topics(names: list[str], partitions: int = 3):
+    """Create bench topics for the run and delete them afterwards."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+        try:
+            yield names
+        finally:
+            await admin.delete_topics(names)
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def echo_process(source: str, dest: str):
+    """The echo in its own process; yields once it is assigned, terminates it afterwards."""
+    proc = subprocess.Popen([sys.executable, "-m", "bench.echo", source, dest, f"bench-echo-{source}"],
+                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        line = await asyncio.to_thread(proc.stdout.readline)
+        if line.strip() != "ready":
+            raise RuntimeError(f"echo did not start: {line!r}")
+        yield proc
+    finally:
+        proc.terminate()
+        await asyncio.to_thread(proc.wait, 10)
+
+
+def producer(**options) -> AIOKafkaProducer:
+    """An idempotent producer with acks=all, like the services' and the CLI's."""
+    return AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=True, **options)
+
+
+def payload(size: int, index: int) -> bytes:
+    """A JSON-ish value of `size` bytes, unique by index."""
+    head = f'{{"i":{index},"pad":"'.encode()
+    return head + b"x" * max(0, size - len(head) - 2) + b'"}'
 
 
 async def echo(source: str, dest: str, group: str) -> None:
     """Copy source to dest forever, one awaited send per record."""
-    bootstrap = Settings().kafka_bootstrap
-    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=group,
-                                auto_offset_reset="earliest")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=BOOTSTRAP, group_id=group, auto_offset_reset="earliest")
+    sender = producer()
     await consumer.start()
-    await producer.start()
+    await sender.start()
     try:
         ready = False
         while True:
@@ -30,9 +76,9 @@ async def echo(source: str, dest: str, group: str) -> None:
                 ready = True
             for records in batches.values():
                 for record in records:
-                    await producer.send_and_wait(dest, record.value, key=record.key)
+                    await sender.send_and_wait(dest, record.value, key=record.key)
     finally:
-        await producer.stop()
+        await sender.stop()
         await consumer.stop()
 
 

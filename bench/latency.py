@@ -21,6 +21,7 @@ hop's p99; the chain's p99 under 50 ms.
 import argparse
 import asyncio
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +29,7 @@ from pathlib import Path
 from rich.progress import Progress
 from rich.table import Table
 
-from bench import common
+from bench import common, echo
 from bench.common import console
 from shared.client import Publisher
 
@@ -105,11 +106,13 @@ async def measure_services(builds: int, rate: float, envs: tuple[str, ...], time
         console.print(f"services: {builds} pipelines stored in {waited:.1f} s")
         events = [common.build_event(s, "1.0.0", folder) for s in services]
         size = round(sum(len(e.to_bytes()) for e in events) / len(events))
-        async with common.Observer(common.LIVE_TOPICS, keep=lambda r: r if rid.encode() in r.value else None) as observer:
+        mine = rid.encode()
+        async with common.Observer(common.LIVE_TOPICS, keep=lambda r: r if mine in r.value else None) as observer:
             achieved = await paced(builds, rate, lambda i: publisher.publish(events[i]), "builds")
             arrivals = Arrivals(observer)
             await wait_for(lambda: arrivals.update().count("deployment.started", "dev") >= builds, timeout,
                            f"deployment.started in dev for all {builds} builds")
+    shutil.rmtree(folder, ignore_errors=True)  # intake has copied every artifact into its store
     hops = {name: common.percentiles(arrivals.hop_ms(services, *spec)) for name, spec in HOPS.items()}
     return {"run": rid, "builds": builds, "rate_achieved": achieved, "message_bytes": size, "hops": hops}
 
@@ -118,12 +121,12 @@ async def measure_baseline(count: int, rate: float, size: int, timeout: float) -
     """The same pacing and observation through bench/echo.py on two temporary topics."""
     rid = common.run_id("lat")
     a, b = f"bench.{rid}.a", f"bench.{rid}.b"
-    async with common.temp_topics([a, b]), common.echo_process(a, b), common.Observer([a, b]) as observer:
-        sender = common.producer()
+    async with echo.temp_topics([a, b]), echo.echo_process(a, b), common.Observer([a, b]) as observer:
+        sender = echo.producer()
         await sender.start()
         try:
             achieved = await paced(count, rate, lambda i: sender.send_and_wait(
-                a, common.payload(size, i), key=f"k{i}".encode()), "baseline")
+                a, echo.payload(size, i), key=f"k{i}".encode()), "baseline")
             await wait_for(lambda: sum(1 for _, r in observer.seen if r.topic == b) >= count, timeout,
                            f"all {count} echoes")
         finally:
@@ -182,8 +185,8 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--builds", type=int, default=1000, help="promotions to time (default 1000)")
     parser.add_argument("--rate", type=float, default=20.0, help="builds per second (default 20)")
-    parser.add_argument("--envs", default=",".join(common.ENVS),
-                        help="the noop pipeline's environments (default dev,test,staging,prod)")
+    parser.add_argument("--envs", default="dev",
+                        help="the noop pipeline's environments, comma-separated (default dev: the hops are in dev)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for any phase")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args()

@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from rich.progress import Progress
 from rich.table import Table
 
-from bench import common
+from bench import common, echo
 from bench.common import console
 from cli.replay import Counts, _fold_all
 from services.ledger.state import PROJECTION_TABLES
@@ -70,7 +70,7 @@ def releases(services: list[str]):
 
 async def fill(names: dict[str, str], count: int, services: int) -> dict:
     """Publish `count` events to the temporary topics with a batching producer; time it."""
-    producer = common.producer(linger_ms=20, max_batch_size=1 << 20)
+    producer = echo.producer(linger_ms=20, max_batch_size=1 << 20)
     await producer.start()
     sizes, pending = 0, []
     t0 = time.perf_counter()
@@ -158,7 +158,7 @@ async def run(args: argparse.Namespace) -> dict:
     """Temporary topics -> fill -> bare consume -> fold; the topics are deleted at the end."""
     rid = common.run_id("replay")
     names = {live: f"bench.{rid}.{live.removeprefix('promotion.')}" for live in FED}
-    async with common.temp_topics(list(names.values()), args.partitions):
+    async with echo.temp_topics(list(names.values()), args.partitions):
         filled = await fill(names, args.events, args.services)
         console.print(f"fill: {filled['events']} events in {filled['seconds']} s ({filled['events_per_s']}/s)")
         baseline = await bare_consume(names)

@@ -28,7 +28,7 @@ from rich.live import Live
 from rich.table import Table
 
 import devstack
-from bench import common
+from bench import common, echo
 from bench.common import console
 from shared.client import Publisher
 
@@ -94,10 +94,13 @@ async def measure_services(seconds: float, warmup: float, rate: float, concurren
 
             with sampler, Live(console=console, transient=True, refresh_per_second=2) as live:
                 workers = [asyncio.create_task(publish_loop(w)) for w in range(concurrency)]
-                while time.perf_counter() < end:
-                    await asyncio.sleep(0.5)
-                    live.update(f"{time.perf_counter() - t0:5.1f}/{seconds:.0f} s  published {published}  "
-                                f"registered {counts['registered']}  deployment.started(dev) {counts['started-dev']}")
+                for tick in range(int(seconds * 2)):
+                    await asyncio.sleep(max(0.0, t0 + (tick + 1) / 2 - time.perf_counter()))
+                    line = (f"{time.perf_counter() - t0:5.1f}/{seconds:.0f} s  published {published}  "
+                            f"registered {counts['registered']}  deployment.started(dev) {counts['started-dev']}")
+                    live.update(line)
+                    if not console.is_terminal and tick % 20 == 19:  # a log line every 10 s
+                        console.print(line)
                 await asyncio.gather(*workers)
             seen = list(observer.seen)
     start = t0 + warmup
@@ -116,19 +119,19 @@ async def measure_baseline(records: int, size: int) -> dict:
     """Pass-through rate of bench/echo.py over a pre-filled temporary topic."""
     rid = common.run_id("tp")
     a, b = f"bench.{rid}.a", f"bench.{rid}.b"
-    async with common.temp_topics([a, b]):
-        sender = common.producer(linger_ms=5, max_batch_size=1 << 20)
+    async with echo.temp_topics([a, b]):
+        sender = echo.producer(linger_ms=5, max_batch_size=1 << 20)
         await sender.start()
         try:
             t0 = time.perf_counter()
             for chunk in range(0, records, 5000):
-                futures = [await sender.send(a, common.payload(size, i), key=f"k{i}".encode())
+                futures = [await sender.send(a, echo.payload(size, i), key=f"k{i}".encode())
                            for i in range(chunk, min(records, chunk + 5000))]
                 await asyncio.gather(*futures)
             fill_s = time.perf_counter() - t0
         finally:
             await sender.stop()
-        async with common.Observer([b], keep=lambda r: 1) as observer, common.echo_process(a, b):
+        async with common.Observer([b], keep=lambda r: 1) as observer, echo.echo_process(a, b):
             with console.status("baseline: echoing"):
                 while len(observer.seen) < records:
                     await asyncio.sleep(0.2)
