@@ -18,12 +18,11 @@ from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 from rich.console import Console
 
 import devstack
 from cli.ops import pipeline_applied
-from shared import topics
+from shared import client, topics
 from shared.events import Artifact, BuildCompleted, Event, new_event
 from shared.pipeline import PipelineDefinition, parse_pipeline
 from shared.settings import Settings
@@ -114,25 +113,7 @@ async def wait_pipelines(services: list[str], timeout: float = 600.0) -> float:
 
 async def group_lag(groups: tuple[str, ...] = devstack.SERVICES) -> dict[str, int]:
     """Records not yet consumed, per service consumer group, over the live topics."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
-    await admin.start()
-    await consumer.start()
-    try:
-        cluster = await consumer._client.fetch_all_metadata()  # no public call for partitions of many topics
-        tps = [TopicPartition(t, p) for t in LIVE_TOPICS for p in sorted(cluster.partitions_for_topic(t) or ())]
-        end = await consumer.end_offsets(tps)
-        lag = {}
-        for group in groups:
-            committed = await admin.list_consumer_group_offsets(group, partitions=tps)
-            # The group's topics: those where it committed anything (each service reads a subset).
-            mine = {tp.topic for tp, meta in committed.items() if meta.offset >= 0}
-            lag[group] = sum(max(0, end[tp] - max(meta.offset, 0))
-                             for tp, meta in committed.items() if tp.topic in mine)
-        return lag
-    finally:
-        await consumer.stop()
-        await admin.close()
+    return await client.group_lag(BOOTSTRAP, groups, LIVE_TOPICS)
 
 
 async def wait_quiet(timeout: float, what: str) -> float:

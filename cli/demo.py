@@ -1,9 +1,12 @@
 """The demo promotion (seed §10) on the local stack, step by step, with what happened at each step.
 
 payments 2.4.0 and 2.4.1 are built once and published; each moves dev -> test -> staging
--> prod, staging waiting for integration-test evidence from test and prod for an approval
-by someone who is not the author. A bad 2.4.2 fails verification in dev, which returns to
-2.4.1 while prod is untouched; 2.4.1 re-published with other bytes is rejected.
+-> prod, staging waiting for integration-test evidence from test (and entering as a canary
+under real traffic) and prod for an approval by someone who is not the author (and entering
+blue/green). A bad 2.4.2 fails verification in dev, which returns to 2.4.1 while prod is
+untouched; a faulty 2.4.3 passes dev and test and is caught by the canary analysis in staging
+after a small share of traffic; a flag change redeploys prod's digest with its new config;
+2.4.1 re-published with other bytes is rejected.
 """
 
 import asyncio
@@ -11,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 from rich.console import Console
 
 from cli import ops, render
@@ -18,6 +22,7 @@ from cli.errors import CliError
 from cli.ledger import LedgerReader
 from shared.client import EventWatcher, Publisher, matches
 from shared.events import ApprovalGranted, Event, EventData, EvidenceRecorded, new_event
+from shared.loadgen import LoadReport, generate
 from shared.pipeline import PipelineDefinition, load_pipeline_file
 from shared.settings import REPO_ROOT, Settings
 
@@ -27,6 +32,7 @@ from build import build as build_artifact  # noqa: E402  (the example's own buil
 console = Console(highlight=False)
 PIPELINE_FILE = REPO_ROOT / "examples" / "payments" / "pipeline.yaml"
 STEP_TIMEOUT = 60.0
+TRAFFIC_RATE, TRAFFIC_SECONDS = 50.0, 600.0
 
 
 class Demo:
@@ -36,6 +42,8 @@ class Demo:
         self.settings, self.service, self.publisher, self.watcher = settings, service, publisher, watcher
         self.dist = settings.var_dir / "demo" / service
         self.t0 = time.monotonic()
+        self.traffic: asyncio.Task[LoadReport] | None = None
+        self.stop_traffic = asyncio.Event()
 
     def say(self, text: str) -> None:
         console.print(f"[dim]{time.monotonic() - self.t0:6.1f}s[/]  {text}")
@@ -50,12 +58,24 @@ class Demo:
             return await self.watcher.wait_for(matches(event_type, service=self.service, **fields),
                                                STEP_TIMEOUT, f"{event_type} {fields}")
 
-    def build(self, version: str, *, bad: bool = False, label: str = "") -> tuple[Path, str]:
+    def build(self, version: str, *, bad: bool = False, faulty: bool = False, label: str = "") -> tuple[Path, str]:
         path = self.dist / f"{self.service}-{version}{'-' + label if label else ''}.pyz"
-        digest = build_artifact(version, path, bad=bad, label=label)
-        self.say(f"CI built {self.service} {version}{' (bad build)' if bad else ''}{' ' + label if label else ''}: "
-                 f"{render.short(digest)}")
+        digest = build_artifact(version, path, bad=bad, faulty=faulty, label=label)
+        kind = " (bad build)" if bad else " (fails half its requests, healthy otherwise)" if faulty else ""
+        self.say(f"CI built {self.service} {version}{kind}{' ' + label if label else ''}: {render.short(digest)}")
         return path, digest
+
+    def start_traffic(self, env: str, port: int) -> None:
+        """Users: steady loopback traffic through the environment's router for the rest of the demo."""
+        self.traffic = asyncio.create_task(generate(f"http://127.0.0.1:{port}", rate=TRAFFIC_RATE,
+                                                    duration=TRAFFIC_SECONDS, stop=self.stop_traffic))
+        self.say(f"  users start sending {TRAFFIC_RATE:.0f} requests/s to {env} through its router (:{port})")
+
+    async def end_traffic(self) -> LoadReport | None:
+        if self.traffic is None:
+            return None
+        self.stop_traffic.set()
+        return await self.traffic
 
     async def publish_build(self, version: str, path: Path, digest: str, author: str) -> None:
         data = ops.build_completed(self.service, version, path, None, digest, "c0ffee" + version.replace(".", ""),
@@ -73,8 +93,16 @@ class Demo:
         await self.send(EvidenceRecorded(service=self.service, version=version, digest=digest, env="test",
                                          check="integration-tests", result="passed"))
         self.say("  test runner recorded evidence integration-tests=passed in test")
-        await self.wait("verification.passed", env="staging", version=version)
+        verified = await self.wait("verification.passed", env="staging", version=version)
+        steps = [int(key.split("_")[1]) for key in verified.data.checks if key.endswith("_requests")]
+        if steps:
+            figures = ", ".join(f"{share}%: {verified.data.checks[f'step_{share}_requests']} requests, "
+                                f"error rate {float(verified.data.checks[f'step_{share}_error_rate']):.1%}"
+                                for share in steps)
+            self.say(f"  canary analysis in staging passed at each step ({figures}); 100% on {version}")
         self.say(f"  {version} verified in [bold]staging[/]")
+        if self.traffic is None:
+            self.start_traffic("staging", await self._port("staging"))
 
     async def approve_prod(self, version: str, author: str, approver: str) -> None:
         pending = await self.wait("gate.pending", env="prod", version=version)
@@ -88,8 +116,8 @@ class Demo:
         await self.send(ApprovalGranted(service=self.service, version=version, env="prod", approver=approver))
         await self.wait("gate.passed", env="prod", version=version)
         self.say(f"  {approver} approves: prod gate passed")
-        await self.wait("verification.passed", env="prod", version=version)
-        self.say(f"  {version} verified in [bold]prod[/]")
+        verified = await self.wait("verification.passed", env="prod", version=version)
+        self.say(f"  {version} verified in [bold]prod[/] (blue/green: {verified.data.checks.get('switch', '')})")
 
     async def _port(self, env: str) -> int | str:
         found = self.watcher.seen(matches("deployment.succeeded", service=self.service, env=env))
@@ -131,21 +159,54 @@ async def run_demo(settings: Settings, service: str) -> None:
         done = await demo.wait("rollback.completed", env="dev")
         demo.say(f"  [green]rollback completed[/]: dev runs {done.data.version} ({render.short(done.data.digest)})")
 
-        console.rule("4. 2.4.1 published again with other bytes is rejected")
+        console.rule("4. a faulty 2.4.3 passes dev and test; the canary analysis catches it in staging")
+        path, faulty = demo.build("2.4.3", faulty=True)
+        await demo.publish_build("2.4.3", path, faulty, author="carol")
+        for env in ("dev", "test"):
+            await demo.wait("verification.passed", env=env, version="2.4.3")
+            demo.say(f"  2.4.3 verified in {env} (/health and /version answer well)")
+        await demo.wait("gate.pending", env="staging", version="2.4.3")
+        await demo.send(EvidenceRecorded(service=service, version="2.4.3", digest=faulty, env="test",
+                                         check="integration-tests", result="passed"))
+        caught = await demo.wait("verification.failed", env="staging", version="2.4.3")
+        checks = caught.data.checks
+        demo.say(f"  [red]canary aborted[/] at {checks['aborted_at_share']} of the traffic: {checks['errors']} of "
+                 f"{checks['requests']} canary requests failed (error rate {float(checks['error_rate']):.1%}, "
+                 f"p99 {checks['p99_ms']} ms; the pipeline allows {definition.environment('staging').strategy.analysis.max_error_rate:.0%})")
+        done = await demo.wait("rollback.completed", env="staging")
+        demo.say(f"  all traffic back on {done.data.version}; [green]rollback completed[/] in staging")
+        users = await demo.end_traffic()
+        if users is not None:
+            demo.say(f"  users sent {users.sent} requests to staging during the demo: {users.failed} failed "
+                     f"({users.failed / max(users.sent, 1):.2%}); only the faulty canary answers errors, and it "
+                     "never had more than its first step's share")
+
+        console.rule("5. a feature flag turned on in prod: the same digest, redeployed with the new config")
+        before = await _ui(await demo._port("staging")), await _ui(await demo._port("prod"))
+        demo.say(f"  one digest, two behaviours: GET / answers ui={before[0]} in staging, ui={before[1]} in prod")
+        flagged = _with_prod_flag(definition, "true")
+        await demo.send(ops.pipeline_applied(flagged, "demo"))
+        demo.say("  pipeline applied with FEATURE_NEW_UI=true in prod (an audited config change)")
+        redeployed = await demo.wait("verification.passed", env="prod", purpose="reconfigure")
+        demo.say(f"  prod redeployed {redeployed.data.version} {render.short(redeployed.data.digest)} with config "
+                 f"{render.short(redeployed.data.config_version)} ({redeployed.data.checks.get('switch', '')})")
+        demo.say(f"  GET / in prod now answers ui={await _ui(await demo._port('prod'))}")
+
+        console.rule("6. 2.4.1 published again with other bytes is rejected")
         path, other = demo.build("2.4.1", label="rebuilt")
         await demo.publish_build("2.4.1", path, other, author="alice")
         rejected = await demo.wait("artifact.rejected", version="2.4.1")
         demo.say(f"  [red]artifact.rejected[/] ({rejected.data.reason}): {rejected.data.detail}")
 
-    await _finish(settings, service, good)
+    await _finish(settings, service, good, redeployed.data.config_version)
 
 
-async def _finish(settings: Settings, service: str, good: str) -> None:
+async def _finish(settings: Settings, service: str, good: str, prod_config: str) -> None:
     """Print the status table (from the ledger) and where to look next."""
     async with LedgerReader(settings) as ledger:
         # The ledger consumes the same events on its own; give it a bounded moment to catch up.
         deadline = time.monotonic() + 15
-        while (status := await ledger.status(service))["environments"]["dev"]["version"] != "2.4.1" \
+        while (status := await ledger.status(service))["environments"]["prod"]["config_version"] != prod_config \
                 and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         checked, broken = await ledger.verify_chain()
@@ -161,9 +222,24 @@ async def _finish(settings: Settings, service: str, good: str) -> None:
   .venv/bin/promote status {service}            what runs where (add --json for scripts)
   .venv/bin/promote history {service} --env dev the events of one environment
   .venv/bin/promote audit {service} 2.4.1       build -> gates -> approvals -> deployments, hash chain
-  .venv/bin/promote rollback {service} --env prod --as you   back to 2.4.0
+  .venv/bin/promote rollback {service} --env prod --as you   a blue/green switch back
   ./dev-stack status                            processes, ports; logs in var/log/ (apps in var/log/apps/)
   docs/operator-guide.md                        everything an operator does""")
+
+
+def _with_prod_flag(definition: PipelineDefinition, value: str) -> PipelineDefinition:
+    """The same pipeline with FEATURE_NEW_UI set to `value` in prod."""
+    dumped = definition.model_dump(mode="json")
+    for environment in dumped["environments"]:
+        if environment["name"] == "prod":
+            environment["config"]["FEATURE_NEW_UI"] = value
+    return PipelineDefinition.model_validate(dumped)
+
+
+async def _ui(port: int | str) -> str:
+    """What the app's page shows (the feature flag at work)."""
+    async with httpx.AsyncClient(timeout=3.0) as client:
+        return (await client.get(f"http://127.0.0.1:{port}/")).json().get("ui", "?")
 
 
 async def _fresh_service_name(settings: Settings, wanted: str) -> str:

@@ -271,6 +271,38 @@ def demo(service: Annotated[str, typer.Option(help="Service name for the demo (a
     asyncio.run(run_demo(settings(), service))
 
 
+@app.command()
+def load(url: Annotated[str, typer.Argument(help="A loopback URL, e.g. an environment's router: "
+                                                 "http://127.0.0.1:8080.")],
+         rate: Annotated[float, typer.Option(help="Requests per second.")] = 50.0,
+         duration: Annotated[float | None, typer.Option(help="Seconds to run (10 unless --count is given).")] = None,
+         count: Annotated[int | None, typer.Option(help="Stop after this many requests.")] = None,
+         path: Annotated[str | None, typer.Option(help="Request path (default: the URL's own, else /).")] = None,
+         concurrency: Annotated[int, typer.Option(help="Requests in flight at most.")] = 16,
+         as_json: JsonOpt = False) -> None:
+    """Send paced GET requests to a loopback URL for a while and summarise the answers (Ctrl-C ends early)."""
+    import signal
+    from urllib.parse import urlsplit
+
+    from shared.loadgen import generate
+
+    seconds = 10.0 if duration is None and count is None else duration
+
+    async def run():
+        stop = asyncio.Event()  # Ctrl-C: stop sending, let what is in flight finish, report
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+        with render.console.status(f"load: {rate:g} requests/s to {url}") as shown:
+            return await generate(url, rate=rate, duration=seconds, count=count, concurrency=concurrency,
+                                  path=path or urlsplit(url).path or "/", stop=stop,
+                                  on_progress=lambda done, failed: shown.update(f"load: {done} done, {failed} failed"))
+
+    try:
+        report = asyncio.run(run())
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    emit(report.as_dict()) if as_json else render.console.print(f"load: {report.summary()}", soft_wrap=True)
+
+
 app.command()(replay)
 
 

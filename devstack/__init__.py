@@ -1,4 +1,5 @@
-"""Local stack without Docker: Kafka (KRaft) + PostgreSQL + the promote services, as plain processes.
+"""Local stack without Docker: Kafka (KRaft) + PostgreSQL + nginx (the router) + the promote services, as plain
+processes.
 
 State lives in Settings().var_dir (var/): logs in var/log/<component>.log, pid files in
 var/run/<component>.pid. `up` is idempotent and `down` stops only what `up` started.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from devstack import kafka, postgres, topics
+from devstack import kafka, postgres, router, topics
 from devstack import processes as p
 from devstack.processes import StackError
 from devstack.services import (
@@ -33,7 +34,7 @@ __all__ = [
 
 
 def up(services: bool = True, ready_timeout: float = 90.0) -> None:
-    """Start PostgreSQL and Kafka, create topics, then (optionally) start the services and wait for /health."""
+    """Start PostgreSQL, Kafka and the router (nginx), create topics, then (optionally) start the services and wait for /health."""
     t0 = time.monotonic()
     p.ensure_dirs()
     kstart = time.monotonic()
@@ -42,6 +43,7 @@ def up(services: bool = True, ready_timeout: float = 90.0) -> None:
     if kpid is not None:
         kafka.wait_ready(kpid, kstart)
     topics.ensure_topics()
+    router.up()
     if services:
         for name in SERVICES:
             start_service(name)
@@ -50,10 +52,11 @@ def up(services: bool = True, ready_timeout: float = 90.0) -> None:
 
 
 def down() -> None:
-    """Stop deployed apps, services, Kafka, then PostgreSQL (only processes this stack started)."""
+    """Stop deployed apps, services, the router, Kafka, then PostgreSQL (only processes this stack started)."""
     t0 = time.monotonic()
     stop_apps()
     stop_services()
+    router.stop()
     kafka.stop()
     postgres.stop()
     p.say(f"stack: down ({time.monotonic() - t0:.1f} s)")
@@ -70,6 +73,8 @@ def status() -> dict:
         "var_dir": str(p.var_dir()),
         "kafka": _entry(kafka.running_pid(), kafka.PORT),
         "postgres": _entry(postgres.running_pid(), postgres.dsn_parts()[0]),
+        "router": {"running": router.running_pid() is not None, "pid": router.running_pid(),
+                   "config": str(router.router_dir() / "nginx.conf")},
         "services": {},
         "apps": apps(),
     }

@@ -19,6 +19,7 @@ def print_status(st: dict) -> None:
 
     line("kafka", st["kafka"], f"127.0.0.1:{st['kafka']['port']}")
     line("postgres", st["postgres"], f"127.0.0.1:{st['postgres']['port']}")
+    line("router", st["router"], "nginx")
     for name, info in st["services"].items():
         health = "healthy" if info["healthy"] else ("unhealthy" if info["running"] else "")
         line(name, info, f"health :{info['port']} {health}")

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaConnectionError
 
 from shared import topics
@@ -38,6 +39,28 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic_names: Iterable[str]) 
     cluster = await consumer._client.fetch_all_metadata()
     return [TopicPartition(topic, p) for topic in topic_names for p in sorted(cluster.partitions_for_topic(topic) or ())]
 
+
+
+async def group_lag(bootstrap: str, groups: Iterable[str], topic_names: Iterable[str]) -> dict[str, int]:
+    """Records not yet consumed, per consumer group, over the named topics that the group reads."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await admin.start()
+    await consumer.start()
+    try:
+        tps = await partitions_of(consumer, topic_names)
+        end = await consumer.end_offsets(tps)
+        lag = {}
+        for group in groups:
+            committed = await admin.list_consumer_group_offsets(group, partitions=tps)
+            # The group's topics: those where it committed anything (each service reads a subset).
+            mine = {tp.topic for tp, meta in committed.items() if meta.offset >= 0}
+            lag[group] = sum(max(0, end[tp] - max(meta.offset, 0))
+                             for tp, meta in committed.items() if tp.topic in mine)
+        return lag
+    finally:
+        await consumer.stop()
+        await admin.close()
 
 class Publisher:
     """An idempotent producer (acks=all) that waits for every publish to be acknowledged."""

@@ -7,7 +7,7 @@ names are past tense; the Kafka key of every event is the service name.
 import math
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -18,7 +18,7 @@ Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
 Version = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s/]+$")]
 Who = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
 ConfigValue = str | dict[str, str]
-Purpose = Literal["promotion", "rollback"]
+Purpose = Literal["promotion", "rollback", "reconfigure"]
 Driver = Literal["local", "noop"]
 MAX_EVENT_BYTES = 256 * 1024
 """The largest record `parse_event` accepts; a bigger one is refused before it is parsed."""
@@ -128,7 +128,8 @@ class GatePassed(EventData):
     version: Version
     digest: Digest
     env: Name
-    strategy: str
+    strategy: str | dict[str, Any] = "rolling"
+    """The environment's rollout: "rolling", or {"blue_green": {...}} / {"canary": {...}} as in the pipeline."""
     driver: Driver = "local"
     config: dict[str, ConfigValue]
     config_version: Digest

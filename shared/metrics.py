@@ -10,3 +10,5 @@ EVENTS_RETRIED = Counter("promote_events_retried_total", "Deliveries re-read aft
 HANDLER_SECONDS = Histogram("promote_handler_seconds", "Time from a record's delivery to its commit", ["consumer"],
                             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 OUTBOX_PUBLISHED = Counter("promote_outbox_published_total", "Outbox rows published to Kafka", ["service"])
+TIMER_LATENESS_SECONDS = Histogram("promote_timer_lateness_seconds", "How long after its due time a timer fired",
+                                   ["service"], buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 30, 300))

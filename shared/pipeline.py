@@ -18,19 +18,23 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field,
-                      Tag, ValidationError, field_validator, model_serializer, model_validator)
+                      PlainSerializer, Tag, ValidationError, field_validator, model_serializer, model_validator)
 from pydantic_core import PydanticCustomError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
-__all__ = ["ApprovalGate", "Artifact", "Environment", "EvidenceGate", "Gate", "PipelineDefinition",
-           "PipelineError", "Problem", "SecretRef", "load_pipeline_file", "parse_pipeline"]
+from shared.time_gates import ChangeWindowGate, Freeze, SoakGate
+
+__all__ = ["Analysis", "ApprovalGate", "Artifact", "BlueGreen", "Canary", "ChangeWindowGate", "Freeze", "SoakGate", "Duration", "Environment", "EvidenceGate", "Gate", "PipelineDefinition",
+           "PipelineError", "Problem", "SecretRef", "Strategy", "load_pipeline_file", "parse_duration",
+           "parse_pipeline"]
 
 _NAME, _ENV_VAR = re.compile(r"[a-z0-9][a-z0-9-]*"), re.compile(r"[A-Z_][A-Z0-9_]*")
 RESERVED_CONFIG_KEYS = frozenset({"PORT", "BUILD_VERSION", "ARTIFACT_DIGEST", "CONFIG_VERSION"})
 """Config keys the deployer sets itself."""
-GATE_KINDS, STRATEGIES = ("approval", "evidence"), ("rolling",)
+GATE_KINDS = ("approval", "change_window", "evidence", "soak")
+STRATEGIES = ("rolling", "blue_green", "canary")
 _SHAPE = "a mapping with service, artifact and environments"
 
 
@@ -58,6 +62,28 @@ def _config_value(value: Any) -> Any:
                          "environment variables are strings")
     raise ValueError("config value must be a string or a secret reference {secret: ref}")
 
+
+
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from "30s", "10m", "2h", "1h30m", "250ms" (a plain number is seconds)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) and value.strip() else None
+    if match is None or not any(match.groups()):
+        raise ValueError(f"{value!r} is not a duration (e.g. 30s, 10m, 2h, 1h30m, 250ms)")
+    hours, minutes, seconds, millis = (int(part or 0) for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds + millis / 1000
+
+
+def _show_duration(seconds: float) -> str:
+    return f"{seconds * 1000:g}ms" if seconds < 1 and seconds else f"{seconds:g}s"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(_show_duration)]
+"""A duration written "30s", "10m", "2h" or "1h30m"; seconds in code; "<n>s" in a dump."""
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -112,7 +138,7 @@ class ApprovalGate(_Frozen):
 
 def _gate_shape(value: Any) -> Any:
     expected = ", ".join(GATE_KINDS)
-    if isinstance(value, (EvidenceGate, ApprovalGate)):
+    if isinstance(value, (EvidenceGate, ApprovalGate, SoakGate, ChangeWindowGate)):
         return value.model_dump()
     if not isinstance(value, dict) or len(value) != 1:
         raise ValueError(f"a gate is a mapping with exactly one key (one of: {expected})")
@@ -125,13 +151,101 @@ def _gate_kind(gate: Any) -> str:
     return next(iter(gate if isinstance(gate, dict) else gate.model_dump()))
 
 
-Gate = Annotated[Union[Annotated[EvidenceGate, Tag("evidence")], Annotated[ApprovalGate, Tag("approval")]],
+Gate = Annotated[Union[Annotated[EvidenceGate, Tag("evidence")], Annotated[ApprovalGate, Tag("approval")],
+                       Annotated[SoakGate, Tag("soak")], Annotated[ChangeWindowGate, Tag("change_window")]],
                  Discriminator(_gate_kind), BeforeValidator(_gate_shape)]
-"""One gate: `{evidence: NAME}` or `{approval: {min, not_author, role}}`."""
+"""One gate: `{evidence: NAME}`, `{approval: {min, not_author, role}}`, `{soak: DURATION}` or
+`{change_window: {days, start, end, timezone, freezes}}`."""
 _ConfigValue = Annotated[Union[Annotated[str, Tag("text")], Annotated[SecretRef, Tag("secret-ref")]],
                          Discriminator(lambda v: "text" if isinstance(v, str) else "secret-ref"),
                          BeforeValidator(_config_value)]
 
+
+
+class BlueGreen(_Frozen):
+    """The release starts in the idle slot, is verified on its own port, then takes all traffic at once.
+
+    The previous slot stays warm for `retire_after`, so that a rollback is a switch back.
+    """
+
+    retire_after: Duration = 600.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pipeline_form(cls, data: Any) -> Any:
+        if isinstance(data, dict) and set(data) == {"blue_green"}:
+            return {} if data["blue_green"] is None else data["blue_green"]
+        return data
+
+    @model_serializer
+    def _to_pipeline_form(self) -> dict[str, Any]:
+        return {"blue_green": {"retire_after": _show_duration(self.retire_after)}}
+
+
+class Analysis(_Frozen):
+    """What a canary step must show, judged on the canary's own requests at the router."""
+
+    interval: Duration = 10.0
+    """How long each step collects requests before it is judged."""
+    min_requests: int = Field(20, ge=1, strict=True)
+    """Fewer canary requests than this within `max_wait` fails the step (no evidence is not a pass)."""
+    max_error_rate: float = Field(0.05, ge=0, le=1)
+    """Share of 5xx answers allowed."""
+    max_p99_ms: float | None = Field(None, gt=0)
+    max_wait: Duration = 60.0
+
+
+class Canary(_Frozen):
+    """Traffic moves to the release in `steps` (percentages ending at 100), with an analysis at each step."""
+
+    steps: tuple[Annotated[int, Field(ge=1, le=100, strict=True)], ...] = (5, 50, 100)
+    analysis: Analysis = Analysis()
+    retire_after: Duration = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_pipeline_form(cls, data: Any) -> Any:
+        if isinstance(data, dict) and set(data) == {"canary"}:
+            return {} if data["canary"] is None else data["canary"]
+        return data
+
+    @field_validator("steps")
+    @classmethod
+    def _rising_to_100(cls, steps: tuple[int, ...]) -> tuple[int, ...]:
+        if not steps or steps[-1] != 100 or any(b <= a for a, b in zip(steps, steps[1:])):
+            raise ValueError("canary steps are rising percentages that end at 100, e.g. [5, 50, 100]")
+        return steps
+
+    @model_serializer
+    def _to_pipeline_form(self) -> dict[str, Any]:
+        analysis = self.analysis.model_dump(mode="json")
+        return {"canary": {"steps": list(self.steps), "analysis": analysis,
+                           "retire_after": _show_duration(self.retire_after)}}
+
+
+def _strategy_shape(value: Any) -> Any:
+    if isinstance(value, (str, BlueGreen, Canary)):
+        if isinstance(value, str) and value != "rolling":
+            raise ValueError(f"strategy {value!r} is not known (expected rolling, {{blue_green: {{...}}}} "
+                             "or {canary: {...}})")
+        return value
+    if not isinstance(value, dict) or len(value) != 1 or next(iter(value)) not in STRATEGIES[1:]:
+        shown = next(iter(value)) if isinstance(value, dict) and len(value) == 1 else value
+        raise ValueError(f"strategy {'null' if shown is None else repr(shown)} is not known "
+                         f"(expected rolling, {{blue_green: {{...}}}} or {{canary: {{...}}}})")
+    return value
+
+
+def _strategy_kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "rolling"
+    return next(iter(value)) if isinstance(value, dict) else next(iter(value.model_dump()))
+
+
+Strategy = Annotated[Union[Annotated[Literal["rolling"], Tag("rolling")], Annotated[BlueGreen, Tag("blue_green")],
+                           Annotated[Canary, Tag("canary")]],
+                     Discriminator(_strategy_kind), BeforeValidator(_strategy_shape)]
+"""How a release enters an environment: `rolling` (stop, start), `{blue_green: …}` or `{canary: …}`."""
 
 class Artifact(_Frozen):
     """What the build produces: a plain file or an OCI image, addressed by digest."""
@@ -144,20 +258,23 @@ class Environment(_Frozen):
 
     name: Annotated[str, _matching(_NAME, "environment name", "name")]
     gates: tuple[Gate, ...] = ()
-    strategy: Literal["rolling"] = "rolling"
+    strategy: Strategy = "rolling"
     driver: Literal["local", "noop"] = "local"
     """How the deployer makes it real: `local` runs the artifact as a process; `noop` only records the order."""
     config: dict[Annotated[str, _matching(_ENV_VAR, "config key", "environment variable name")],
                   _ConfigValue] = {}
 
-    @field_validator("strategy", mode="before")
-    @classmethod
-    def _supported_strategy(cls, value: Any) -> Any:
-        if value in STRATEGIES:
-            return value
-        shown = next(iter(value)) if isinstance(value, dict) and len(value) == 1 else value
-        raise ValueError(f"strategy {'null' if shown is None else repr(shown)} is not supported "
-                         f"yet (supported: {', '.join(STRATEGIES)})")
+    @model_validator(mode="after")
+    def _router_needs_local(self) -> "Environment":
+        if self.strategy != "rolling" and self.driver != "local":
+            raise ValueError(f"strategy {_strategy_kind(self.strategy)} needs the local driver "
+                             "(it routes real traffic)")
+        return self
+
+    @property
+    def strategy_kind(self) -> str:
+        """`rolling`, `blue_green` or `canary`."""
+        return _strategy_kind(self.strategy)
 
     @property
     def config_version(self) -> str:
@@ -182,6 +299,16 @@ class PipelineDefinition(_Frozen):
             if name in names[:index]:  # "at" extends the error's loc to the duplicate's name
                 raise PydanticCustomError("duplicate_environment", "environment name '{name}' is "
                                           "used more than once", {"name": name, "at": [index, "name"]})
+        return environments
+
+    @field_validator("environments")
+    @classmethod
+    def _soak_follows_an_environment(cls, environments: tuple[Environment, ...]) -> tuple[Environment, ...]:
+        for index, gate in enumerate(environments[0].gates):
+            if isinstance(gate, SoakGate):  # "at" points the error at the gate
+                raise PydanticCustomError("soak_in_first_environment", "a soak gate needs a previous environment "
+                                          "to soak in; '{name}' is the first", {"name": environments[0].name,
+                                                                                  "at": [0, "gates", index]})
         return environments
 
     def environment(self, name: str) -> Environment:

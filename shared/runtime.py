@@ -68,6 +68,9 @@ class ServiceRuntime:
         self.relay: OutboxRelay | None = None
         self.runners: list[RecordRunner] = []
         self._tasks: list[asyncio.Task] = []
+        self.background_errors: dict[str, str] = {}
+        """What a background task is failing with right now, by task name (shown on /health)."""
+        self._background: list[Callable[[], Awaitable[None]]] = []
         self._health_server: asyncio.AbstractServer | None = None
         self._started_at = time.monotonic()
 
@@ -96,6 +99,10 @@ class ServiceRuntime:
             finally:  # one record's log context never leaks into the next
                 structlog.contextvars.clear_contextvars()
                 structlog.contextvars.bind_contextvars(service=self.name)
+
+    def background(self, task: Callable[[], Awaitable[None]]) -> None:
+        """Run `task()` alongside the consumer once the database is ready; cancelled at shutdown."""
+        self._background.append(task)
 
     def emits(self, *models: type[EventData]) -> None:
         """Declare the events this service publishes (they appear in its AsyncAPI document)."""
@@ -136,14 +143,18 @@ class ServiceRuntime:
         another order of inputs still emits the same id, which consumers then ignore. Others take
         theirs from the cause.
         """
+        return self._identified(data, f"{cause.id}/{self.name}/{data.event_type}/{index}", cause.correlation_id)
+
+    def timed_event(self, data: EventData, timer: str, index: int = 0) -> Event:
+        """An event a durable timer emits, with no cause: its id derives from `timer` (what and when it was
+        due), so a timer that fires again after a crash emits the same id. `once_per` ids as in `event`."""
+        return self._identified(data, f"{timer}/{self.name}/{data.event_type}/{index}", None)
+
+    def _identified(self, data: EventData, name: str, correlation_id: str | None) -> Event:
         if data.once_per:
             name = "/".join([data.event_type, *(str(getattr(data, field)) for field in data.once_per)])
-        else:
-            name = f"{cause.id}/{self.name}/{data.event_type}/{index}"
         event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, name))
-        return new_event(
-            data, source=f"/promote/{self.name}", correlation_id=cause.correlation_id, event_id=event_id
-        )
+        return new_event(data, source=f"/promote/{self.name}", correlation_id=correlation_id, event_id=event_id)
 
     def events(self, datas: list[EventData], cause: Event) -> list[Event]:
         """`event` for each item, numbered so that two of one type get distinct ids."""
@@ -167,6 +178,7 @@ class ServiceRuntime:
             await rewind_group(self.settings.kafka_bootstrap, self.name, self.topic_names)
         self.relay = OutboxRelay(self.pool, self._send_event_bytes, service=self.name)
         self._tasks.append(asyncio.create_task(self._run_relay_when_connected()))
+        self._tasks += [asyncio.create_task(task()) for task in self._background]
         port = int(os.environ.get("PROMOTE_HEALTH_PORT", "0"))
         if port:
             self._health_server = await serve_health(port, self.health)
@@ -191,11 +203,13 @@ class ServiceRuntime:
         """Liveness, the reachability of Kafka and PostgreSQL, and the figures an operator looks at first."""
         failing = [r.last_error for r in self.runners if r.failing_since and time.monotonic() - r.failing_since > 5]
         relay_error = self.relay.last_error if self.relay else "not started"
+        background_error = next(iter(self.background_errors.values()), None)
         kafka, database = await asyncio.gather(self._kafka_reachable(), self._database_reachable())
         body = {
             "service": self.name,
             "instance": self.instance,
-            "status": "degraded" if failing or relay_error or not (kafka and database) else "ok",
+            "status": "degraded" if failing or relay_error or background_error or not (kafka and database)
+            else "ok",
             "kafka": "ok" if kafka else "unreachable",
             "database": "ok" if database else "unreachable",
             "uptime_s": round(time.monotonic() - self._started_at, 1),
@@ -204,6 +218,7 @@ class ServiceRuntime:
             "published": self.relay.published if self.relay else 0,
             "consumer_error": failing[0] if failing else None,
             "relay_error": relay_error,
+            "background_error": background_error,
         }
         return body
 

@@ -4,10 +4,16 @@ Code is the same in every environment; configuration is not (seed §11, §12):
 APP_ENV, BUILD_VERSION and FEATURE_NEW_UI come from the environment, PORT is where to listen.
 The version that answers /version is the one baked in at build time (_build.py), so that a
 deployment cannot claim a version the bytes do not carry.
+
+A build made with --faulty answers 500 to every second request to its business endpoints
+(/ and /pay) while /health and /version stay healthy: it passes verification and fails
+under real traffic, which only a canary's analysis catches.
 """
 
+import itertools
 import json
 import os
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import _build
@@ -15,6 +21,8 @@ import _build
 env = os.getenv("APP_ENV", "dev")
 feature_new_ui = os.getenv("FEATURE_NEW_UI", "false") == "true"
 BUILD_VERSION = os.getenv("BUILD_VERSION", "unknown")
+_served = itertools.count(1)
+_served_lock = threading.Lock()
 
 
 def version() -> dict:
@@ -22,8 +30,14 @@ def version() -> dict:
     return {"version": _build.VERSION, "build_version": BUILD_VERSION, "env": env, "feature_new_ui": feature_new_ui}
 
 
+def fails_now() -> bool:
+    """True for every second business request of a faulty build (deterministic, across threads)."""
+    with _served_lock:
+        return _build.FAULTY and next(_served) % 2 == 0
+
+
 class Handler(BaseHTTPRequestHandler):
-    """GET /health, /version and / (a page that shows the feature flag)."""
+    """GET /health, /version, / (a page that shows the feature flag) and /pay."""
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if self.path == "/health":
@@ -31,9 +45,13 @@ class Handler(BaseHTTPRequestHandler):
             self._reply(200 if healthy else 500, {"status": "ok" if healthy else "broken build"})
         elif self.path == "/version":
             self._reply(200, version())
+        elif self.path in ("/", "/pay") and fails_now():
+            self._reply(500, {"error": "faulty build"})
         elif self.path == "/":
             ui = "new" if feature_new_ui else "classic"
-            self._reply(200, {"service": "payments", "ui": ui, "env": env})
+            self._reply(200, {"service": "payments", "version": _build.VERSION, "env": env, "ui": ui})
+        elif self.path == "/pay":
+            self._reply(200, {"paid": True, "version": _build.VERSION, "env": env})
         else:
             self._reply(404, {"error": "not found"})
 
@@ -49,9 +67,15 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    """A threading HTTP server whose listen backlog takes the router's bursts of new connections."""
+
+    request_queue_size = 128  # the default 5 drops connections at 16 concurrent requests: 1 s stalls, 504s
+
+
 def main() -> None:
     """Serve on 127.0.0.1:$PORT until terminated."""
-    server = ThreadingHTTPServer(("127.0.0.1", int(os.environ.get("PORT", "8080"))), Handler)
+    server = Server(("127.0.0.1", int(os.environ.get("PORT", "8080"))), Handler)
     print(json.dumps({"msg": "payments listening", **version(), "port": server.server_port}), flush=True)
     server.serve_forever()
 

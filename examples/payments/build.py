@@ -2,6 +2,7 @@
 
     python examples/payments/build.py --version 2.4.1 --out dist/payments-2.4.1.pyz
     python examples/payments/build.py --version 2.4.2 --bad ...   # /health answers 500
+    python examples/payments/build.py --version 2.4.3 --faulty ...  # every 2nd GET / and /pay answers 500
 
 Prints the artifact's `sha256:` digest. The same inputs give the same bytes; `--label`
 changes the bytes without changing the version (to show an immutability violation).
@@ -17,12 +18,13 @@ HERE = Path(__file__).resolve().parent
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)
 
 
-def build(version: str, out: Path, *, bad: bool = False, label: str = "") -> str:
+def build(version: str, out: Path, *, bad: bool = False, label: str = "", faulty: bool = False) -> str:
     """Write the zipapp to `out` and return its digest."""
+    baked = f"VERSION = {version!r}\nBROKEN = {bad!r}\nLABEL = {label!r}\nFAULTY = {faulty!r}\n"
     members = {
         "__main__.py": (HERE / "__main__.py").read_bytes(),
         "app.py": (HERE / "app.py").read_bytes(),
-        "_build.py": f"VERSION = {version!r}\nBROKEN = {bad!r}\nLABEL = {label!r}\n".encode(),
+        "_build.py": baked.encode(),
     }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -43,9 +45,11 @@ def main() -> None:
     parser.add_argument("--version", required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--bad", action="store_true", help="build a version whose health check fails")
+    parser.add_argument("--faulty", action="store_true",
+                        help="build a version that is healthy but answers 500 to every second GET / and /pay")
     parser.add_argument("--label", default="", help="extra bytes baked in (same version, other digest)")
     args = parser.parse_args()
-    print(build(args.version, args.out, bad=args.bad, label=args.label))
+    print(build(args.version, args.out, bad=args.bad, label=args.label, faulty=args.faulty))
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from faststream import FastStream
 from services.deployer.driver import LocalDriver
 from services.deployer.handlers import DeployerHandlers
 from services.deployer.noop import NoopDriver
+from services.deployer.router import Router
 from shared import topics
 from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, VerificationFailed,
                            VerificationPassed)
@@ -13,7 +14,7 @@ from shared.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastStream:
-    """The deployer app: consumes gate.passed and rollback.ordered, one deployment at a time."""
+    """The deployer app: consumes gate.passed, rollback.ordered and pipeline.applied, one deployment at a time."""
     runtime = ServiceRuntime("deployer", settings)
     s = runtime.settings
     run_dir = s.var_dir / "run" / "apps"
@@ -21,11 +22,13 @@ def create_app(settings: Settings | None = None) -> FastStream:
         "local": LocalDriver(s.store_dir, run_dir, s.var_dir / "log" / "apps"),
         "noop": NoopDriver(s.store_dir, run_dir),
     }
-    handlers = DeployerHandlers(runtime, drivers, s.secrets_dir, s.app_port_base)
+    handlers = DeployerHandlers(runtime, drivers, s.secrets_dir, s.app_port_base, Router(s.var_dir / "router"))
     runtime.consume(
-        [topics.GATES, topics.ROLLBACKS],
+        [topics.GATES, topics.ROLLBACKS, topics.PIPELINES],
         handlers.handle,
-        description="gate.passed and rollback.ordered are the only deployment orders.",
+        description="gate.passed and rollback.ordered are the deployment orders; a pipeline.applied that "
+                    "changes an environment's config redeploys what runs there with the new config.",
     )
+    runtime.background(handlers.routed.retire_warm_lanes)
     runtime.emits(DeploymentStarted, DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed)
     return runtime.app

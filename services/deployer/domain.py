@@ -69,3 +69,41 @@ def verification_failure(target: Target, checks: dict[str, str]) -> str | None:
         if result != "passed":
             return f"{name}: {result}"
     return None
+
+
+LANES = ("blue", "green")
+"""The two lanes of a routed environment: one takes the traffic, the other receives the next release."""
+
+
+def other_lane(lane: str) -> str:
+    """The lane that is not `lane`."""
+    return LANES[1 - LANES.index(lane)]
+
+
+def runs(running: Running | None, target: Target) -> bool:
+    """The process is alive and runs exactly this release (digest and config version)."""
+    return running is not None and running.alive and \
+        (running.digest, running.config_version) == (target.digest, target.config_version)
+
+
+def choose_lane(live: str | None, running: dict[str, Running | None], target: Target) -> tuple[str, bool]:
+    """(the lane the release goes to, whether it must be started there).
+
+    A lane that already runs exactly this release is used as it is: a redelivered order re-attaches,
+    and a rollback to the release kept warm in the other lane is a switch back.
+    """
+    for lane in LANES:
+        if runs(running.get(lane), target):
+            return lane, False
+    return ("blue" if live is None else other_lane(live)), True
+
+
+def traffic_steps(kind: str, steps: tuple[int, ...], lane: str, live: str | None, live_alive: bool) -> tuple[int, ...]:
+    """The shares of traffic the release takes in turn (an analysis follows each share below 100 %).
+
+    Only a canary with a live release to compare against moves in steps; blue/green, a first
+    deployment, a rollback and a release that already takes the traffic switch at once.
+    """
+    if kind == "canary" and live is not None and lane != live and live_alive:
+        return steps
+    return (100,)

@@ -8,59 +8,105 @@ from claim to save, also across deployer instances; it is released if the proces
 """
 
 import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
 import structlog
+from pydantic import TypeAdapter
 
 from services.deployer import repository
 from services.deployer.domain import MissingSecret, Target, needs_start, process_environment, verification_failure
 from services.deployer.driver import Driver, StartFailed
+from services.deployer.routed import RoutedDeployer
+from services.deployer.router import Router
 from shared.artifacts import file_digest
 from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, Event, EventData, GatePassed,
-                           RollbackOrdered, VerificationFailed, VerificationPassed)
+                           PipelineApplied, RollbackOrdered, VerificationFailed, VerificationPassed)
 from shared.outbox import enqueue
+from shared.pipeline import BlueGreen, Canary, PipelineDefinition, Strategy
 from shared.runtime import ServiceRuntime
 
 log = structlog.get_logger()
 
+STRATEGY: TypeAdapter[Strategy] = TypeAdapter(Strategy)
+ROLLBACK_SWITCH = BlueGreen(retire_after=0)
+"""A rollback in a routed environment: all traffic at once to the release returned to; the other lane stops."""
+
 
 class DeployerHandlers:
-    """Acts only on gate.passed and rollback.ordered: nothing else deploys."""
+    """Acts only on gate.passed, rollback.ordered and a config change in pipeline.applied: nothing else deploys."""
 
     def __init__(self, runtime: ServiceRuntime, drivers: dict[str, Driver], secrets_dir: Path,
-                 port_base: int) -> None:
+                 port_base: int, router: Router) -> None:
         self.runtime = runtime
         self.drivers = drivers
         self.secrets_dir = secrets_dir
         self.port_base = port_base
+        self.routed = RoutedDeployer(runtime, drivers["local"], router, port_base, self._secret)
 
     async def handle(self, event: Event) -> None:
         """Turn a deployment order into a deployment."""
         data = event.data
+        strategy: Strategy = "rolling"
         if isinstance(data, GatePassed):
             target = Target(event.id, data.service, data.env, data.version, data.digest, dict(data.config),
                             data.config_version, driver=data.driver)
+            strategy = STRATEGY.validate_python(data.strategy)
         elif isinstance(data, RollbackOrdered):
             target = Target(event.id, data.service, data.env, data.version, data.digest, dict(data.config),
                             data.config_version, purpose="rollback", rollback_id=data.rollback_id,
                             driver=data.driver)
+        elif isinstance(data, PipelineApplied):
+            await self.reconfigure(event, data)
+            return
         else:
             return
+        await self._deploy_locked(event, target, strategy)
+
+    async def reconfigure(self, event: Event, data: PipelineApplied) -> None:
+        """A pipeline whose config changed for an environment redeploys what runs there with the new config.
+
+        Same digest, new config version (e.g. a feature flag turned on): an audited change, since the
+        pipeline.applied event is in the ledger and the redeployment's events name it as their cause.
+        """
+        pipeline = PipelineDefinition.model_validate(data.definition)
+        async with self.runtime.pool.acquire() as conn:
+            running = await repository.running_releases(conn, data.service)
+        for environment in pipeline.environments:
+            now = running.get(environment.name)
+            if now is None or now["config_version"] == environment.config_version:
+                continue
+            dumped = environment.model_dump(mode="json")
+            derived = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{event.id}/reconfigure/{environment.name}"))
+            cause = Event(envelope=event.envelope.model_copy(
+                update={"id": derived, "correlationid": event.correlation_id}), data=data)
+            target = Target(cause.id, data.service, environment.name, now["version"], now["digest"],
+                            dumped["config"], environment.config_version, purpose="reconfigure",
+                            driver=environment.driver)
+            log.info("deployment.reconfigure", env=environment.name, config_version=environment.config_version)
+            await self._deploy_locked(cause, target, environment.strategy)
+
+    async def _deploy_locked(self, event: Event, target: Target, strategy: Strategy) -> None:
+        """Deploy with the environment's lock held: one deployment at a time per environment."""
         lock = f"deploy:{target.service}:{target.env}"
         async with self.runtime.pool.acquire() as holder:
             await holder.execute("select pg_advisory_lock(hashtext($1))", lock)
             try:
-                await self.deploy(event, target)
+                if strategy == "rolling" and target.purpose == "rollback" and target.driver == "local" \
+                        and await repository.is_routed(holder, target.service, target.env):
+                    strategy = ROLLBACK_SWITCH  # a routed environment rolls back by switching lanes
+                if strategy == "rolling":
+                    await self.deploy(event, target)
+                else:
+                    await self.deploy_routed(event, target, strategy)
             finally:
                 await holder.execute("select pg_advisory_unlock(hashtext($1))", lock)
 
     async def deploy(self, event: Event, target: Target) -> None:
         """Claim, act through the driver, verify, then save the outcome with its events."""
-        fields = dict(deployment_id=target.deployment_id, service=target.service, version=target.version,
-                      digest=target.digest, env=target.env, config=target.config,
-                      config_version=target.config_version, driver=target.driver, purpose=target.purpose,
-                      rollback_id=target.rollback_id)
+        fields = self._fields(target)
         async with self.runtime.pool.acquire() as conn, conn.transaction():
             if await conn.fetchval("select true from processed_events where event_id = $1", event.id):
                 return
@@ -88,6 +134,47 @@ class DeployerHandlers:
             outcome.append(VerificationFailed(**fields, reason=failure, checks=checks))
         await self._save(event, target, pid, "verified" if failure is None else "failed", failure, outcome)
 
+    async def deploy_routed(self, event: Event, target: Target, strategy: BlueGreen | Canary) -> None:
+        """Blue/green or canary through the router: claim, deploy into a lane, move traffic, save."""
+        fields = self._fields(target)
+        async with self.runtime.pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval("select true from processed_events where event_id = $1", event.id):
+                return
+            route, lanes = await repository.route(conn, target.service, target.env, self.port_base)
+            if await repository.claim(conn, target):
+                await enqueue(conn, [self.runtime.event(DeploymentStarted(**fields), event)])
+        self.runtime.relay.wake()
+        try:
+            await asyncio.to_thread(self._check_artifact, target)
+            outcome = await self.routed.deploy(target, strategy, route, lanes)
+        except (MissingSecret, _ArtifactProblem, StartFailed) as problem:
+            await self._save(event, target, None, "failed", str(problem),
+                             [DeploymentFailed(**fields, reason=str(problem))], slot_changed=False)
+            return
+        events: list[EventData] = [DeploymentSucceeded(**fields, port=outcome.port)]
+        if outcome.failure is None:
+            events.append(VerificationPassed(**fields, checks=outcome.checks))
+        else:
+            events.append(VerificationFailed(**fields, reason=outcome.failure, checks=outcome.checks))
+
+        async def lanes_after(conn: asyncpg.Connection) -> None:
+            await self.routed.save(conn, target, outcome, strategy, route)
+
+        await self._save(event, target, outcome.pid, "verified" if outcome.failure is None else "failed",
+                         outcome.failure, events, slot_changed=False, also=lanes_after)
+
+    def _check_artifact(self, target: Target) -> None:
+        path = self.drivers[target.driver].artifact_path(target.digest)
+        if not path.is_file() or file_digest(path) != target.digest:
+            raise _ArtifactProblem(f"the store does not hold {target.digest} intact")
+
+    @staticmethod
+    def _fields(target: Target) -> dict:
+        return dict(deployment_id=target.deployment_id, service=target.service, version=target.version,
+                    digest=target.digest, env=target.env, config=target.config,
+                    config_version=target.config_version, driver=target.driver, purpose=target.purpose,
+                    rollback_id=target.rollback_id)
+
     async def _run(self, target: Target, port: int) -> int:
         """Start the release unless it already runs; returns the pid that serves it."""
         driver = self.drivers[target.driver]
@@ -96,9 +183,7 @@ class DeployerHandlers:
             log.info("deployment.reattached", pid=running.pid)
             return running.pid
         variables = process_environment(target, port, self._secret)
-        path = driver.artifact_path(target.digest)
-        if not path.is_file() or await asyncio.to_thread(file_digest, path) != target.digest:
-            raise _ArtifactProblem(f"the store does not hold {target.digest} intact")
+        await asyncio.to_thread(self._check_artifact, target)
         if running is not None and running.alive:
             await asyncio.to_thread(driver.stop, running.pid)
         async with self.runtime.pool.acquire() as conn:
@@ -108,11 +193,14 @@ class DeployerHandlers:
         return pid
 
     async def _save(self, event: Event, target: Target, pid: int | None, state: str, reason: str | None,
-                    outcome: list[EventData], *, slot_changed: bool = True) -> None:
+                    outcome: list[EventData], *, slot_changed: bool = True,
+                    also: Callable[[asyncpg.Connection], Awaitable[None]] | None = None) -> None:
         path = str(self.drivers[target.driver].artifact_path(target.digest))
 
         async def work(conn: asyncpg.Connection) -> list[Event]:
             await repository.finish(conn, target, pid, path, state, reason, slot_changed=slot_changed)
+            if also is not None:
+                await also(conn)
             return [self.runtime.event(data, event, index + 1) for index, data in enumerate(outcome)]
 
         await self.runtime.once(event, work)

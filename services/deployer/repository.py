@@ -10,13 +10,86 @@ async def slot(conn: asyncpg.Connection, service: str, env: str, port_base: int)
     row = await conn.fetchrow("select * from slots where service = $1 and env = $2", service, env)
     if row is not None:
         return row
-    await conn.execute("select pg_advisory_xact_lock(hashtext('deployer:ports'))")
     return await conn.fetchrow(
-        "insert into slots (service, env, port) "
-        "values ($1, $2, greatest((select max(port) + 1 from slots), $3)) "
+        "insert into slots (service, env, port) values ($1, $2, $3) "
         "on conflict (service, env) do update set service = excluded.service returning *",
-        service, env, port_base,
+        service, env, await _free_port(conn, port_base),
     )
+
+
+async def route(conn: asyncpg.Connection, service: str, env: str,
+                port_base: int) -> tuple[asyncpg.Record, dict[str, asyncpg.Record]]:
+    """A routed environment's route (the router's port, the live lane) and its two lanes, allocated once."""
+    row = await conn.fetchrow("select * from routes where service = $1 and env = $2", service, env)
+    if row is None:
+        await conn.execute("insert into routes (service, env, port) values ($1, $2, $3) on conflict do nothing",
+                           service, env, await _free_port(conn, port_base))
+        for lane in ("blue", "green"):
+            await conn.execute("insert into lanes (service, env, lane, port) values ($1, $2, $3, $4) "
+                               "on conflict do nothing", service, env, lane, await _free_port(conn, port_base))
+        row = await conn.fetchrow("select * from routes where service = $1 and env = $2", service, env)
+    lanes = await conn.fetch("select * from lanes where service = $1 and env = $2", service, env)
+    return row, {lane["lane"]: lane for lane in lanes}
+
+
+async def is_routed(conn: asyncpg.Connection, service: str, env: str) -> bool:
+    """The environment is behind the router (it was deployed blue/green or canary before)."""
+    return bool(await conn.fetchval("select true from routes where service = $1 and env = $2", service, env))
+
+
+async def _free_port(conn: asyncpg.Connection, port_base: int) -> int:
+    """The next port no slot, route or lane holds (allocation is serialised by a transaction lock)."""
+    await conn.execute("select pg_advisory_xact_lock(hashtext('deployer:ports'))")
+    return await conn.fetchval(
+        "select greatest(coalesce(max(port) + 1, $1), $1) from "
+        "(select port from slots union all select port from routes union all select port from lanes) taken",
+        port_base,
+    )
+
+
+async def switch(conn: asyncpg.Connection, target: Target, lane: str, pid: int, retire: str | None,
+                 retire_after: float) -> None:
+    """`lane` runs the release and takes the traffic; the previous lane retires after `retire_after` s."""
+    await conn.execute("update routes set live = $3, canary_weight = 0, updated_at = now() "
+                       "where service = $1 and env = $2", target.service, target.env, lane)
+    await set_lane(conn, target, lane, pid, "live")
+    if retire is not None:
+        await conn.execute(
+            "update lanes set state = 'warm', retire_at = now() + make_interval(secs => $4), updated_at = now() "
+            "where service = $1 and env = $2 and lane = $3 and pid is not null",
+            target.service, target.env, retire, retire_after)
+
+
+async def set_lane(conn: asyncpg.Connection, target: Target, lane: str, pid: int | None, state: str) -> None:
+    """Record what runs in a lane (pid None: nothing)."""
+    await conn.execute(
+        "update lanes set pid = $4, version = $5, digest = $6, config_version = $7, state = $8, retire_at = null, "
+        "updated_at = now() where service = $1 and env = $2 and lane = $3",
+        target.service, target.env, lane, pid, target.version, target.digest, target.config_version, state)
+
+
+async def due_for_retirement(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Warm lanes whose time is up (never the live one)."""
+    return await conn.fetch(
+        "select l.* from lanes l join routes r using (service, env) "
+        "where l.retire_at <= now() and l.pid is not null and l.lane is distinct from r.live")
+
+
+async def retired(conn: asyncpg.Connection, service: str, env: str, lane: str) -> None:
+    """The lane's process was stopped."""
+    await conn.execute("update lanes set pid = null, state = 'retired', retire_at = null, updated_at = now() "
+                       "where service = $1 and env = $2 and lane = $3", service, env, lane)
+
+
+async def running_releases(conn: asyncpg.Connection, service: str) -> dict[str, asyncpg.Record]:
+    """{env: the verified release that serves it (version, digest, config_version)} for a service."""
+    rows = await conn.fetch(
+        "select env, version, digest, config_version from slots where service = $1 and state = 'verified' "
+        "and not exists (select 1 from routes r where r.service = slots.service and r.env = slots.env) "
+        "union all select l.env, l.version, l.digest, l.config_version from lanes l "
+        "join routes r on r.service = l.service and r.env = l.env and r.live = l.lane where l.service = $1",
+        service)
+    return {row["env"]: row for row in rows}
 
 
 async def claim(conn: asyncpg.Connection, target: Target) -> bool:

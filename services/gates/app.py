@@ -3,6 +3,7 @@
 from faststream import FastStream
 
 from services.gates.handlers import GatesHandlers
+from services.gates.timers import TimerLoop
 from shared import topics
 from shared.events import GateFailed, GatePassed, GatePending, PromotionRequested
 from shared.runtime import ServiceRuntime
@@ -10,9 +11,10 @@ from shared.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastStream:
-    """The gates app: judges promotions and requests the next environment after a verification."""
+    """The gates app: judges promotions, requests the next environment after a verification, fires timers."""
     runtime = ServiceRuntime("gates", settings)
     handlers = GatesHandlers(runtime)
+    runtime.background(TimerLoop(runtime, handlers).run)
     runtime.consume(
         [topics.PIPELINES, topics.ARTIFACTS, topics.REQUESTS, topics.EVIDENCE, topics.OPERATIONS, topics.DEPLOYMENTS],
         handlers.handle,

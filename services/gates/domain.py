@@ -2,13 +2,17 @@
 
 Outcomes are kept apart: *passed* (every gate said yes), *pending* (some gate has not
 said yes yet; reasons say which), *failed* (a gate said no: a rejection, or a request
-that can never pass).
+that can never pass). The clock comes in as `now`: time gates (soak, change window) also
+say when their answer may change (`Verdict.wake_at`), and gates sets a timer for then.
 """
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from shared.pipeline import ApprovalGate, EvidenceGate, PipelineDefinition
+from services.gates.windows import window_problem
+from shared.pipeline import ApprovalGate, ChangeWindowGate, EvidenceGate, PipelineDefinition, SoakGate
+from shared.time_gates import format_duration
 
 
 @dataclass(frozen=True)
@@ -28,9 +32,18 @@ class Facts:
 
     pipeline: PipelineDefinition | None
     release: Release | None
-    verified_in: frozenset[str] = frozenset()
+    verified_at: dict[str, datetime] = field(default_factory=dict)
+    """When the digest was verified, by environment (the verification event's own time)."""
     evidence: dict[tuple[str, str], str] = field(default_factory=dict)
     approvals: dict[str, str] = field(default_factory=dict)
+    released_here: bool = False
+    """This very release (version and digest) was already deployed and verified in the environment
+    by a promotion, so its gates passed once: only a rebuild, reading topics out of order, sees this."""
+
+    @property
+    def verified_in(self) -> frozenset[str]:
+        """The environments the digest was verified in."""
+        return frozenset(self.verified_at)
 
 
 @dataclass(frozen=True)
@@ -39,10 +52,12 @@ class Verdict:
 
     outcome: Literal["passed", "pending", "failed"]
     reasons: tuple[str, ...] = ()
+    wake_at: datetime | None = None
+    """For a pending verdict: the earliest instant a time gate that holds the release may let it through."""
 
 
-def evaluate(env: str, digest: str, facts: Facts) -> Verdict:
-    """Check, in order: the pipeline, the artifact, the previous environment, then each gate."""
+def evaluate(env: str, digest: str, facts: Facts, now: datetime) -> Verdict:
+    """Check, in order: the pipeline, the artifact, the previous environment, then each gate at `now`."""
     if facts.pipeline is None:
         return Verdict("pending", ("no pipeline has been applied for this service",))
     if env not in facts.pipeline.environment_names:
@@ -51,11 +66,14 @@ def evaluate(env: str, digest: str, facts: Facts) -> Verdict:
         return Verdict("pending", ("the artifact is not registered yet",))
     if facts.release.digest != digest:
         return Verdict("failed", (f"digest {digest} is not the registered artifact {facts.release.digest}",))
+    if facts.released_here:
+        return Verdict("passed")
     previous = facts.pipeline.previous_environment(env)
     if previous is not None and not is_verified_in(facts, previous.name):
         return Verdict("pending", (f"not yet verified in {previous.name}",))
     failed: list[str] = []
     pending: list[str] = []
+    wakes: list[datetime] = []
     for gate in facts.pipeline.environment(env).gates:
         if isinstance(gate, EvidenceGate):
             pending += evidence_problems(facts, gate, previous.name if previous else None)
@@ -63,16 +81,50 @@ def evaluate(env: str, digest: str, facts: Facts) -> Verdict:
             rejected, waiting = approval_problems(facts, gate)
             failed += rejected
             pending += waiting
+        elif isinstance(gate, (SoakGate, ChangeWindowGate)):
+            reason, wake = (soak_problem(facts, gate, previous.name if previous else None, now)
+                            if isinstance(gate, SoakGate) else window_problem(gate, now))
+            pending += [reason] if reason else []
+            wakes += [wake] if wake else []
     if failed:
         return Verdict("failed", tuple(failed))
     if pending:
-        return Verdict("pending", tuple(pending))
+        return Verdict("pending", tuple(pending), min(wakes, default=None))
     return Verdict("passed")
 
 
 def is_verified_in(facts: Facts, env: str) -> bool:
     """The release was deployed and verified in `env`."""
     return env in facts.verified_in
+
+
+def soak_ends(verified_at: datetime, gate: SoakGate) -> datetime:
+    """When a release verified at `verified_at` has soaked long enough."""
+    return verified_at + timedelta(seconds=gate.seconds)
+
+
+def soak_remaining(verified_at: datetime, gate: SoakGate, now: datetime) -> timedelta:
+    """How much longer the release must soak (zero once it has)."""
+    return max(soak_ends(verified_at, gate) - now, timedelta(0))
+
+
+def soak_problem(facts: Facts, gate: SoakGate, previous_env: str | None,
+                 now: datetime) -> tuple[str | None, datetime | None]:
+    """(why the release still soaks, when it is done), or (None, None) once it has soaked."""
+    if previous_env is None:  # the pipeline refuses a soak on the first environment
+        return None, None
+    ends = soak_ends(facts.verified_at[previous_env], gate)
+    if ends <= now:
+        return None, None
+    return f"soaking in {previous_env} for {format_duration(gate.seconds)}, until {_shown(ends)}", ends
+
+
+def _shown(instant: datetime) -> str:
+    """An instant in UTC to the second, rounded up (so the release is never shown ready too early)."""
+    rounded = instant.astimezone(UTC)
+    if rounded.microsecond:
+        rounded = rounded.replace(microsecond=0) + timedelta(seconds=1)
+    return rounded.isoformat()
 
 
 def evidence_problems(facts: Facts, gate: EvidenceGate, previous_env: str | None) -> list[str]:

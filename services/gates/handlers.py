@@ -1,6 +1,8 @@
 """Gates' handlers: record what happened, then re-judge the promotions it may unblock."""
 
 import json
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import asyncpg
 
@@ -15,8 +17,9 @@ from shared.runtime import ServiceRuntime
 class GatesHandlers:
     """Every input is a fact; after saving it, the pending promotions it touches are judged again."""
 
-    def __init__(self, runtime: ServiceRuntime) -> None:
+    def __init__(self, runtime: ServiceRuntime, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.runtime = runtime
+        self.clock = clock
 
     async def handle(self, event: Event) -> None:
         """Save the fact carried by `event` and emit the verdicts that changed, in one transaction."""
@@ -24,11 +27,16 @@ class GatesHandlers:
             return  # no state to change, so no transaction (and no inbox row) is needed
 
         async def work(conn: asyncpg.Connection) -> list[Event]:
-            return self.runtime.events(await self._apply(conn, event.data), event)
+            return self.runtime.events(await self._apply(conn, event.data, event.envelope.time), event)
 
         await self.runtime.once(event, work)
 
-    async def _apply(self, conn: asyncpg.Connection, data: EventData) -> list[EventData]:
+    async def on_timer(self, conn: asyncpg.Connection, service: str, version: str, env: str,
+                       now: datetime) -> list[EventData]:
+        """A timer came due: judge that promotion again at `now`, unless a handler holds it (it judges it)."""
+        return await self._judge(conn, service, now=now, skip_locked=True, version=version, env=env)
+
+    async def _apply(self, conn: asyncpg.Connection, data: EventData, at: datetime) -> list[EventData]:
         match data:
             case PipelineApplied():
                 await repository.save_pipeline(conn, data.service, data.pipeline_version, data.definition)
@@ -49,15 +57,18 @@ class GatesHandlers:
                 # A person acted: always answer with the verdict, even when it did not change.
                 return await self._judge(conn, data.service, always=True, version=data.version, env=data.env)
             case VerificationPassed(purpose="promotion"):
-                return await self._on_verified(conn, data)
+                return await self._on_verified(conn, data, at)
             case VerificationFailed(purpose="promotion") | DeploymentFailed(purpose="promotion"):
                 await repository.set_outcome(conn, data.service, data.version, data.env, "failed", [data.reason])
                 return []
         return []
 
-    async def _on_verified(self, conn: asyncpg.Connection, data: VerificationPassed) -> list[EventData]:
-        """Verified in env N: the release may now be requested for env N+1."""
-        await repository.save_verification(conn, data.service, data.env, data.digest, data.version)
+    async def _on_verified(self, conn: asyncpg.Connection, data: VerificationPassed, at: datetime) -> list[EventData]:
+        """Verified in env N (at `at`, the event's own time): the release may now be requested for env N+1."""
+        # The event's time, not the clock's: a rebuild from the topics then finds the same soak end.
+        # Never later than now, so a clock ahead in the deployer cannot stretch a soak.
+        verified_at = min(at, self.clock())
+        await repository.save_verification(conn, data.service, data.env, data.digest, data.version, verified_at)
         loaded = await repository.load_pipeline(conn, data.service)
         emitted: list[EventData] = []
         if loaded is not None and data.env in loaded[1].environment_names:
@@ -67,30 +78,31 @@ class GatesHandlers:
                                                   digest=data.digest, env=following.name))
         return emitted + await self._judge(conn, data.service, digest=data.digest)
 
-    async def _judge(self, conn: asyncpg.Connection, service: str, always: bool = False,
-                     **where: str) -> list[EventData]:
-        """Evaluate the matching pending promotions; emit a verdict where it changed."""
+    async def _judge(self, conn: asyncpg.Connection, service: str, always: bool = False, *,
+                     now: datetime | None = None, skip_locked: bool = False, **where: str) -> list[EventData]:
+        """Evaluate the matching pending promotions at `now`; emit a verdict where it changed."""
         loaded = await repository.load_pipeline(conn, service)
         pipeline_version, pipeline = loaded if loaded else (None, None)
+        now = now or self.clock()
         emitted: list[EventData] = []
-        for row in await repository.pending(conn, service, **where):
+        for row in await repository.pending(conn, service, skip_locked, **where):
             version, env, digest = row["version"], row["env"], row["digest"]
             facts = await repository.load_facts(conn, service, version, env, digest, pipeline)
-            verdict = evaluate(env, digest, facts)
+            verdict = evaluate(env, digest, facts, now)
             reasons = list(verdict.reasons)
             ident = dict(service=service, version=version, digest=digest, env=env)
             if verdict.outcome == "passed":
                 environment = pipeline.environment(env)
+                dumped = environment.model_dump(mode="json")
                 emitted.append(GatePassed(
-                    **ident, strategy=environment.strategy, driver=environment.driver,
-                    config=environment.model_dump(mode="json")["config"],
+                    **ident, strategy=dumped["strategy"], driver=environment.driver, config=dumped["config"],
                     config_version=environment.config_version, pipeline_version=pipeline_version,
                 ))
             elif verdict.outcome == "failed":
                 emitted.append(GateFailed(**ident, reasons=reasons))
             elif always or reasons != json.loads(row["reasons"]):
                 emitted.append(GatePending(**ident, reasons=reasons))
-            await repository.set_outcome(conn, service, version, env, verdict.outcome, reasons)
+            await repository.set_outcome(conn, service, version, env, verdict.outcome, reasons, verdict.wake_at)
         return emitted
 
 

@@ -1,6 +1,7 @@
-"""Gates' tables: pipelines, artifacts, promotions and the facts their gates look at."""
+"""Gates' tables: pipelines, artifacts, promotions, the facts their gates look at, and timers."""
 
 import json
+from datetime import datetime
 
 import asyncpg
 
@@ -54,27 +55,60 @@ async def request_promotion(conn: asyncpg.Connection, service: str, version: str
     return bool(inserted)
 
 
-async def pending(conn: asyncpg.Connection, service: str, **where: str) -> list[asyncpg.Record]:
-    """Pending promotions of a service, narrowed by version, env and/or digest."""
+async def pending(conn: asyncpg.Connection, service: str, skip_locked: bool = False,
+                  **where: str) -> list[asyncpg.Record]:
+    """Pending promotions of a service, narrowed by version, env and/or digest, locked until commit.
+
+    The lock keeps a handler and a timer from judging one promotion at once; the timer skips
+    a promotion a handler holds (that handler judges it, and sets its timer, itself).
+    """
     clauses, args = ["service = $1", "status = 'pending'"], [service]
     for column, value in where.items():
         args.append(value)
         clauses.append(f"{column} = ${len(args)}")
     return await conn.fetch(
         f"select service, version, env, digest, reasons from promotions where {' and '.join(clauses)} "
-        "order by updated_at",
+        f"order by updated_at for update{' skip locked' if skip_locked else ''}",
         *args,
     )
 
 
 async def set_outcome(conn: asyncpg.Connection, service: str, version: str, env: str, status: str,
-                      reasons: list[str]) -> None:
-    """Record a promotion's latest verdict."""
+                      reasons: list[str], wake_at: datetime | None = None) -> None:
+    """Record a promotion's latest verdict, and its timer: due at `wake_at` while pending, else none."""
     await conn.execute(
         "update promotions set status = $4, reasons = $5::jsonb, updated_at = now() "
         "where service = $1 and version = $2 and env = $3",
         service, version, env, status, json.dumps(reasons),
     )
+    await set_timer(conn, service, version, env, wake_at if status == "pending" else None)
+
+
+async def set_timer(conn: asyncpg.Connection, service: str, version: str, env: str, due_at: datetime | None) -> None:
+    """Make the promotion's one timer due at `due_at` (None: remove it)."""
+    if due_at is None:
+        await conn.execute("delete from timers where service = $1 and version = $2 and env = $3",
+                           service, version, env)
+    else:
+        await conn.execute(
+            "insert into timers (service, version, env, due_at) values ($1, $2, $3, $4) "
+            "on conflict (service, version, env) do update set due_at = excluded.due_at",
+            service, version, env, due_at,
+        )
+
+
+async def due_timers(conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
+    """Timers due at `now`, earliest first, locked; those another transaction holds are skipped."""
+    return await conn.fetch(
+        "select service, version, env, due_at from timers where due_at <= $1 "
+        "order by due_at limit $2 for update skip locked",
+        now, limit,
+    )
+
+
+async def next_due(conn: asyncpg.Connection) -> datetime | None:
+    """When the earliest timer is due, if any."""
+    return await conn.fetchval("select min(due_at) from timers")
 
 
 async def save_evidence(conn: asyncpg.Connection, service: str, digest: str, env: str, check: str, result: str) -> None:
@@ -95,11 +129,13 @@ async def save_approval(conn: asyncpg.Connection, service: str, version: str, en
     )
 
 
-async def save_verification(conn: asyncpg.Connection, service: str, env: str, digest: str, version: str) -> None:
-    """The digest was deployed and verified in the environment."""
+async def save_verification(conn: asyncpg.Connection, service: str, env: str, digest: str, version: str,
+                            verified_at: datetime) -> None:
+    """The digest was deployed and verified in the environment at `verified_at` (the first time counts)."""
     await conn.execute(
-        "insert into verifications (service, env, digest, version) values ($1, $2, $3, $4) on conflict do nothing",
-        service, env, digest, version,
+        "insert into verifications (service, env, digest, version, verified_at) values ($1, $2, $3, $4, $5) "
+        "on conflict do nothing",
+        service, env, digest, version, verified_at,
     )
 
 
@@ -112,7 +148,8 @@ async def load_facts(conn: asyncpg.Connection, service: str, version: str, env: 
     release = None
     if row is not None:
         release = Release(service, version, row["digest"], row["author"], json.loads(row["checks"]))
-    verified = await conn.fetch("select env from verifications where service = $1 and digest = $2", service, digest)
+    verified = await conn.fetch("select env, version, verified_at from verifications where service = $1 "
+                                "and digest = $2", service, digest)
     evidence = await conn.fetch(
         "select env, check_name, result from evidence where service = $1 and digest = $2", service, digest
     )
@@ -123,7 +160,8 @@ async def load_facts(conn: asyncpg.Connection, service: str, version: str, env: 
     return Facts(
         pipeline=pipeline,
         release=release,
-        verified_in=frozenset(r["env"] for r in verified),
+        verified_at={r["env"]: r["verified_at"] for r in verified},
         evidence={(r["env"], r["check_name"]): r["result"] for r in evidence},
         approvals={r["approver"]: r["decision"] for r in approvals},
+        released_here=any(r["env"] == env and r["version"] == version for r in verified),
     )

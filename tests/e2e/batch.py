@@ -13,9 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import asyncpg
+import httpx
+
+import devstack
 
 from cli.ops import pipeline_applied
-from shared.client import EventWatcher, Publisher
+from shared import topics
+from shared.client import EventWatcher, Publisher, group_lag
 from shared.events import Artifact, BuildCompleted, new_event
 from shared.pipeline import parse_pipeline
 from shared.settings import Settings
@@ -86,8 +90,32 @@ class Batch:
                 done.add(event.data.service)
             return done == wanted
 
-        await watcher.wait_for(finished, timeout, f"all {self.size} releases verified in prod")
+        try:
+            await watcher.wait_for(finished, timeout, f"all {self.size} releases verified in prod")
+        except TimeoutError as timeout_error:
+            raise AssertionError(f"{timeout_error}; {await self.progress(watcher)}") from None
         return time.monotonic() - t0
+
+    async def progress(self, watcher: EventWatcher) -> str:
+        """Where the batch stands (to explain a timeout): releases per furthest environment,
+        the consumer groups' lag and each service's /health."""
+        furthest: dict[str, int] = {}
+        mine = set(self.services)
+        for event in watcher.events:
+            if event.envelope.type == "verification.passed" and event.data.service in mine:
+                furthest[event.data.service] = max(furthest.get(event.data.service, -1), ENVS.index(event.data.env))
+        reached = {env: sum(1 for i in furthest.values() if i == n) for n, env in enumerate(ENVS)}
+        reached["nowhere"] = self.size - len(furthest)
+        lag = await group_lag(self.settings.kafka_bootstrap, devstack.SERVICES,
+                              [spec.name for spec in topics.ALL_TOPICS if spec.name != topics.DLQ])
+        health = {}
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            for name, port in devstack.SERVICE_HEALTH_PORTS.items():
+                try:
+                    health[name] = (await client.get(f"http://127.0.0.1:{port}/health")).json()
+                except httpx.HTTPError as error:
+                    health[name] = f"no answer ({type(error).__name__})"
+        return f"furthest environment verified per release: {reached}; consumer lag: {lag}; health: {health}"
 
     async def wait_until_part_in_dev(self, watcher: EventWatcher, fraction: float, timeout: float = 120) -> None:
         """Await the moment `fraction` of the batch has been verified in dev (to strike mid-run)."""

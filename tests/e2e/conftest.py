@@ -48,7 +48,7 @@ def _stop_apps_of(settings: Settings, service: str) -> None:
 
 # Modules that kill services, restart the broker or the database, or replay history run last,
 # in this order, so that a failure there cannot hide what the plain end-to-end tests show.
-LAST = ("test_disaster", "test_crash", "test_scale_out", "test_infrastructure")
+LAST = ("test_time_gates", "test_disaster", "test_crash", "test_scale_out", "test_infrastructure")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

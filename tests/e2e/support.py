@@ -57,10 +57,10 @@ class Scenario:
         await self.send(pipeline_applied(definition, "test"))
         return definition
 
-    def build(self, version: str, *, bad: bool = False, label: str = "") -> tuple[Path, str]:
+    def build(self, version: str, *, bad: bool = False, label: str = "", faulty: bool = False) -> tuple[Path, str]:
         """Build the example app as this service's artifact; returns (path, digest)."""
         path = self.dist / f"{self.service}-{version}{'-' + label if label else ''}.pyz"
-        return path, build_artifact(version, path, bad=bad, label=label)
+        return path, build_artifact(version, path, bad=bad, label=label, faulty=faulty)
 
     def build_completed(self, version: str, path: Path, digest: str, author: str = "alice",
                         checks: dict | None = None) -> BuildCompleted:

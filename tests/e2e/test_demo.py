@@ -15,7 +15,11 @@ def test_the_demo_promotes_rolls_back_rejects_and_ends_with_prod_on_the_good_rel
     out = result.stdout
     for line in ("alice (the author) approves: not counted", "bob approves: prod gate passed",
                  "2.4.1 verified in prod", "verification failed in dev: health: GET /health answered 500",
-                 "rollback completed: dev runs 2.4.1", "artifact.rejected (immutability-violation)",
+                 "rollback completed: dev runs 2.4.1", "canary aborted at 10% of the traffic",
+                 "all traffic back on 2.4.1; rollback completed in staging",
+                 "one digest, two behaviours: GET / answers ui=new in staging, ui=classic in prod",
+                 "GET / in prod now answers ui=new", "artifact.rejected (immutability-violation)",
                  "prod runs 2.4.1 with the digest that passed dev, test and staging"):
         assert line in out, f"missing: {line}"
     assert out.index("2.4.1 verified in prod") < out.index("verification failed in dev")
+    assert "canary analysis in staging passed at each step (10%" in out

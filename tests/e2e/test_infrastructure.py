@@ -40,7 +40,7 @@ async def run_with_outage(stack, tmp_path, label: str, stop_it, start_it) -> tup
     done = asyncio.Event()
     async with EventWatcher(stack.kafka_bootstrap) as watcher:
         monitor = asyncio.create_task(sample_health(samples, done))
-        run = asyncio.create_task(batch.run_through(watcher, timeout=300))
+        run = asyncio.create_task(batch.run_through(watcher, timeout=200))
         await batch.wait_until_part_in_dev(watcher, 0.25)
         await asyncio.to_thread(stop_it)
         await asyncio.sleep(OUTAGE_S)  # the outage itself: its length is the point, nothing to await

@@ -1,11 +1,15 @@
 """Unit tests for services.gates.domain: which verdict each gate gives a release, one row per rule."""
 
+from datetime import UTC, datetime
+
 import pytest
 
 from services.gates.domain import Facts, Release, Verdict, evaluate
 from shared.pipeline import parse_pipeline
 
 DIGEST = "sha256:" + "a" * 64
+NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)
+VERIFIED = datetime(2026, 11, 26, 9, 0, tzinfo=UTC)
 OTHER = "sha256:" + "b" * 64
 
 PIPELINE = parse_pipeline("""\
@@ -38,7 +42,7 @@ def release(**changes) -> Release:
 
 
 def facts(pipeline=PIPELINE, release=release(), verified_in=(), evidence=None, approvals=None) -> Facts:
-    return Facts(pipeline=pipeline, release=release, verified_in=frozenset(verified_in),
+    return Facts(pipeline=pipeline, release=release, verified_at=dict.fromkeys(verified_in, VERIFIED),
                  evidence=evidence or {}, approvals=approvals or {})
 
 
@@ -102,7 +106,7 @@ CASES = [
 
 @pytest.mark.parametrize(("env", "digest", "known", "outcome", "reason_says"), CASES)
 def test_the_gates_of_an_environment_give_the_expected_verdict(env, digest, known, outcome, reason_says):
-    verdict = evaluate(env, digest, known)
+    verdict = evaluate(env, digest, known, NOW)
     assert verdict.outcome == outcome, verdict.reasons
     if reason_says is None:
         assert verdict == Verdict("passed", ())
@@ -118,7 +122,7 @@ environments:
   - name: prod
     gates: [{evidence: smoke}, {approval: {}}]
 """)
-    verdict = evaluate("prod", DIGEST, facts(pipeline=pipeline, verified_in={"dev"}))
+    verdict = evaluate("prod", DIGEST, facts(pipeline=pipeline, verified_in={"dev"}), NOW)
     assert verdict.outcome == "pending"
     assert len(verdict.reasons) == 2
     assert "waiting for evidence 'smoke'" in verdict.reasons[0]

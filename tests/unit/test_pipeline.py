@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.pipeline import (ApprovalGate, Environment, EvidenceGate, PipelineDefinition, PipelineError,
+from shared.pipeline import (ApprovalGate, BlueGreen, Environment, EvidenceGate, PipelineDefinition, PipelineError, parse_duration,
                              Problem, SecretRef, load_pipeline_file, parse_pipeline)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "payments" / "pipeline.yaml"
@@ -29,7 +29,9 @@ def test_the_payments_example_parses_into_four_environments_with_their_gates_and
     assert example.environment("test").gates == (EvidenceGate(check="unit-tests"),)
     assert example.environment("staging").gates == (EvidenceGate(check="integration-tests"),)
     assert example.environment("prod").gates == (ApprovalGate(role="release-manager", min=1, not_author=True),)
-    assert example.environment("prod").strategy == "rolling"
+    assert example.environment("prod").strategy == BlueGreen(retire_after=600)
+    assert example.environment("staging").strategy.steps == (10, 50, 100)
+    assert example.environment("dev").strategy == "rolling"
     assert example.environment("prod").config == {
         "APP_ENV": "prod", "FEATURE_NEW_UI": "false", "DB_DSN": SecretRef(secret="payments/prod/dsn")}
     assert example.environment("dev").config == {"APP_ENV": "dev", "FEATURE_NEW_UI": "true"}
@@ -119,13 +121,14 @@ def test_the_first_environment_is_where_digests_enter(example):
 
 
 ENV = HEADER + "  - name: dev\n"  # line 3: "  - name: dev", line 4 onwards: the environment's keys
+KINDS = "approval, change_window, evidence, soak"
 ERRORS = [  # (sentence, yaml, line, column, path, message)
     ("an unknown gate kind", ENV + "    gates:\n      - {evidance: unit-tests}\n", 5, 9,
-     "environments[0].gates[0]", "unknown gate kind 'evidance' (expected one of: approval, evidence)"),
+     "environments[0].gates[0]", f"unknown gate kind 'evidance' (expected one of: {KINDS})"),
     ("a gate with two kinds", ENV + "    gates: [{evidence: a, approval: {}}]\n", 4, 13,
-     "environments[0].gates[0]", "a gate is a mapping with exactly one key (one of: approval, evidence)"),
+     "environments[0].gates[0]", f"a gate is a mapping with exactly one key (one of: {KINDS})"),
     ("a gate that is not a mapping", ENV + "    gates: [unit-tests]\n", 4, 13,
-     "environments[0].gates[0]", "a gate is a mapping with exactly one key (one of: approval, evidence)"),
+     "environments[0].gates[0]", f"a gate is a mapping with exactly one key (one of: {KINDS})"),
     ("an evidence gate without a check name", ENV + "    gates: [{evidence: 3}]\n", 4, 24,
      "environments[0].gates[0].evidence", "an evidence gate names a check, e.g. {evidence: unit-tests}"),
     ("an approval gate that is not a mapping", ENV + "    gates: [{approval: 2}]\n", 4, 24,
@@ -139,10 +142,19 @@ ERRORS = [  # (sentence, yaml, line, column, path, message)
      4, 37, "environments[0].gates[0].approval.not_author", "Input should be a valid boolean"),
     ("an unknown approval option", ENV + "    gates: [{approval: {quorum: 2}}]\n", 4, 25,
      "environments[0].gates[0].approval.quorum", "unknown key 'quorum'"),
-    ("an unsupported strategy name", ENV + "    strategy: blue-green\n", 4, 15,
-     "environments[0].strategy", "strategy 'blue-green' is not supported yet (supported: rolling)"),
-    ("an unsupported strategy mapping", ENV + "    strategy:\n      canary: {steps: [10, 50]}\n", 5, 7,
-     "environments[0].strategy", "strategy 'canary' is not supported yet (supported: rolling)"),
+    ("an unknown strategy name", ENV + "    strategy: blue-green\n", 4, 15,
+     "environments[0].strategy", "strategy 'blue-green' is not known (expected rolling, {blue_green: {...}} "
+     "or {canary: {...}})"),
+    ("canary steps that do not end at 100", ENV + "    strategy:\n      canary: {steps: [10, 50]}\n", 5, 23,
+     "environments[0].strategy.canary.steps",
+     "canary steps are rising percentages that end at 100, e.g. [5, 50, 100]"),
+    ("a retire_after that is not a duration", ENV + "    strategy: {blue_green: {retire_after: soon}}\n", 4, 43,
+     "environments[0].strategy.blue_green.retire_after", "'soon' is not a duration (e.g. 30s, 10m, 2h, 1h30m, "
+     "250ms)"),
+    ("an error rate above 1", ENV + "    strategy: {canary: {analysis: {max_error_rate: 2}}}\n", 4, 52,
+     "environments[0].strategy.canary.analysis.max_error_rate", "Input should be less than or equal to 1"),
+    ("a routed strategy on the noop driver", ENV + "    driver: noop\n    strategy: {blue_green: {}}\n", 3, 5,
+     "environments[0]", "strategy blue_green needs the local driver (it routes real traffic)"),
     ("a config number", ENV + "    config:\n      APP_ENV: dev\n      REPLICAS: 3\n", 6, 17,
      "environments[0].config.REPLICAS",
      'config value 3 is a number; quote it ("3"): environment variables are strings'),
@@ -200,7 +212,7 @@ def test_an_unknown_gate_kind_is_reported_with_its_line_and_column():
     with pytest.raises(PipelineError) as caught:
         parse_pipeline(text, "pipeline.yaml")
     assert str(caught.value) == ("pipeline.yaml:6:9: environments[1].gates[0]: unknown gate kind "
-                                 "'evidance' (expected one of: approval, evidence)")
+                                 f"'evidance' (expected one of: {KINDS})")
 
 
 def test_a_misspelt_secret_reference_reports_the_unknown_key_and_the_missing_one():
@@ -251,3 +263,31 @@ def test_loading_a_file_reports_problems_under_its_path(tmp_path):
 
 def test_a_pipeline_error_is_a_value_error():
     assert issubclass(PipelineError, ValueError)
+
+
+def test_strategies_parse_with_defaults_and_dump_to_a_valid_pipeline():
+    text = ("service: payments\nenvironments:\n  - name: staging\n"
+            "    strategy: {canary: {steps: [5, 50, 100], analysis: {interval: 3s, max_p99_ms: 500}}}\n"
+            "  - name: prod\n    strategy: {blue_green: {retire_after: 1h30m}}\n  - name: qa\n"
+            "    strategy: {blue_green: }\n")
+    defn = parse_pipeline(text)
+    canary, blue_green = defn.environment("staging").strategy, defn.environment("prod").strategy
+    assert (canary.steps, canary.analysis.interval, canary.analysis.min_requests) == ((5, 50, 100), 3.0, 20)
+    assert (canary.analysis.max_error_rate, canary.analysis.max_p99_ms) == (0.05, 500.0)
+    assert blue_green.retire_after == 5400.0 and defn.environment("qa").strategy.retire_after == 600.0
+    assert [e.strategy_kind for e in defn.environments] == ["canary", "blue_green", "blue_green"]
+    dump = defn.model_dump(mode="json")
+    assert dump["environments"][1]["strategy"] == {"blue_green": {"retire_after": "5400s"}}
+    assert PipelineDefinition.model_validate(dump) == defn
+
+
+@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("10m", 600), ("2h", 7200), ("1h30m", 5400),
+                                               ("250ms", 0.25), (5, 5)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5", "m", "5 m", "-1s", "1d", True, -3])
+def test_not_durations(text):
+    with pytest.raises(ValueError, match="is not a duration"):
+        parse_duration(text)

@@ -1,0 +1,200 @@
+"""Blue/green and canary deployments: two lanes per environment behind the router.
+
+The release starts in the idle lane and is verified on that lane's own port. Blue/green then
+sends all traffic to it in one graceful router reload; a canary moves traffic in the pipeline's
+steps and, at each step below 100 %, judges the canary's own requests (from the router's access
+log) against the pipeline's thresholds. A failed step sends all traffic back to the live lane,
+stops the canary and reports the measured figures. After a switch the previous lane stays warm
+for `retire_after`, so that a rollback to it is a switch back, then a background task stops it.
+"""
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+import httpx
+import structlog
+
+from services.deployer import repository
+from services.deployer.analysis import Figures, Thresholds, judge, read_outcomes, summarise
+from services.deployer.domain import LANES, Target, choose_lane, process_environment, traffic_steps, \
+    verification_failure
+from services.deployer.driver import LocalDriver
+from services.deployer.router import Backend, Router
+from shared.pipeline import Analysis, BlueGreen, Canary, Strategy
+from shared.runtime import ServiceRuntime
+
+log = structlog.get_logger()
+
+RETIRE_CHECK_SECONDS = 1.0
+
+
+@dataclass
+class Outcome:
+    """What a routed deployment did: what runs where, the checks, and a failure if any."""
+
+    lane: str
+    pid: int | None
+    checks: dict[str, str] = field(default_factory=dict)
+    failure: str | None = None
+    port: int = 0
+
+
+def lane_slot(env: str, lane: str) -> str:
+    """The driver's name for a lane's process (its run file and log are named after it)."""
+    return f"{env}.{lane}"
+
+
+class RoutedDeployer:
+    """Deploys into routed environments through the local driver and the router."""
+
+    def __init__(self, runtime: ServiceRuntime, driver: LocalDriver, router: Router, port_base: int,
+                 resolve_secret) -> None:
+        self.runtime, self.driver, self.router = runtime, driver, router
+        self.port_base, self.resolve_secret = port_base, resolve_secret
+
+    async def lanes(self, target: Target) -> tuple[asyncpg.Record, dict[str, asyncpg.Record]]:
+        """The environment's route and lanes, allocated on first use."""
+        async with self.runtime.pool.acquire() as conn, conn.transaction():
+            return await repository.route(conn, target.service, target.env, self.port_base)
+
+    async def deploy(self, target: Target, strategy: Strategy, route: asyncpg.Record,
+                     lanes: dict[str, asyncpg.Record]) -> Outcome:
+        """Start (or find) the release in a lane, verify it there, then move the traffic to it."""
+        live = route["live"]
+        running = {lane: self.driver.launched(target.service, lane_slot(target.env, lane)) for lane in LANES}
+        lane, start = choose_lane(live, running, target)
+        port = lanes[lane]["port"]
+        if start:
+            pid = await self._start(target, lane, port, running[lane])
+        else:
+            pid = running[lane].pid
+            log.info("deployment.reattached", pid=pid, lane=lane)
+        outcome = Outcome(lane, pid, port=route["port"])
+        outcome.checks = await self.driver.verify(pid, port, target.digest, target.version)
+        outcome.failure = verification_failure(target, outcome.checks)
+        if outcome.failure is not None:
+            if lane != live:
+                await asyncio.to_thread(self.driver.stop, pid)
+                outcome.pid = None
+            return outcome
+        live_alive = live is not None and runs_anything(running.get(live))
+        kind = "canary" if isinstance(strategy, Canary) else "blue_green"
+        steps = traffic_steps(kind, strategy.steps if isinstance(strategy, Canary) else (100,), lane, live,
+                              live_alive)
+        for share in steps:
+            failure = await self._step(target, route, lanes, lane, live if live_alive else None, share,
+                                       strategy.analysis if isinstance(strategy, Canary) else None, outcome)
+            if failure is not None:
+                outcome.failure = failure
+                await self._publish(target, route, lanes, live, 100, None)
+                await asyncio.to_thread(self.driver.stop, pid)
+                outcome.pid = None
+                return outcome
+        outcome.checks["router"] = await self._check_router(route["port"], target.version)
+        outcome.failure = None if outcome.checks["router"] == "passed" else f"router: {outcome.checks['router']}"
+        return outcome
+
+    async def _start(self, target: Target, lane: str, port: int, previous) -> int:
+        variables = process_environment(target, port, self.resolve_secret)
+        if previous is not None and previous.alive:
+            await asyncio.to_thread(self.driver.stop, previous.pid)
+        async with self.runtime.pool.acquire() as conn:
+            await repository.record_start(conn, target)
+        pid = self.driver.start(target.service, lane_slot(target.env, lane), target.digest, target.config_version,
+                                variables)
+        log.info("deployment.process_started", pid=pid, port=port, lane=lane)
+        return pid
+
+    async def _step(self, target: Target, route, lanes, lane: str, live: str | None, share: int,
+                    analysis: Analysis | None, outcome: Outcome) -> str | None:
+        """Give the release `share` % of the traffic; judge it there unless it takes it all."""
+        log_path = self.router.access_log(target.service, target.env)
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        started = time.monotonic()
+        await self._publish(target, route, lanes, live, 100 - share, lane if share else None, share)
+        if share == 100:
+            outcome.checks["switch"] = f"all traffic to {lane} in {(time.monotonic() - started) * 1000:.0f} ms"
+            return None
+        assert analysis is not None
+        figures = await self._analyse(log_path, offset, lanes[lane]["port"], analysis)
+        outcome.checks.update({f"step_{share}_{key}": value for key, value in figures.as_checks().items()})
+        failure = judge(figures, Thresholds(analysis.max_error_rate, analysis.max_p99_ms, analysis.min_requests))
+        log.info("canary.step", share=share, failure=failure, requests=figures.requests, errors=figures.errors)
+        if failure is None:
+            return None
+        outcome.checks.update(figures.as_checks())
+        outcome.checks["aborted_at_share"] = f"{share}%"
+        return f"canary analysis at {share}% of traffic: {failure}"
+
+    async def _publish(self, target: Target, route, lanes, live: str | None, live_share: int,
+                       canary: str | None, canary_share: int = 0) -> None:
+        backends = []
+        if live is not None:
+            backends.append(Backend(lanes[live]["port"], live_share))
+        if canary is not None:
+            backends.append(Backend(lanes[canary]["port"], canary_share))
+        await asyncio.to_thread(self.router.publish, target.service, target.env, route["port"], backends)
+
+    async def _analyse(self, log_path, offset: int, port: int, analysis: Analysis) -> Figures:
+        """Collect the canary's requests for `interval` (longer, up to `max_wait`, until `min_requests`)."""
+        started, outcomes = time.monotonic(), []
+        while True:
+            await asyncio.sleep(0.25)
+            if log_path.exists():
+                new, offset = await asyncio.to_thread(read_outcomes, log_path, offset, port)
+                outcomes += new
+            elapsed = time.monotonic() - started
+            if elapsed >= analysis.interval and (len(outcomes) >= analysis.min_requests
+                                                 or elapsed >= analysis.max_wait):
+                return summarise(outcomes)
+
+    async def _check_router(self, port: int, version: str) -> str:
+        """The router's port answers the release's version (the switch took effect)."""
+        try:
+            async with httpx.AsyncClient(timeout=2.0) as client:
+                answered = (await client.get(f"http://127.0.0.1:{port}/version")).json().get("version")
+        except (httpx.HTTPError, ValueError, AttributeError) as error:
+            return f"GET /version through the router failed: {type(error).__name__}"
+        return "passed" if answered == version else f"the router answered version {answered!r}"
+
+    async def save(self, conn: asyncpg.Connection, target: Target, outcome: Outcome, strategy: Strategy,
+                   route) -> None:
+        """Record the lanes after the deployment (in the transaction that saves its events)."""
+        if outcome.failure is not None:
+            if outcome.pid is None and outcome.lane != route["live"]:
+                await repository.set_lane(conn, target, outcome.lane, None, "failed")
+            return
+        previous = route["live"] if route["live"] != outcome.lane else None
+        retire_after = strategy.retire_after if isinstance(strategy, BlueGreen | Canary) else 0.0
+        await repository.switch(conn, target, outcome.lane, outcome.pid, previous, retire_after)
+
+    async def retire_warm_lanes(self) -> None:
+        """Forever: stop the processes of lanes whose warm time is over."""
+        while True:
+            await asyncio.sleep(RETIRE_CHECK_SECONDS)
+            try:
+                await self._retire_due()
+            except (OSError, asyncpg.PostgresError) as error:
+                log.warning("lanes.retire_failed", error=str(error))
+
+    async def _retire_due(self) -> None:
+        async with self.runtime.pool.acquire() as conn:
+            for lane in await repository.due_for_retirement(conn):
+                lock = f"deploy:{lane['service']}:{lane['env']}"
+                if not await conn.fetchval("select pg_try_advisory_lock(hashtext($1))", lock):
+                    continue  # a deployment is busy in this environment; next time
+                try:
+                    running = self.driver.launched(lane["service"], lane_slot(lane["env"], lane["lane"]))
+                    if running is not None and running.alive and running.pid == lane["pid"]:
+                        await asyncio.to_thread(self.driver.stop, running.pid)
+                    await repository.retired(conn, lane["service"], lane["env"], lane["lane"])
+                    log.info("lane.retired", service=lane["service"], env=lane["env"], lane=lane["lane"])
+                finally:
+                    await conn.execute("select pg_advisory_unlock(hashtext($1))", lock)
+
+
+def runs_anything(running) -> bool:
+    """Some process is alive in the lane."""
+    return running is not None and running.alive

@@ -1,0 +1,83 @@
+"""Gates' durable timers: a promotion that a time gate holds is judged again when its timer comes due.
+
+Timers live in PostgreSQL (table `timers`), written in the transaction that records the
+pending verdict, so a timer survives a restart: one that came due while gates was down
+fires as soon as it is back. Firing locks the due rows (`for update skip locked`, so two
+gates instances never fire one timer twice), judges those promotions with the handlers'
+own code, sets or removes their timers and puts the verdicts in the outbox, all in one
+transaction.
+"""
+
+import asyncio
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import structlog
+
+from services.gates import repository
+from services.gates.handlers import GatesHandlers
+from shared import metrics
+from shared.outbox import enqueue
+from shared.runtime import ServiceRuntime
+
+log = structlog.get_logger()
+
+
+class TimerLoop:
+    """Sleeps until the earliest timer is due (looking again at least every `max_sleep_s`), then fires it."""
+
+    name = "timers"
+
+    def __init__(self, runtime: ServiceRuntime, handlers: GatesHandlers, *, max_sleep_s: float = 1.0,
+                 batch: int = 100, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.runtime = runtime
+        self.handlers = handlers
+        self.max_sleep_s = max_sleep_s
+        self.batch = batch
+        self.clock = clock
+
+    async def run(self) -> None:
+        """Fire due timers until cancelled; a failing round is retried with backoff and shown on /health."""
+        delay = 0.2
+        while True:
+            try:
+                pause = await self.fire_due()
+                self.runtime.background_errors.pop(self.name, None)
+                delay = 0.2
+            except Exception as error:  # retried: the due timers are still in the table
+                self.runtime.background_errors[self.name] = f"{type(error).__name__}: {error}"
+                log.warning("timers.failed", error=self.runtime.background_errors[self.name], retry_in=delay)
+                pause, delay = delay, min(delay * 2, 5.0)
+            await asyncio.sleep(pause)
+
+    async def fire_due(self) -> float:
+        """Fire every timer due now in one transaction; returns the seconds to sleep before looking again."""
+        assert self.runtime.pool is not None and self.runtime.relay is not None
+        now = self.clock()
+        async with self.runtime.pool.acquire() as conn:
+            async with conn.transaction():
+                due = await repository.due_timers(conn, now, self.batch)
+                emitted = []
+                for timer in due:
+                    service, version, env, due_at = timer["service"], timer["version"], timer["env"], timer["due_at"]
+                    # Removed first: judging sets it again if a time gate still holds the promotion.
+                    await repository.set_timer(conn, service, version, env, None)
+                    verdicts = await self.handlers.on_timer(conn, service, version, env, now)
+                    key = f"timer/{service}/{version}/{env}/{due_at.isoformat()}"
+                    emitted += [self.runtime.timed_event(data, key, i) for i, data in enumerate(verdicts)]
+                await enqueue(conn, emitted)
+            upcoming = await repository.next_due(conn)
+        if emitted:
+            self.runtime.relay.wake()
+        for timer in due:
+            lateness = (now - timer["due_at"]).total_seconds()
+            metrics.TIMER_LATENESS_SECONDS.labels(self.runtime.name).observe(lateness)
+            log.info("timer.fired", env=timer["env"], artifact=f"{timer['service']}:{timer['version']}",
+                     due_at=timer["due_at"].isoformat(), lateness_ms=round(lateness * 1000, 1))
+        for event in emitted:
+            log.info("event.emitted", emitted_type=event.envelope.type, emitted_id=event.id)
+        if len(due) == self.batch:
+            return 0.0  # more may be due already
+        if upcoming is None:
+            return self.max_sleep_s
+        return min(max((upcoming - self.clock()).total_seconds(), 0.0), self.max_sleep_s)
