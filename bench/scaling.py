@@ -1,19 +1,21 @@
-"""Scaling: the throughput of bench/throughput.py with one and with two instances of every service.
+"""Scaling: the throughput of bench/throughput.py with one and two instances of every service,
+and with 3, 6 and 12 partitions per topic.
 
-For each instance count the same measurement runs (default 30 s window), then the stack drains;
-the second instances (`devstack.start_service(name, instance=2)`: same consumer groups, static
-membership) are stopped afterwards. Each service instance's share of the work is read from its
-/health `processed` counter. One raw-Kafka pass-through baseline is measured in the same run.
+For each partition count (ascending) the event topics are raised to that count
+(PROMOTE_TOPIC_PARTITIONS; Kafka cannot lower it, so run this on a throwaway stack:
+`./dev-stack down && rm -rf var`) and the services restarted; then for each instance count
+the same measurement runs (default 30 s window) and the stack drains; the second instances
+(`devstack.start_service(name, instance=2)`: same consumer groups, static membership) are
+stopped afterwards. Each instance's share of the work is read from its /health `processed`
+counter. One raw-Kafka pass-through baseline is measured in the same run.
 
-Partition counts (3/6/12) are not varied: the topics' partition count is fixed in shared/topics.py
-(3 per topic) and an existing topic cannot shrink, so that needs a code hook (see bench/README.md).
-
-    .venv/bin/python -m bench.scaling --seconds 30 --json /tmp/scaling.json
+    .venv/bin/python -m bench.scaling --seconds 30 --partitions 3 6 12 --json /tmp/scaling.json
 """
 
 import argparse
 import asyncio
 import json
+import os
 import urllib.request
 
 from rich.table import Table
@@ -21,7 +23,9 @@ from rich.table import Table
 import devstack
 from bench import common, throughput
 from bench.common import console
+import devstack.topics
 from devstack.services import health_port
+from shared.settings import Settings
 
 
 def processed(instances: int) -> dict[str, int]:
@@ -58,35 +62,48 @@ async def one(args: argparse.Namespace, instances: int) -> dict:
 
 
 async def run(args: argparse.Namespace) -> dict:
-    """Each instance count in turn on a quiet stack, then the baseline."""
+    """Each partition count, and within it each instance count, on a quiet stack; then the baseline."""
     console.print(f"stack quiet after {await common.wait_quiet(3600, 'before')} s")
     runs = []
-    for instances in args.instances:
-        console.rule(f"{instances} instance(s) per service")
-        runs.append(await one(args, instances))
+    for partitions in sorted(args.partitions):
+        await asyncio.to_thread(use_partitions, partitions)
+        for instances in args.instances:
+            console.rule(f"{partitions} partitions per topic, {instances} instance(s) per service")
+            figures = await one(args, instances)
+            figures["partitions"] = partitions
+            runs.append(figures)
     baseline = await throughput.measure_baseline(args.baseline_records, runs[0]["message_bytes"])
     for figures in runs:
         figures["dev_vs_baseline"] = common.ratio(figures["dev_promotions_per_s"], baseline["pass_through_per_s"])
-    return {"benchmark": "scaling", "machine": common.machine(), "partitions": 3, "runs": runs,
-            "baseline": baseline}
+    return {"benchmark": "scaling", "machine": common.machine(), "runs": runs, "baseline": baseline}
+
+
+def use_partitions(partitions: int) -> None:
+    """Raise the event topics to `partitions` and restart the services so that their groups use them all."""
+    os.environ["PROMOTE_TOPIC_PARTITIONS"] = str(partitions)
+    devstack.topics.ensure_topics()
+    for name in devstack.SERVICES:
+        devstack.stop_service(name)
+        devstack.start_service(name)
+    devstack.wait_services_ready(90)
 
 
 def show(result: dict) -> None:
     """One row per instance count; the work each instance did."""
     base = result["baseline"]["pass_through_per_s"]
-    table = Table(title=f"scaling ({result['runs'][0]['seconds']:.0f} s windows, 3 partitions per topic; "
-                        f"raw Kafka echo {base}/s)")
-    for column in ("instances", "published/s", "artifact.registered/s", "deployment.started (dev)/s",
+    table = Table(title=f"scaling ({result['runs'][0]['seconds']:.0f} s windows; raw Kafka echo {base}/s)")
+    for column in ("partitions", "instances", "published/s", "artifact.registered/s", "deployment.started (dev)/s",
                    "ratio to echo", "drained after s"):
         table.add_column(column, justify="right")
     first = result["runs"][0]["dev_promotions_per_s"]
     for r in result["runs"]:
-        table.add_row(str(r["instances"]), str(r["published_per_s"]), str(r["registered_per_s"]),
+        table.add_row(str(r["partitions"]), str(r["instances"]), str(r["published_per_s"]), str(r["registered_per_s"]),
                       f"{r['dev_promotions_per_s']} ({common.ratio(r['dev_promotions_per_s'], first)}x)",
                       str(r["dev_vs_baseline"]), str(r["drained_after_s"]))
     console.print(table)
     for r in result["runs"]:
-        console.print(f"{r['instances']} instance(s), events handled per instance: {r['processed_by_instance']}")
+        console.print(f"{r['partitions']} partitions, {r['instances']} instance(s), events handled per instance: "
+                      f"{r['processed_by_instance']}")
 
 
 def main() -> None:
@@ -96,6 +113,9 @@ def main() -> None:
     throughput.options(parser, 30.0)
     parser.add_argument("--instances", type=int, nargs="+", default=[1, 2], choices=[1, 2],
                         help="instance counts (default 1 2; a 3rd instance's health port would be the app port base)")
+    parser.add_argument("--partitions", type=int, nargs="+", default=[Settings().topic_partitions],
+                        help="partition counts per event topic, raised in ascending order (e.g. 3 6 12; "
+                             "default: the stack's PROMOTE_TOPIC_PARTITIONS)")
     parser.add_argument("--settle", type=float, default=15.0, help="seconds for the groups to rebalance")
     args = parser.parse_args()
     common.up()

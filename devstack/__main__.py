@@ -23,8 +23,14 @@ def print_status(st: dict) -> None:
     for name, info in st["services"].items():
         health = "healthy" if info["healthy"] else ("unhealthy" if info["running"] else "")
         line(name, info, f"health :{info['port']} {health}")
+    stopped = 0
     for name, info in st["apps"].items():
-        line(f"app {name}", info)
+        if info["running"]:
+            line(f"app {name}", info)
+        else:
+            stopped += 1
+    if stopped:
+        print(f"({stopped} app record(s) of stopped apps in var/run/apps; --json lists them)")
 
 
 def main(argv: list[str] | None = None) -> int:

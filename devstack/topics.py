@@ -1,4 +1,8 @@
-"""Create the topics of shared.topics.ALL_TOPICS idempotently, with their configs (retention.ms=-1, size caps)."""
+"""Create the topics idempotently, with their configs (retention.ms=-1, size caps) and partition count.
+
+The event topics get Settings().topic_partitions partitions (PROMOTE_TOPIC_PARTITIONS, default 3);
+an existing topic with fewer is raised to that count (Kafka cannot lower it).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ import time
 
 from devstack import processes as p
 from shared.settings import Settings
-from shared.topics import ALL_TOPICS
+from shared.topics import TopicSpec, all_topics
 
 TOPIC_ALREADY_EXISTS = 36
 
@@ -17,11 +21,14 @@ async def ensure_topics_async(bootstrap: str | None = None) -> dict[str, str]:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
     from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap or Settings().kafka_bootstrap,
+    settings = Settings()
+    ALL_TOPICS = all_topics(settings.topic_partitions)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap or settings.kafka_bootstrap,
                                 request_timeout_ms=15000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())
+        raised = await _raise_partitions(admin, [t for t in ALL_TOPICS if t.name in existing])
         result = {t.name: "ok" for t in ALL_TOPICS}
         missing = [t for t in ALL_TOPICS if t.name not in existing]
         if missing:
@@ -47,9 +54,21 @@ async def ensure_topics_async(bootstrap: str | None = None) -> dict[str, str]:
             if drifted:
                 await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, n, wanted[n]) for n in drifted])
                 result.update({n: "altered" for n in drifted})
+        result.update({n: "partitions raised" for n in raised})
         return result
     finally:
         await admin.close()
+
+
+async def _raise_partitions(admin, present: list[TopicSpec]) -> list[str]:
+    """Give each existing topic at least its spec's partition count; returns the names raised."""
+    from aiokafka.admin import NewPartitions
+
+    described = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics([t.name for t in present])}
+    low = {t.name: NewPartitions(t.partitions) for t in present if described.get(t.name, t.partitions) < t.partitions}
+    if low:
+        await admin.create_partitions(low)
+    return sorted(low)
 
 
 def ensure_topics(bootstrap: str | None = None) -> dict[str, str]:
@@ -58,6 +77,9 @@ def ensure_topics(bootstrap: str | None = None) -> dict[str, str]:
     result = asyncio.run(ensure_topics_async(bootstrap))
     created = sorted(n for n, s in result.items() if s == "created")
     altered = sorted(n for n, s in result.items() if s == "altered")
+    raised = sorted(n for n, s in result.items() if s == "partitions raised")
     parts = [f"{len(created)} created", f"{len(altered)} configs reset", f"{len(result)} total"]
+    if raised:
+        parts.insert(2, f"{len(raised)} raised to {Settings().topic_partitions} partitions")
     p.say(f"topics: {', '.join(parts)} ({time.monotonic() - t0:.1f} s)")
     return result

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -17,6 +18,8 @@ class Settings(BaseSettings):
     var_dir: Path = REPO_ROOT / "var"
     health_port_base: int = 18080
     app_port_base: int = 18100
+    topic_partitions: int = Field(3, ge=1, le=64)
+    """Partitions of each event topic the stack creates (or raises an existing topic to; never fewer)."""
 
     @property
     def store_dir(self) -> Path:

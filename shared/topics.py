@@ -35,15 +35,14 @@ class TopicSpec:
         return {"retention.ms": str(self.retention_ms), "max.message.bytes": str(self.max_message_bytes)}
 
 
-ALL_TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec(BUILDS, 3),
-    TopicSpec(EVIDENCE, 3),
-    TopicSpec(PIPELINES, 3),
-    TopicSpec(ARTIFACTS, 3),
-    TopicSpec(REQUESTS, 3),
-    TopicSpec(GATES, 3),
-    TopicSpec(DEPLOYMENTS, 3),
-    TopicSpec(OPERATIONS, 3),
-    TopicSpec(ROLLBACKS, 3),
-    TopicSpec(DLQ, 1, max_message_bytes=DLQ_MAX_MESSAGE_BYTES),
-)
+EVENT_TOPICS = (BUILDS, EVIDENCE, PIPELINES, ARTIFACTS, REQUESTS, GATES, DEPLOYMENTS, OPERATIONS, ROLLBACKS)
+
+
+def all_topics(partitions: int = 3) -> tuple[TopicSpec, ...]:
+    """Every topic, the event topics with `partitions` partitions each; the dead-letter topic has one."""
+    return (*(TopicSpec(name, partitions) for name in EVENT_TOPICS),
+            TopicSpec(DLQ, 1, max_message_bytes=DLQ_MAX_MESSAGE_BYTES))
+
+
+ALL_TOPICS: tuple[TopicSpec, ...] = all_topics()
+"""The topics with the default layout (names and configs; the stack's partition count is a setting)."""
