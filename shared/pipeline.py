@@ -24,11 +24,11 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
-from shared.time_gates import ChangeWindowGate, Freeze, SoakGate
+from shared.time_gates import ChangeWindowGate, Freeze, SoakGate, format_duration, parse_duration
 
-__all__ = ["Analysis", "ApprovalGate", "Artifact", "BlueGreen", "Canary", "ChangeWindowGate", "Freeze", "SoakGate", "Duration", "Environment", "EvidenceGate", "Gate", "PipelineDefinition",
-           "PipelineError", "Problem", "SecretRef", "Strategy", "load_pipeline_file", "parse_duration",
-           "parse_pipeline"]
+__all__ = ["Analysis", "ApprovalGate", "Artifact", "BlueGreen", "Canary", "ChangeWindowGate", "Duration",
+           "Environment", "EvidenceGate", "Freeze", "Gate", "PipelineDefinition", "PipelineError", "Problem",
+           "SecretRef", "SoakGate", "Strategy", "load_pipeline_file", "parse_pipeline"]
 
 _NAME, _ENV_VAR = re.compile(r"[a-z0-9][a-z0-9-]*"), re.compile(r"[A-Z_][A-Z0-9_]*")
 RESERVED_CONFIG_KEYS = frozenset({"PORT", "BUILD_VERSION", "ARTIFACT_DIGEST", "CONFIG_VERSION"})
@@ -64,26 +64,14 @@ def _config_value(value: Any) -> Any:
 
 
 
-_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?")
+def _duration(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    return parse_duration(value)
 
 
-def parse_duration(value: Any) -> float:
-    """Seconds from "30s", "10m", "2h", "1h30m", "250ms" (a plain number is seconds)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) and value.strip() else None
-    if match is None or not any(match.groups()):
-        raise ValueError(f"{value!r} is not a duration (e.g. 30s, 10m, 2h, 1h30m, 250ms)")
-    hours, minutes, seconds, millis = (int(part or 0) for part in match.groups())
-    return hours * 3600 + minutes * 60 + seconds + millis / 1000
-
-
-def _show_duration(seconds: float) -> str:
-    return f"{seconds * 1000:g}ms" if seconds < 1 and seconds else f"{seconds:g}s"
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration), PlainSerializer(_show_duration)]
-"""A duration written "30s", "10m", "2h" or "1h30m"; seconds in code; "<n>s" in a dump."""
+Duration = Annotated[int, BeforeValidator(_duration), PlainSerializer(format_duration)]
+"""A duration written "30s", "10m", "2h", "1h30m" or "1d"; whole seconds in code; its shortest form in a dump."""
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -168,7 +156,7 @@ class BlueGreen(_Frozen):
     The previous slot stays warm for `retire_after`, so that a rollback is a switch back.
     """
 
-    retire_after: Duration = 600.0
+    retire_after: Duration = 600
 
     @model_validator(mode="before")
     @classmethod
@@ -179,20 +167,20 @@ class BlueGreen(_Frozen):
 
     @model_serializer
     def _to_pipeline_form(self) -> dict[str, Any]:
-        return {"blue_green": {"retire_after": _show_duration(self.retire_after)}}
+        return {"blue_green": {"retire_after": format_duration(self.retire_after)}}
 
 
 class Analysis(_Frozen):
     """What a canary step must show, judged on the canary's own requests at the router."""
 
-    interval: Duration = 10.0
+    interval: Duration = 10
     """How long each step collects requests before it is judged."""
     min_requests: int = Field(20, ge=1, strict=True)
     """Fewer canary requests than this within `max_wait` fails the step (no evidence is not a pass)."""
     max_error_rate: float = Field(0.05, ge=0, le=1)
     """Share of 5xx answers allowed."""
     max_p99_ms: float | None = Field(None, gt=0)
-    max_wait: Duration = 60.0
+    max_wait: Duration = 60
 
 
 class Canary(_Frozen):
@@ -200,7 +188,7 @@ class Canary(_Frozen):
 
     steps: tuple[Annotated[int, Field(ge=1, le=100, strict=True)], ...] = (5, 50, 100)
     analysis: Analysis = Analysis()
-    retire_after: Duration = 0.0
+    retire_after: Duration = 0
 
     @model_validator(mode="before")
     @classmethod
@@ -220,7 +208,7 @@ class Canary(_Frozen):
     def _to_pipeline_form(self) -> dict[str, Any]:
         analysis = self.analysis.model_dump(mode="json")
         return {"canary": {"steps": list(self.steps), "analysis": analysis,
-                           "retire_after": _show_duration(self.retire_after)}}
+                           "retire_after": format_duration(self.retire_after)}}
 
 
 def _strategy_shape(value: Any) -> Any:

@@ -8,6 +8,7 @@ The restart and rebuild tests stop gates, so this module runs among the disrupti
 import asyncio
 import json
 import math
+import os
 import signal
 from datetime import UTC, datetime, timedelta
 
@@ -151,7 +152,10 @@ async def test_a_timer_that_came_due_while_gates_was_stopped_fires_when_it_is_ba
 KEPT_BY_GATES = ("pipeline.applied", "artifact.registered", "promotion.requested", "verification.passed")
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(900)
+@pytest.mark.skipif(not os.environ.get("PROMOTE_SLOW_TESTS"),
+                    reason="replays gates' whole history (~100 records/s; 4 min on a used stack); "
+                           "run with PROMOTE_SLOW_TESTS=1 (test_disaster covers a gates rebuild in CI)")
 async def test_gates_rebuilt_from_the_topics_has_the_same_timers_and_verdicts(scenario, gates_restored):
     await scenario.apply_pipeline(pipeline("{{soak: 30m}}, {{change_window: {{days: [sat], timezone: Pacific/Apia}}}}"))
     await release(scenario, "1.0.0")
@@ -173,7 +177,7 @@ async def test_gates_rebuilt_from_the_topics_has_the_same_timers_and_verdicts(sc
     await asyncio.to_thread(devstack.wait_services_ready, 120, ["gates"])
     for event in [e for e in scenario.watcher.events if e.data.service == scenario.service
                   and e.envelope.type in KEPT_BY_GATES]:
-        await scenario.processed_by("gates", event, timeout=240)
+        await scenario.processed_by("gates", event, timeout=540)  # the replay of all history comes first
     record("rebuild_until_this_service_was_judged", (datetime.now(UTC) - started).total_seconds())
 
     rebuilt = [tuple(row) for row in await scenario.query("gates", state, scenario.service)]

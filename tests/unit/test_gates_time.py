@@ -110,8 +110,9 @@ def test_an_open_window_has_no_reason_and_no_wake_up():
     assert window_problem(OFFICE, paris(2026, 11, 26, 10)) == (None, None)
 
 
-@pytest.mark.parametrize(("days", "shown"), [(WEEKDAYS, "daily"), (("mon", "tue", "wed", "thu", "fri"), "mon-fri"),
-                                             (("sat", "sun"), "sat,sun"), (("mon", "wed", "thu", "fri"), "mon,wed-fri")])
+@pytest.mark.parametrize(("days", "shown"), [
+    (WEEKDAYS, "daily"), (("mon", "tue", "wed", "thu", "fri"), "mon-fri"), (("sat", "sun"), "sat,sun"),
+    (("mon", "wed", "thu", "fri"), "mon,wed-fri")])
 def test_a_window_is_described_in_a_few_words(days, shown):
     assert describe(ChangeWindowGate(days=days, start=time(9), end=time(17, 0, 30))) == f"{shown} 09:00-17:00:30 UTC"
     assert describe(ChangeWindowGate(days=days)) == f"{shown} all day UTC"
@@ -248,3 +249,20 @@ def _until(intervals, end):
         if interval[0] > end:
             return
         yield interval
+
+
+# --- ids of the events a timer emits ----------------------------------------------------------
+
+def test_a_timer_emits_ids_derived_from_what_was_due_and_when_and_once_per_ids_as_a_handler_does():
+    from shared.events import GatePassed, GatePending, new_event
+    from shared.runtime import ServiceRuntime
+
+    runtime = ServiceRuntime("gates")
+    pending = GatePending(service="payments", version="1.0.0", digest=DIGEST, env="prod", reasons=["r"])
+    key = "timer/payments/1.0.0/prod/2026-11-26T09:10:00+00:00"
+    assert runtime.timed_event(pending, key).id == runtime.timed_event(pending, key).id
+    assert runtime.timed_event(pending, key).id != runtime.timed_event(pending, key.replace("09:10", "09:11")).id
+    passed = GatePassed(service="payments", version="1.0.0", digest=DIGEST, env="prod", strategy="rolling",
+                        config={}, config_version=DIGEST, pipeline_version=DIGEST)
+    cause = new_event(pending, source="/tests")
+    assert runtime.timed_event(passed, key).id == runtime.event(passed, cause).id

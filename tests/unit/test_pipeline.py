@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.pipeline import (ApprovalGate, BlueGreen, Environment, EvidenceGate, PipelineDefinition, PipelineError, parse_duration,
+from shared.pipeline import (ApprovalGate, BlueGreen, Environment, EvidenceGate, PipelineDefinition, PipelineError,
                              Problem, SecretRef, load_pipeline_file, parse_pipeline)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "payments" / "pipeline.yaml"
@@ -149,8 +149,8 @@ ERRORS = [  # (sentence, yaml, line, column, path, message)
      "environments[0].strategy.canary.steps",
      "canary steps are rising percentages that end at 100, e.g. [5, 50, 100]"),
     ("a retire_after that is not a duration", ENV + "    strategy: {blue_green: {retire_after: soon}}\n", 4, 43,
-     "environments[0].strategy.blue_green.retire_after", "'soon' is not a duration (e.g. 30s, 10m, 2h, 1h30m, "
-     "250ms)"),
+     "environments[0].strategy.blue_green.retire_after", "'soon' is not a duration; write it like 30s, 10m, "
+     "2h or 1h30m"),
     ("an error rate above 1", ENV + "    strategy: {canary: {analysis: {max_error_rate: 2}}}\n", 4, 52,
      "environments[0].strategy.canary.analysis.max_error_rate", "Input should be less than or equal to 1"),
     ("a routed strategy on the noop driver", ENV + "    driver: noop\n    strategy: {blue_green: {}}\n", 3, 5,
@@ -277,17 +277,5 @@ def test_strategies_parse_with_defaults_and_dump_to_a_valid_pipeline():
     assert blue_green.retire_after == 5400.0 and defn.environment("qa").strategy.retire_after == 600.0
     assert [e.strategy_kind for e in defn.environments] == ["canary", "blue_green", "blue_green"]
     dump = defn.model_dump(mode="json")
-    assert dump["environments"][1]["strategy"] == {"blue_green": {"retire_after": "5400s"}}
+    assert dump["environments"][1]["strategy"] == {"blue_green": {"retire_after": "1h30m"}}
     assert PipelineDefinition.model_validate(dump) == defn
-
-
-@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("10m", 600), ("2h", 7200), ("1h30m", 5400),
-                                               ("250ms", 0.25), (5, 5)])
-def test_durations(text, seconds):
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "5", "m", "5 m", "-1s", "1d", True, -3])
-def test_not_durations(text):
-    with pytest.raises(ValueError, match="is not a duration"):
-        parse_duration(text)

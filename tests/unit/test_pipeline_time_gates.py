@@ -121,8 +121,8 @@ ERRORS = [  # (sentence, yaml, line, column, path, message)
     ("an unknown day", PROD + "      - change_window: {days: [mon, friday]}\n", 6, 37,
      "environments[1].gates[0].change_window.days[1]", "Input should be 'mon', 'tue', 'wed', 'thu', 'fri', "
      "'sat' or 'sun'"),
-    ("no day at all", PROD + "      - change_window: {days: []}\n", 6, 31, "environments[1].gates[0].change_window.days",
-     "a change window needs at least one day (omit 'days' for every day)"),
+    ("no day at all", PROD + "      - change_window: {days: []}\n", 6, 31,
+     "environments[1].gates[0].change_window.days", "a change window needs at least one day (omit 'days' for every day)"),
     ("the sketch's hours key", PROD + "      - change_window: {hours: 09-17}\n", 6, 25,
      "environments[1].gates[0].change_window.hours", "unknown key 'hours'"),
     ("a change window that is not a mapping", PROD + "      - change_window: 09-17\n", 6, 24,
