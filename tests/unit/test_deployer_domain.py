@@ -2,8 +2,8 @@
 
 import pytest
 
-from services.deployer.domain import MissingSecret, Running, Target, needs_start, process_environment, \
-    verification_failure
+from services.deployer.domain import MissingSecret, Running, Target, choose_lane, needs_start, other_lane, \
+    process_environment, traffic_steps, verification_failure
 
 DIGEST = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64
@@ -97,3 +97,42 @@ PASSED = {"process": "passed", "digest": "passed", "health": "passed", "version"
 ])
 def test_verification_failure_names_the_first_failed_check_in_order(checks, failure):
     assert verification_failure(a_target(), checks) == failure
+
+
+def test_a_first_routed_deployment_goes_to_blue_and_starts():
+    assert choose_lane(None, {"blue": None, "green": None}, a_target()) == ("blue", True)
+
+
+def test_a_new_release_goes_to_the_idle_lane():
+    live = Running(pid=1, digest=OTHER, config_version=CONFIG_A, alive=True)
+    assert choose_lane("blue", {"blue": live, "green": None}, a_target()) == ("green", True)
+    assert choose_lane("green", {"blue": None, "green": live}, a_target()) == ("blue", True)
+
+
+def test_a_lane_that_already_runs_the_release_is_used_without_a_start():
+    warm = Running(pid=2, digest=DIGEST, config_version=CONFIG_A, alive=True)
+    live = Running(pid=3, digest=OTHER, config_version=CONFIG_A, alive=True)
+    assert choose_lane("green", {"blue": warm, "green": live}, a_target()) == ("blue", False)  # switch back
+    assert choose_lane("blue", {"blue": warm, "green": None}, a_target()) == ("blue", False)  # already live
+
+
+def test_a_dead_or_differently_configured_lane_does_not_count_as_running_the_release():
+    dead = Running(pid=2, digest=DIGEST, config_version=CONFIG_A, alive=False)
+    other_config = Running(pid=2, digest=DIGEST, config_version=CONFIG_B, alive=True)
+    assert choose_lane("green", {"blue": dead, "green": None}, a_target()) == ("blue", True)
+    assert choose_lane("green", {"blue": other_config, "green": None}, a_target()) == ("blue", True)
+
+
+@pytest.mark.parametrize(("kind", "lane", "live", "live_alive", "expected"), [
+    ("canary", "green", "blue", True, (10, 50, 100)),
+    ("canary", "blue", None, False, (100,)),        # nothing to compare with: all at once
+    ("canary", "green", "blue", False, (100,)),     # the live release is gone
+    ("canary", "blue", "blue", True, (100,)),       # it already takes the traffic
+    ("blue_green", "green", "blue", True, (100,)),
+])
+def test_traffic_steps(kind, lane, live, live_alive, expected):
+    assert traffic_steps(kind, (10, 50, 100), lane, live, live_alive) == expected
+
+
+def test_other_lane():
+    assert (other_lane("blue"), other_lane("green")) == ("green", "blue")
