@@ -2,9 +2,13 @@
 
 import asyncio
 import itertools
+import json
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 
@@ -112,3 +116,22 @@ def test_the_summary_is_one_line():
     assert report.summary() == ("500 requests in 10.0 s: 498 ok, 2 failed (500: 2), 0 transport errors; "
                                 "p50 2.1 ms, p99 9.8 ms")
     assert report.as_dict()["failed"] == 2
+
+
+def promote_load(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli.main", "load", *args], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[2], timeout=60)
+
+
+def test_the_cli_sends_a_bounded_load_and_reports_it_as_json(server: CountingServer):
+    result = promote_load(url(server), "--count", "30", "--rate", "200", "--path", "/flaky", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["sent"], report["ok"], report["failed"]) == (30, 15, 15)
+    assert server.seen == {"/flaky": 30}
+
+
+def test_the_cli_refuses_a_host_that_is_not_loopback_in_one_line():
+    result = promote_load("http://example.com", "--count", "1")
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "loopback" in result.stderr
