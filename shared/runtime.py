@@ -118,6 +118,10 @@ class ServiceRuntime:
         """Run `work` and store its events in the outbox in one transaction, once per event id."""
         assert self.pool is not None and self.relay is not None
         async with self.pool.acquire() as conn, conn.transaction():
+            # One subject (service) at a time across this service's instances: two instances judging
+            # facts of one subject from different partitions must not each miss the other's
+            # uncommitted fact (e.g. a promotion request and its artifact's registration).
+            await conn.execute("select pg_advisory_xact_lock(hashtext($1))", self.subject_lock(event.data.service))
             claimed = await conn.fetchval(
                 "insert into processed_events (event_id, topic) values ($1, $2) "
                 "on conflict do nothing returning true",
@@ -134,6 +138,10 @@ class ServiceRuntime:
         for out in emitted:
             log.info("event.emitted", emitted_type=out.envelope.type, emitted_id=out.id)
         return True
+
+    def subject_lock(self, subject: str) -> str:
+        """The advisory-lock key that serialises this service's work on one subject (a promoted service)."""
+        return f"{self.name}:subject:{subject}"
 
     def event(self, data: EventData, cause: Event, index: int = 0) -> Event:
         """An event caused by `cause`, with an id that a re-run (or a rebuild) reproduces.

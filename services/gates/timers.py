@@ -58,8 +58,13 @@ class TimerLoop:
             async with conn.transaction():
                 due = await repository.due_timers(conn, now, self.batch)
                 emitted = []
+                fired = []
                 for timer in due:
                     service, version, env, due_at = timer["service"], timer["version"], timer["env"], timer["due_at"]
+                    if not await conn.fetchval("select pg_try_advisory_xact_lock(hashtext($1))",
+                                               self.runtime.subject_lock(service)):
+                        continue  # a handler is judging this service now; the timer stays due for the next look
+                    fired.append(timer)
                     # Removed first: judging sets it again if a time gate still holds the promotion.
                     await repository.set_timer(conn, service, version, env, None)
                     verdicts = await self.handlers.on_timer(conn, service, version, env, now)
@@ -69,13 +74,15 @@ class TimerLoop:
             upcoming = await repository.next_due(conn)
         if emitted:
             self.runtime.relay.wake()
-        for timer in due:
+        for timer in fired:
             lateness = (now - timer["due_at"]).total_seconds()
             metrics.TIMER_LATENESS_SECONDS.labels(self.runtime.name).observe(lateness)
             log.info("timer.fired", env=timer["env"], artifact=f"{timer['service']}:{timer['version']}",
                      due_at=timer["due_at"].isoformat(), lateness_ms=round(lateness * 1000, 1))
         for event in emitted:
             log.info("event.emitted", emitted_type=event.envelope.type, emitted_id=event.id)
+        if len(fired) < len(due):
+            return 0.05  # a handler holds one of them: look again right after it commits
         if len(due) == self.batch:
             return 0.0  # more may be due already
         if upcoming is None:

@@ -69,6 +69,8 @@ async def test_a_failed_verification_returns_the_environment_to_its_last_verifie
 
     assert (completed.data.version, completed.data.digest) == ("2.4.1", good)
     assert scenario.seen("promotion.requested", env="test", version="2.4.2") == []
+    # The ledger reads the rollback's verification on its own: await its commit before reading its state.
+    await scenario.processed_by("ledger", await scenario.wait("verification.passed", env="dev", purpose="rollback"))
     status = await scenario.query("ledger", "select version, state from environments where service = $1 "
                                   "and env = 'dev'", scenario.service)
     assert (status[0]["version"], status[0]["state"]) == ("2.4.1", "verified")
