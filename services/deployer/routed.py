@@ -83,17 +83,25 @@ class RoutedDeployer:
         kind = "canary" if isinstance(strategy, Canary) else "blue_green"
         steps = traffic_steps(kind, strategy.steps if isinstance(strategy, Canary) else (100,), lane, live,
                               live_alive)
+        serving = live if live_alive and live != lane else None  # the release the new one shares traffic with
         for share in steps:
-            failure = await self._step(target, route, lanes, lane, live if live_alive else None, share,
+            failure = await self._step(target, route, lanes, lane, serving, share,
                                        strategy.analysis if isinstance(strategy, Canary) else None, outcome)
             if failure is not None:
-                outcome.failure = failure
-                await self._publish(target, route, lanes, live, 100, None)
-                await asyncio.to_thread(self.driver.stop, pid)
-                outcome.pid = None
-                return outcome
+                return await self._abort(target, route, lanes, serving, outcome, failure)
         outcome.checks["router"] = await self._check_router(route["port"], target.version)
-        outcome.failure = None if outcome.checks["router"] == "passed" else f"router: {outcome.checks['router']}"
+        if outcome.checks["router"] != "passed" and lane != live:
+            return await self._abort(target, route, lanes, serving, outcome, f"router: {outcome.checks['router']}")
+        return outcome
+
+    async def _abort(self, target: Target, route, lanes, serving: str | None, outcome: Outcome,
+                     failure: str) -> Outcome:
+        """All traffic back to the release that served before (if any); the new one stops."""
+        outcome.failure = failure
+        if serving is not None:
+            await self._publish(target, route, lanes, serving, 100, None)
+        await asyncio.to_thread(self.driver.stop, outcome.pid)
+        outcome.pid = None
         return outcome
 
     async def _start(self, target: Target, lane: str, port: int, previous) -> int:
