@@ -71,9 +71,11 @@ class DeployerHandlers:
         Same digest, new config version (e.g. a feature flag turned on): an audited change, since the
         pipeline.applied event is in the ledger and the redeployment's events name it as their cause.
         """
-        pipeline = PipelineDefinition.model_validate(data.definition)
         async with self.runtime.pool.acquire() as conn:
             running = await repository.running_releases(conn, data.service)
+        if not running:
+            return  # nothing runs yet: a first pipeline (the usual case) costs one query
+        pipeline = PipelineDefinition.model_validate(data.definition)
         for environment in pipeline.environments:
             now = running.get(environment.name)
             if now is None or now["config_version"] == environment.config_version:
