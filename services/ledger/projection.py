@@ -17,45 +17,54 @@ DEPLOYMENT_STATES = {
 }
 
 
-async def apply(conn: asyncpg.Connection, event: Event) -> None:
-    """Fold one event into the projections."""
+Statement = tuple[str, str, tuple]
+"""(table, SQL, arguments): one change to one projection table."""
+
+
+def statements(event: Event) -> list[Statement]:
+    """The projection changes one event makes, in order (pure: the live ledger executes them one by one,
+    a rebuild batches runs of one statement per table)."""
     data = event.data
+    out: list[Statement] = []
     match data:
         case PipelineApplied():
             names = [environment["name"] for environment in data.definition.get("environments", [])]
-            await conn.execute(
-                "insert into pipelines (service, pipeline_version, environments) values ($1, $2, $3::jsonb) "
-                "on conflict (service) do update set pipeline_version = excluded.pipeline_version, "
-                "environments = excluded.environments",
-                data.service, data.pipeline_version, json.dumps(names),
-            )
+            out.append(("pipelines",
+                        "insert into pipelines (service, pipeline_version, environments) values ($1, $2, $3::jsonb) "
+                        "on conflict (service) do update set pipeline_version = excluded.pipeline_version, "
+                        "environments = excluded.environments",
+                        (data.service, data.pipeline_version, json.dumps(names))))
         case ArtifactRegistered():
-            await conn.execute(
-                "insert into artifacts (service, version, digest, author) values ($1, $2, $3, $4) "
-                "on conflict do nothing",
-                data.service, data.version, data.digest, data.author,
-            )
+            out.append(("artifacts",
+                        "insert into artifacts (service, version, digest, author) values ($1, $2, $3, $4) "
+                        "on conflict do nothing",
+                        (data.service, data.version, data.digest, data.author)))
         case GatePending() | GateFailed():
             outcome = "pending" if isinstance(data, GatePending) else "failed"
-            await conn.execute(
-                "insert into waiting (service, env, version, digest, outcome, reasons) "
-                "values ($1, $2, $3, $4, $5, $6::jsonb) on conflict (service, env, version) "
-                "do update set outcome = excluded.outcome, reasons = excluded.reasons",
-                data.service, data.env, data.version, data.digest, outcome, json.dumps(data.reasons),
-            )
+            out.append(("waiting",
+                        "insert into waiting (service, env, version, digest, outcome, reasons) "
+                        "values ($1, $2, $3, $4, $5, $6::jsonb) on conflict (service, env, version) "
+                        "do update set outcome = excluded.outcome, reasons = excluded.reasons",
+                        (data.service, data.env, data.version, data.digest, outcome, json.dumps(data.reasons))))
         case GatePassed():
-            await conn.execute(
-                "delete from waiting where service = $1 and env = $2 and version = $3",
-                data.service, data.env, data.version,
-            )
+            out.append(("waiting", "delete from waiting where service = $1 and env = $2 and version = $3",
+                        (data.service, data.env, data.version)))
     state = DEPLOYMENT_STATES.get(type(data))
     if state is not None:
         if state == "deploying" and data.purpose == "rollback":
             state = "rolling-back"
-        await conn.execute(
-            "insert into environments (service, env, version, digest, config_version, state, updated_at) "
-            "values ($1, $2, $3, $4, $5, $6, $7) on conflict (service, env) do update set "
-            "version = excluded.version, digest = excluded.digest, config_version = excluded.config_version, "
-            "state = excluded.state, updated_at = excluded.updated_at",
-            data.service, data.env, data.version, data.digest, data.config_version, state, event.envelope.time,
-        )
+        out.append(("environments",
+                    "insert into environments (service, env, version, digest, config_version, state, updated_at) "
+                    "values ($1, $2, $3, $4, $5, $6, $7) on conflict (service, env) do update set "
+                    "version = excluded.version, digest = excluded.digest, "
+                    "config_version = excluded.config_version, state = excluded.state, "
+                    "updated_at = excluded.updated_at",
+                    (data.service, data.env, data.version, data.digest, data.config_version, state,
+                     event.envelope.time)))
+    return out
+
+
+async def apply(conn: asyncpg.Connection, event: Event) -> None:
+    """Fold one event into the projections."""
+    for _table, sql, args in statements(event):
+        await conn.execute(sql, *args)
