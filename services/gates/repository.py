@@ -141,27 +141,30 @@ async def save_verification(conn: asyncpg.Connection, service: str, env: str, di
 
 async def load_facts(conn: asyncpg.Connection, service: str, version: str, env: str, digest: str,
                      pipeline: PipelineDefinition | None) -> Facts:
-    """Everything the gates of `env` need to judge this release."""
+    """Everything the gates of `env` need to judge this release (one round trip)."""
     row = await conn.fetchrow(
-        "select digest, author, checks from artifacts where service = $1 and version = $2", service, version
+        "select (select jsonb_build_object('digest', digest, 'author', author, 'checks', checks) from artifacts "
+        "        where service = $1 and version = $2) as artifact, "
+        "  (select coalesce(jsonb_agg(jsonb_build_array(env, version, verified_at)), '[]') from verifications "
+        "        where service = $1 and digest = $3) as verified, "
+        "  (select coalesce(jsonb_agg(jsonb_build_array(env, check_name, result)), '[]') from evidence "
+        "        where service = $1 and digest = $3) as evidence, "
+        "  (select coalesce(jsonb_agg(jsonb_build_array(approver, decision)), '[]') from approvals "
+        "        where service = $1 and version = $2 and env = $4) as approvals",
+        service, version, digest, env,
     )
+    artifact = json.loads(row["artifact"]) if row["artifact"] is not None else None
     release = None
-    if row is not None:
-        release = Release(service, version, row["digest"], row["author"], json.loads(row["checks"]))
-    verified = await conn.fetch("select env, version, verified_at from verifications where service = $1 "
-                                "and digest = $2", service, digest)
-    evidence = await conn.fetch(
-        "select env, check_name, result from evidence where service = $1 and digest = $2", service, digest
-    )
-    approvals = await conn.fetch(
-        "select approver, decision from approvals where service = $1 and version = $2 and env = $3",
-        service, version, env,
-    )
+    if artifact is not None:
+        release = Release(service, version, artifact["digest"], artifact["author"], artifact["checks"])
+    verified = [(e, v, datetime.fromisoformat(at)) for e, v, at in json.loads(row["verified"])]
+    evidence = json.loads(row["evidence"])
+    approvals = json.loads(row["approvals"])
     return Facts(
         pipeline=pipeline,
         release=release,
-        verified_at={r["env"]: r["verified_at"] for r in verified},
-        evidence={(r["env"], r["check_name"]): r["result"] for r in evidence},
-        approvals={r["approver"]: r["decision"] for r in approvals},
-        released_here=any(r["env"] == env and r["version"] == version for r in verified),
+        verified_at={e: at for e, _, at in verified},
+        evidence={(e, check): result for e, check, result in evidence},
+        approvals=dict(approvals),
+        released_here=any(e == env and v == version for e, v, _ in verified),
     )
