@@ -21,7 +21,7 @@ from services.deployer.analysis import Figures, Thresholds, judge, read_outcomes
 from services.deployer.domain import LANES, Target, choose_lane, process_environment, traffic_steps, \
     verification_failure
 from services.deployer.driver import LocalDriver
-from services.deployer.router import Backend, Router
+from services.deployer.router import Backend, Router, RouterError
 from shared.pipeline import Analysis, BlueGreen, Canary, Strategy
 from shared.runtime import ServiceRuntime
 
@@ -85,8 +85,11 @@ class RoutedDeployer:
                               live_alive)
         serving = live if live_alive and live != lane else None  # the release the new one shares traffic with
         for share in steps:
-            failure = await self._step(target, route, lanes, lane, serving, share,
-                                       strategy.analysis if isinstance(strategy, Canary) else None, outcome)
+            try:
+                failure = await self._step(target, route, lanes, lane, serving, share,
+                                           strategy.analysis if isinstance(strategy, Canary) else None, outcome)
+            except RouterError as error:  # e.g. nginx not running: a failed deployment, not a lost order
+                failure = str(error)
             if failure is not None:
                 return await self._abort(target, route, lanes, serving, outcome, failure)
         outcome.checks["router"] = await self._check_router(route["port"], target.version)
@@ -99,7 +102,10 @@ class RoutedDeployer:
         """All traffic back to the release that served before (if any); the new one stops."""
         outcome.failure = failure
         if serving is not None:
-            await self._publish(target, route, lanes, serving, 100, None)
+            try:
+                await self._publish(target, route, lanes, serving, 100, None)
+            except RouterError as error:
+                log.error("router.restore_failed", error=str(error))
         await asyncio.to_thread(self.driver.stop, outcome.pid)
         outcome.pid = None
         return outcome

@@ -12,6 +12,8 @@ from contextlib import asynccontextmanager
 import httpx
 import pytest
 
+import devstack
+
 from services.deployer.analysis import read_outcomes
 from services.deployer.router import Router
 from shared.events import RollbackRequested
@@ -209,3 +211,15 @@ async def test_a_flag_change_redeploys_the_same_digest_with_its_new_config_versi
     assert scenario.seen("deployment.started", env="staging", purpose="reconfigure") == []
     cause = scenario.seen("pipeline.applied")[-1]
     assert redeployed.correlation_id == cause.correlation_id, "the redeployment names the change that caused it"
+
+
+async def test_without_the_router_a_routed_deployment_fails_with_one_clear_reason(scenario):
+    await scenario.apply_pipeline(BLUE_GREEN.replace("RETIRE_AFTER", "1m"))
+    await asyncio.to_thread(devstack.router.stop)
+    try:
+        failed = await release(scenario, "1.0.0", "dev", outcome="verification.failed")
+    finally:
+        await asyncio.to_thread(devstack.router.up)
+    assert failed.data.reason.startswith("router: nginx is not running"), failed.data.reason
+    lane = next(row for row in (await lanes(scenario, "dev")).values() if row["version"] == "1.0.0")
+    assert lane["pid"] is None and lane["state"] == "failed", "the release that could not be routed is stopped"
