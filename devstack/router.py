@@ -17,9 +17,10 @@ import time
 from pathlib import Path
 
 from devstack import processes as p
+from services.deployer import router
+from services.deployer.router import nginx_argv as argv
 
-NGINX = Path("/usr/sbin/nginx")
-MARKER = "nginx: master process"  # nginx's process title for the master; guards against pid reuse
+NGINX = Path(router.NGINX)
 READY_TIMEOUT = 10.0
 LOG_FORMAT = ('{"t":"$msec","status":$status,"upstream":"$upstream_addr","upstream_status":"$upstream_status",'
               '"rt":$request_time,"urt":"$upstream_response_time","uri":"$uri"}')
@@ -45,12 +46,6 @@ def ensure_installed() -> Path:
         if res.returncode == 0 and NGINX.exists():
             return NGINX
     raise p.StackError(f"router: apt-get install nginx-light (and nginx) failed\n{res.stderr[-2000:]}")
-
-
-def argv(root: Path, *extra: str) -> list[str]:
-    """The nginx command line for the router in `root` (startup errors go to its error log too)."""
-    return [str(NGINX), "-p", f"{root}/", "-c", str(root / "nginx.conf"), "-e", str(root / "logs" / "error.log"),
-            *extra]
 
 
 def main_config(root: Path, user: str | None) -> str:
@@ -92,13 +87,7 @@ def write_main_config(root: Path | None = None) -> Path:
 
 def running_pid(root: Path | None = None) -> int | None:
     """Pid of the router's nginx master (from <root>/nginx.pid) if it is alive."""
-    root = (root or router_dir()).resolve()
-    try:
-        pid = int((root / "nginx.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-    title = p.cmdline(pid)
-    return pid if p.is_alive(pid) and MARKER in title and f"{root}/" in title else None
+    return router.master_pid((root or router_dir()).resolve())
 
 
 def _check(root: Path) -> None:

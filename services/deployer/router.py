@@ -145,14 +145,22 @@ def port_free(port: int) -> bool:
     return True
 
 
-def _is_nginx_master(pid: int) -> bool:
-    """The process runs, is not a zombie, and is an nginx master (not a program that reused its pid)."""
+def nginx_argv(root: Path, *extra: str) -> list[str]:
+    """The nginx command line for the router in `root` (startup errors go to its error log too)."""
+    return [NGINX, "-p", f"{root}/", "-c", str(root / "nginx.conf"), "-e", str(root / "logs" / "error.log"), *extra]
+
+
+def master_pid(root: Path) -> int | None:
+    """The pid in <root>/nginx.pid if it runs, is not a zombie, and is the nginx master of this root
+    (not a program that reused the pid, nor another router's master)."""
     try:
+        pid = int((root / "nginx.pid").read_text().split()[0])
         stat = Path(f"/proc/{pid}/stat").read_text()
-        title = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z" and title.startswith(b"nginx: master process")
+        title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+    except (OSError, ValueError, IndexError):
+        return None
+    alive = stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return pid if alive and title.startswith(b"nginx: master process") and f"{root}/".encode() in title else None
 
 
 class Router:
@@ -172,11 +180,7 @@ class Router:
 
     def master_pid(self) -> int | None:
         """The nginx master's pid if it runs."""
-        try:
-            pid = int((self.root / "nginx.pid").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        return pid if _is_nginx_master(pid) else None
+        return master_pid(self.root)
 
     def running(self) -> bool:
         """True if the nginx master runs."""
@@ -245,9 +249,7 @@ class Router:
 
     def _check(self) -> None:
         """nginx -t on the whole config; a warning about a port two servers share counts as a refusal."""
-        argv = [NGINX, "-p", f"{self.root}/", "-c", str(self.root / "nginx.conf"), "-e", str(self.error_log),
-                "-t", "-q"]
-        result = subprocess.run(argv, capture_output=True, text=True)
+        result = subprocess.run(nginx_argv(self.root, "-t", "-q"), capture_output=True, text=True)
         problems = [line.removeprefix("nginx: ") for line in result.stderr.splitlines()
                     if "[emerg]" in line or "conflicting server name" in line]
         if result.returncode != 0 or problems:
