@@ -70,7 +70,7 @@ class ServiceRuntime:
         self._tasks: list[asyncio.Task] = []
         self.background_errors: dict[str, str] = {}
         """What a background task is failing with right now, by task name (shown on /health)."""
-        self._background: list[Callable[[], Awaitable[None]]] = []
+        self._background: list[tuple[str, Callable[[], Awaitable[float]]]] = []
         self._health_server: asyncio.AbstractServer | None = None
         self._started_at = time.monotonic()
 
@@ -100,9 +100,24 @@ class ServiceRuntime:
                 structlog.contextvars.clear_contextvars()
                 structlog.contextvars.bind_contextvars(service=self.name)
 
-    def background(self, task: Callable[[], Awaitable[None]]) -> None:
-        """Run `task()` alongside the consumer once the database is ready; cancelled at shutdown."""
-        self._background.append(task)
+    def background(self, name: str, step: Callable[[], Awaitable[float]]) -> None:
+        """Run `step()` over and over alongside the consumer once the database is ready, sleeping the
+        seconds it returns in between; cancelled at shutdown. A failing step is retried with backoff
+        (0.2 s doubling to 5 s) and its error shown on /health until a step succeeds again."""
+        self._background.append((name, step))
+
+    async def _repeat(self, name: str, step: Callable[[], Awaitable[float]]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                pause = await step()
+                self.background_errors.pop(name, None)
+                delay = 0.2
+            except Exception as error:  # retried: a background step's work is kept in the database
+                self.background_errors[name] = f"{type(error).__name__}: {error}"
+                log.warning("background.failed", task=name, error=self.background_errors[name], retry_in=delay)
+                pause, delay = delay, min(delay * 2, 5.0)
+            await asyncio.sleep(pause)
 
     def emits(self, *models: type[EventData]) -> None:
         """Declare the events this service publishes (they appear in its AsyncAPI document)."""
@@ -186,7 +201,7 @@ class ServiceRuntime:
             await rewind_group(self.settings.kafka_bootstrap, self.name, self.topic_names)
         self.relay = OutboxRelay(self.pool, self._send_event_bytes, service=self.name)
         self._tasks.append(asyncio.create_task(self._run_relay_when_connected()))
-        self._tasks += [asyncio.create_task(task()) for task in self._background]
+        self._tasks += [asyncio.create_task(self._repeat(name, step)) for name, step in self._background]
         port = int(os.environ.get("PROMOTE_HEALTH_PORT", "0"))
         if port:
             self._health_server = await serve_health(port, self.health)

@@ -29,6 +29,6 @@ def create_app(settings: Settings | None = None) -> FastStream:
         description="gate.passed and rollback.ordered are the deployment orders; a pipeline.applied that "
                     "changes an environment's config redeploys what runs there with the new config.",
     )
-    runtime.background(handlers.routed.retire_warm_lanes)
+    runtime.background("retire-lanes", handlers.routed.retire_due)
     runtime.emits(DeploymentStarted, DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed)
     return runtime.app

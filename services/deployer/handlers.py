@@ -11,6 +11,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import structlog
@@ -30,6 +31,7 @@ from shared.runtime import ServiceRuntime
 
 log = structlog.get_logger()
 
+T = TypeVar("T")
 STRATEGY: TypeAdapter[Strategy] = TypeAdapter(Strategy)
 ROLLBACK_SWITCH = BlueGreen(retire_after=0)
 """A rollback in a routed environment: all traffic at once to the release returned to; the other lane stops."""
@@ -92,7 +94,7 @@ class DeployerHandlers:
 
     async def _deploy_locked(self, event: Event, target: Target, strategy: Strategy) -> None:
         """Deploy with the environment's lock held: one deployment at a time per environment."""
-        lock = f"deploy:{target.service}:{target.env}"
+        lock = repository.deploy_lock(target.service, target.env)
         async with self.runtime.pool.acquire() as holder:
             await holder.execute("select pg_advisory_lock(hashtext($1))", lock)
             try:
@@ -109,13 +111,9 @@ class DeployerHandlers:
     async def deploy(self, event: Event, target: Target) -> None:
         """Claim, act through the driver, verify, then save the outcome with its events."""
         fields = self._fields(target)
-        async with self.runtime.pool.acquire() as conn, conn.transaction():
-            if await conn.fetchval("select true from processed_events where event_id = $1", event.id):
-                return
-            slot = await repository.slot(conn, target.service, target.env, self.port_base)
-            if await repository.claim(conn, target):
-                await enqueue(conn, [self.runtime.event(DeploymentStarted(**fields), event)])
-        self.runtime.relay.wake()
+        slot = await self._claim(event, target, repository.slot)
+        if slot is None:
+            return
         port = slot["port"]
         try:
             pid = await self._run(target, port)
@@ -129,23 +127,16 @@ class DeployerHandlers:
             return
         checks = await self.drivers[target.driver].verify(pid, port, target.digest, target.version)
         failure = verification_failure(target, checks)
-        outcome: list[EventData] = [DeploymentSucceeded(**fields, port=port)]
-        if failure is None:
-            outcome.append(VerificationPassed(**fields, checks=checks))
-        else:
-            outcome.append(VerificationFailed(**fields, reason=failure, checks=checks))
-        await self._save(event, target, pid, "verified" if failure is None else "failed", failure, outcome)
+        await self._save(event, target, pid, "verified" if failure is None else "failed", failure,
+                         _outcome_events(fields, port, checks, failure))
 
     async def deploy_routed(self, event: Event, target: Target, strategy: BlueGreen | Canary) -> None:
         """Blue/green or canary through the router: claim, deploy into a lane, move traffic, save."""
         fields = self._fields(target)
-        async with self.runtime.pool.acquire() as conn, conn.transaction():
-            if await conn.fetchval("select true from processed_events where event_id = $1", event.id):
-                return
-            route, lanes = await repository.route(conn, target.service, target.env, self.port_base)
-            if await repository.claim(conn, target):
-                await enqueue(conn, [self.runtime.event(DeploymentStarted(**fields), event)])
-        self.runtime.relay.wake()
+        claimed = await self._claim(event, target, repository.route)
+        if claimed is None:
+            return
+        route, lanes = claimed
         try:
             await asyncio.to_thread(self._check_artifact, target)
             outcome = await self.routed.deploy(target, strategy, route, lanes)
@@ -153,17 +144,25 @@ class DeployerHandlers:
             await self._save(event, target, None, "failed", str(problem),
                              [DeploymentFailed(**fields, reason=str(problem))], slot_changed=False)
             return
-        events: list[EventData] = [DeploymentSucceeded(**fields, port=outcome.port)]
-        if outcome.failure is None:
-            events.append(VerificationPassed(**fields, checks=outcome.checks))
-        else:
-            events.append(VerificationFailed(**fields, reason=outcome.failure, checks=outcome.checks))
+        events = _outcome_events(fields, outcome.port, outcome.checks, outcome.failure)
 
         async def lanes_after(conn: asyncpg.Connection) -> None:
             await self.routed.save(conn, target, outcome, strategy, route)
 
         await self._save(event, target, outcome.pid, "verified" if outcome.failure is None else "failed",
                          outcome.failure, events, slot_changed=False, also=lanes_after)
+
+    async def _claim(self, event: Event, target: Target, allocate: Callable[..., Awaitable[T]]) -> T | None:
+        """Open the deployment (deployment.started once) with what `allocate` gives the environment
+        (its slot, or its route and lanes); None if the order was handled before."""
+        async with self.runtime.pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval("select true from processed_events where event_id = $1", event.id):
+                return None
+            allocated = await allocate(conn, target.service, target.env, self.port_base)
+            if await repository.claim(conn, target):
+                await enqueue(conn, [self.runtime.event(DeploymentStarted(**self._fields(target)), event)])
+        self.runtime.relay.wake()
+        return allocated
 
     def _check_artifact(self, target: Target) -> None:
         path = self.drivers[target.driver].artifact_path(target.digest)
@@ -215,6 +214,13 @@ class DeployerHandlers:
         if root not in path.parents or not path.is_file():
             return None
         return path.read_text().strip()
+
+
+def _outcome_events(fields: dict, port: int, checks: dict[str, str], failure: str | None) -> list[EventData]:
+    """deployment.succeeded, then verification.passed or (with `failure` as the reason) verification.failed."""
+    verdict = VerificationPassed(**fields, checks=checks) if failure is None else \
+        VerificationFailed(**fields, reason=failure, checks=checks)
+    return [DeploymentSucceeded(**fields, port=port), verdict]
 
 
 class _ArtifactProblem(Exception):

@@ -5,6 +5,11 @@ import asyncpg
 from services.deployer.domain import Target
 
 
+def deploy_lock(service: str, env: str) -> str:
+    """The advisory-lock key held while anything changes what runs in an environment (one at a time)."""
+    return f"deploy:{service}:{env}"
+
+
 async def slot(conn: asyncpg.Connection, service: str, env: str, port_base: int) -> asyncpg.Record:
     """The environment's slot, allocating it a port of its own the first time."""
     row = await conn.fetchrow("select * from slots where service = $1 and env = $2", service, env)

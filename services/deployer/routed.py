@@ -22,7 +22,7 @@ from services.deployer.domain import LANES, Target, choose_lane, process_environ
     verification_failure
 from services.deployer.driver import LocalDriver
 from services.deployer.router import Backend, Router, RouterError
-from shared.pipeline import Analysis, BlueGreen, Canary, Strategy
+from shared.pipeline import Analysis, BlueGreen, Canary
 from shared.runtime import ServiceRuntime
 
 log = structlog.get_logger()
@@ -54,12 +54,7 @@ class RoutedDeployer:
         self.runtime, self.driver, self.router = runtime, driver, router
         self.port_base, self.resolve_secret = port_base, resolve_secret
 
-    async def lanes(self, target: Target) -> tuple[asyncpg.Record, dict[str, asyncpg.Record]]:
-        """The environment's route and lanes, allocated on first use."""
-        async with self.runtime.pool.acquire() as conn, conn.transaction():
-            return await repository.route(conn, target.service, target.env, self.port_base)
-
-    async def deploy(self, target: Target, strategy: Strategy, route: asyncpg.Record,
+    async def deploy(self, target: Target, strategy: BlueGreen | Canary, route: asyncpg.Record,
                      lanes: dict[str, asyncpg.Record]) -> Outcome:
         """Start (or find) the release in a lane, verify it there, then move the traffic to it."""
         live = route["live"]
@@ -173,7 +168,7 @@ class RoutedDeployer:
             return f"GET /version through the router failed: {type(error).__name__}"
         return "passed" if answered == version else f"the router answered version {answered!r}"
 
-    async def save(self, conn: asyncpg.Connection, target: Target, outcome: Outcome, strategy: Strategy,
+    async def save(self, conn: asyncpg.Connection, target: Target, outcome: Outcome, strategy: BlueGreen | Canary,
                    route) -> None:
         """Record the lanes after the deployment (in the transaction that saves its events)."""
         if outcome.failure is not None:
@@ -181,22 +176,13 @@ class RoutedDeployer:
                 await repository.set_lane(conn, target, outcome.lane, None, "failed")
             return
         previous = route["live"] if route["live"] != outcome.lane else None
-        retire_after = strategy.retire_after if isinstance(strategy, BlueGreen | Canary) else 0.0
-        await repository.switch(conn, target, outcome.lane, outcome.pid, previous, retire_after)
+        await repository.switch(conn, target, outcome.lane, outcome.pid, previous, strategy.retire_after)
 
-    async def retire_warm_lanes(self) -> None:
-        """Forever: stop the processes of lanes whose warm time is over."""
-        while True:
-            await asyncio.sleep(RETIRE_CHECK_SECONDS)
-            try:
-                await self._retire_due()
-            except (OSError, asyncpg.PostgresError) as error:
-                log.warning("lanes.retire_failed", error=str(error))
-
-    async def _retire_due(self) -> None:
+    async def retire_due(self) -> float:
+        """Stop the processes of lanes whose warm time is over; seconds until the next look."""
         async with self.runtime.pool.acquire() as conn:
             for lane in await repository.due_for_retirement(conn):
-                lock = f"deploy:{lane['service']}:{lane['env']}"
+                lock = repository.deploy_lock(lane["service"], lane["env"])
                 if not await conn.fetchval("select pg_try_advisory_lock(hashtext($1))", lock):
                     continue  # a deployment is busy in this environment; next time
                 try:
@@ -207,6 +193,7 @@ class RoutedDeployer:
                     log.info("lane.retired", service=lane["service"], env=lane["env"], lane=lane["lane"])
                 finally:
                     await conn.execute("select pg_advisory_unlock(hashtext($1))", lock)
+        return RETIRE_CHECK_SECONDS
 
 
 def runs_anything(running) -> bool:

@@ -14,7 +14,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
     """The gates app: judges promotions, requests the next environment after a verification, fires timers."""
     runtime = ServiceRuntime("gates", settings)
     handlers = GatesHandlers(runtime)
-    runtime.background(TimerLoop(runtime, handlers).run)
+    runtime.background("timers", TimerLoop(runtime, handlers).fire_due)
     runtime.consume(
         [topics.PIPELINES, topics.ARTIFACTS, topics.REQUESTS, topics.EVIDENCE, topics.OPERATIONS, topics.DEPLOYMENTS],
         handlers.handle,

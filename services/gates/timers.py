@@ -8,7 +8,6 @@ own code, sets or removes their timers and puts the verdicts in the outbox, all 
 transaction.
 """
 
-import asyncio
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -24,9 +23,8 @@ log = structlog.get_logger()
 
 
 class TimerLoop:
-    """Sleeps until the earliest timer is due (looking again at least every `max_sleep_s`), then fires it."""
-
-    name = "timers"
+    """Fires due timers; the runtime repeats `fire_due`, sleeping until the earliest timer is due
+    (looking again at least every `max_sleep_s`)."""
 
     def __init__(self, runtime: ServiceRuntime, handlers: GatesHandlers, *, max_sleep_s: float = 1.0,
                  batch: int = 100, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
@@ -35,20 +33,6 @@ class TimerLoop:
         self.max_sleep_s = max_sleep_s
         self.batch = batch
         self.clock = clock
-
-    async def run(self) -> None:
-        """Fire due timers until cancelled; a failing round is retried with backoff and shown on /health."""
-        delay = 0.2
-        while True:
-            try:
-                pause = await self.fire_due()
-                self.runtime.background_errors.pop(self.name, None)
-                delay = 0.2
-            except Exception as error:  # retried: the due timers are still in the table
-                self.runtime.background_errors[self.name] = f"{type(error).__name__}: {error}"
-                log.warning("timers.failed", error=self.runtime.background_errors[self.name], retry_in=delay)
-                pause, delay = delay, min(delay * 2, 5.0)
-            await asyncio.sleep(pause)
 
     async def fire_due(self) -> float:
         """Fire every timer due now in one transaction; returns the seconds to sleep before looking again."""
