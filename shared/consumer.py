@@ -1,21 +1,28 @@
-"""Turns one Kafka record into one effect: parse, dead-letter what is invalid, retry what failed.
+"""Turns Kafka records into effects: parse, dead-letter what is invalid, retry what failed.
 
 FastStream gives at-most-once by default and no dead-letter topic for Kafka, so
-subscribers run with manual acknowledgement and this runner decides:
+subscribers run with manual acknowledgement and this runner decides, per record:
 - invalid bytes (JSON, envelope, schema, unknown type) -> `promotion.dlq`, then commit;
 - a technical fault (database or broker unreachable) -> back off and re-read, forever;
 - any other error -> re-read up to `max_attempts` times, then dead-letter with the reason.
 The offset is committed only after the handler's transaction (state + outbox) committed.
+
+Records arrive in batches (what the consumer has fetched, up to a limit). A service whose
+handlers keep all their effects in the database runs a batch in one transaction (`Together`)
+and commits the batch's offsets once; when anything in that transaction fails, nothing of it
+is kept and the batch is run again record by record, with the policy above.
 """
 
 import asyncio
 import time
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
 import asyncpg
 import structlog
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from shared import metrics, topics
@@ -28,6 +35,8 @@ Position = tuple[str, int, int]
 current_position: ContextVar[Position] = ContextVar("current_position")
 """(topic, partition, offset) of the record being handled, for handlers that keep it (the ledger)."""
 PublishRaw = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[None]]
+Together = Callable[[list[Event]], AbstractAsyncContextManager[None]]
+"""Opens one transaction in which the handlers of these events run (see ServiceRuntime.together)."""
 TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.OperatorInterventionError,
              KafkaError, TimeoutError)
 
@@ -36,9 +45,10 @@ class RecordRunner:
     """Runs a handler for each record with the policy above; keeps figures for /health."""
 
     def __init__(self, consumer_name: str, handler: Handler, publish_raw: PublishRaw, *, max_attempts: int = 5,
-                 backoff_base_s: float = 0.1) -> None:
+                 backoff_base_s: float = 0.1, together: Together | None = None) -> None:
         self._consumer_name = consumer_name
         self._handler = handler
+        self._together = together
         self._publish_raw = publish_raw
         self._max_attempts = max_attempts
         self._backoff_base_s = backoff_base_s
@@ -65,6 +75,65 @@ class RecordRunner:
         except Exception as error:
             outages = self._outages[position] = self._outages.get(position, 0) + 1
             await self._retry_later(message, error, outages, transient=True)
+
+    async def run_batch(self, message) -> None:
+        """Process a FastStream batch (records grouped by partition, each partition in offset order)
+        and commit or re-read it; never raises (as `run`)."""
+        records: Sequence = message.raw_message
+        try:
+            if self._together is not None and await self._run_together(records):
+                await message.ack()
+                return
+            for index, record in enumerate(records):
+                structlog.contextvars.unbind_contextvars(*_RECORD_CONTEXT)  # the previous record's
+                one = _OneRecord(record)
+                await self.run(one)
+                if not one.done:  # it backed off already: keep what is done, read the rest again
+                    await _rewind(message.consumer, records[:index], records[index:])
+                    return
+            await message.ack()
+        except Exception as error:  # a commit or seek that failed: read the whole batch again
+            position = (records[0].topic, records[0].partition, records[0].offset)
+            outages = self._outages[position] = self._outages.get(position, 0) + 1
+            await self._retry_later(message, error, outages, transient=True)
+
+    async def _run_together(self, records: Sequence) -> bool:
+        """Run the handlers of every valid record in one transaction, then dead-letter the invalid ones.
+
+        False when the transaction failed (a handler error, a deadlock, an outage): nothing of it is
+        kept and nothing was dead-lettered, so the caller can run the records one by one."""
+        assert self._together is not None
+        valid: list[tuple[object, Event]] = []
+        invalid: list[tuple[object, str]] = []
+        for record in records:
+            try:
+                valid.append((record, parse_event(record.value or b"", expected_topic=record.topic)))
+            except InvalidEvent as error:
+                invalid.append((record, error.reason))
+        started = time.monotonic()
+        try:
+            async with self._together([event for _, event in valid]) if valid else _nothing():
+                for record, event in valid:
+                    structlog.contextvars.bind_contextvars(topic=record.topic, partition=record.partition,
+                                                           offset=record.offset)
+                    _bind(event)
+                    current_position.set((record.topic, record.partition, record.offset))
+                    await self._handler(event)
+        except Exception as error:  # run record by record: that path retries or dead-letters
+            log.info("batch.split", records=len(records), error=f"{type(error).__name__}: {error}")
+            return False
+        finally:
+            structlog.contextvars.unbind_contextvars(*_RECORD_CONTEXT)
+        for record, reason in invalid:
+            await self._dead_letter(record, reason)
+        for record, event in valid:
+            self._forget((record.topic, record.partition, record.offset))
+            metrics.EVENTS_HANDLED.labels(self._consumer_name, event.envelope.type).inc()
+        if valid:
+            metrics.HANDLER_SECONDS.labels(self._consumer_name).observe((time.monotonic() - started) / len(valid))
+        self.processed += len(valid)
+        self.last_error, self.failing_since = None, None
+        return True
 
     async def _process(self, message, record, position: Position) -> None:
         started = time.monotonic()
@@ -128,6 +197,43 @@ class RecordRunner:
         self.dead_lettered += 1
         metrics.EVENTS_DEAD_LETTERED.labels(self._consumer_name).inc()
         log.warning("event.dead_lettered", reason=reason)
+
+
+@asynccontextmanager
+async def _nothing():
+    yield
+
+
+class _OneRecord:
+    """One record of a batch, run on its own: acknowledging it only marks it done (the batch commits)."""
+
+    def __init__(self, record) -> None:
+        self.raw_message = record
+        self.body = record.value or b""
+        self.done = False
+
+    async def ack(self) -> None:
+        self.done = True
+
+    async def nack(self) -> None:
+        self.done = False
+
+
+async def _rewind(consumer, done: Sequence, again: Sequence) -> None:
+    """Commit the records that are done and seek each partition back to its first record not done."""
+    committed: dict[TopicPartition, int] = {}
+    for record in done:
+        committed[TopicPartition(record.topic, record.partition)] = record.offset + 1
+    if committed:
+        await consumer.commit(committed)
+    first: dict[TopicPartition, int] = {}
+    for record in again:
+        first.setdefault(TopicPartition(record.topic, record.partition), record.offset)
+    for partition, offset in first.items():
+        consumer.seek(partition, offset)
+
+
+_RECORD_CONTEXT = ("topic", "partition", "offset", "event_id", "event_type", "correlation_id", "env", "artifact")
 
 
 def _bind(event: Event) -> None:

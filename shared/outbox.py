@@ -85,6 +85,8 @@ class OutboxRelay:
                         [row["seq"] for row in rows],
                     )
                     sent += len(rows)
+                    if len(rows) < self._batch:
+                        break  # that was the last of them: no select that finds nothing
         self.published += sent
         metrics.OUTBOX_PUBLISHED.labels(self._service).inc(sent)
         return sent

@@ -10,7 +10,9 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from contextvars import ContextVar
 
 import asyncpg
 import structlog
@@ -32,6 +34,17 @@ from shared.settings import Settings
 log = structlog.get_logger()
 
 Work = Callable[[asyncpg.Connection], Awaitable[list[Event]]]
+
+
+class _Batch:
+    """The transaction a batch of records runs in, and what its handlers emitted."""
+
+    def __init__(self) -> None:
+        self.conn: asyncpg.Connection | None = None
+        self.emitted: list[Event] = []
+
+
+_batch: ContextVar[_Batch] = ContextVar("batch")
 
 
 async def _raw_body(message):
@@ -74,9 +87,14 @@ class ServiceRuntime:
         self._health_server: asyncio.AbstractServer | None = None
         self._started_at = time.monotonic()
 
-    def consume(self, topic_names: list[str], handler: Handler, *, description: str) -> None:
-        """Subscribe the service's consumer group to `topic_names`, committing only after `handler`."""
-        runner = RecordRunner(self.name, handler, self.publish_raw)
+    def consume(self, topic_names: list[str], handler: Handler, *, description: str, together: bool = True) -> None:
+        """Subscribe the service's consumer group to `topic_names`, committing only after `handler`.
+
+        `together`: the handler keeps every effect in the database (through `once`), so a batch of
+        records can run in one transaction. A handler with effects outside it (the deployer starts
+        processes) passes False: its records run one by one, and only the offset commit is shared.
+        """
+        runner = RecordRunner(self.name, handler, self.publish_raw, together=self.together if together else None)
         self.runners.append(runner)
         self.topic_names += topic_names
 
@@ -90,13 +108,16 @@ class ServiceRuntime:
             auto_offset_reset="earliest",
             decoder=_raw_body,
             max_poll_interval_ms=120_000,
+            batch=True,
+            max_records=self.settings.consumer_batch,
+            batch_timeout_ms=self.settings.consumer_wait_ms,
             title=f"{self.name}:consume",
             description=description,
         )
-        async def on_record(message: KafkaMessage) -> None:
+        async def on_records(message: KafkaMessage) -> None:
             try:
-                await runner.run(message)
-            finally:  # one record's log context never leaks into the next
+                await runner.run_batch(message)
+            finally:  # one batch's log context never leaks into the next
                 structlog.contextvars.clear_contextvars()
                 structlog.contextvars.bind_contextvars(service=self.name)
 
@@ -130,29 +151,72 @@ class ServiceRuntime:
             )
 
     async def once(self, event: Event, work: Work) -> bool:
-        """Run `work` and store its events in the outbox in one transaction, once per event id."""
+        """Run `work` and store its events in the outbox in one transaction, once per event id.
+
+        Inside `together` (a batch of records) the batch's transaction is that transaction."""
         assert self.pool is not None and self.relay is not None
+        batch = _batch.get(None)
+        if batch is not None:
+            emitted = await self._claim_and_work(batch.conn, event, work)
+            if emitted is None:
+                return False
+            batch.emitted += emitted
+            return True
         async with self.pool.acquire() as conn, conn.transaction():
             # One subject (service) at a time across this service's instances: two instances judging
             # facts of one subject from different partitions must not each miss the other's
             # uncommitted fact (e.g. a promotion request and its artifact's registration).
             await conn.execute("select pg_advisory_xact_lock(hashtext($1))", self.subject_lock(event.data.service))
-            claimed = await conn.fetchval(
-                "insert into processed_events (event_id, topic) values ($1, $2) "
-                "on conflict do nothing returning true",
-                event.id,
-                event.data.topic,
+            emitted = await self._claim_and_work(conn, event, work)
+        if emitted is None:
+            return False
+        self._emitted(emitted)
+        return True
+
+    @asynccontextmanager
+    async def together(self, events: list[Event]) -> AsyncIterator[None]:
+        """One transaction for the handlers of `events` (a batch of records): `once` joins it.
+
+        The subject locks of every event are taken first, in one order, so that two instances
+        never wait on each other; the emitted events reach the relay when the transaction commits.
+        """
+        assert self.pool is not None
+        batch = _Batch()
+        async with self.pool.acquire() as conn, conn.transaction():
+            subjects = sorted({self.subject_lock(event.data.service) for event in events})
+            await conn.execute(
+                "select count(pg_advisory_xact_lock(hashtext(k))) from (select unnest($1::text[]) as k order by 1) s",
+                subjects,
             )
-            if not claimed:
-                log.info("event.duplicate_ignored")
-                return False
-            emitted = await work(conn)
-            await enqueue(conn, emitted)
+            batch.conn = conn
+            token = _batch.set(batch)
+            try:
+                yield
+            finally:
+                _batch.reset(token)
+        self._emitted(batch.emitted)
+
+    async def _claim_and_work(self, conn: asyncpg.Connection, event: Event, work: Work) -> list[Event] | None:
+        """Claim the event id in the inbox and run `work` with its events into the outbox; None: seen before."""
+        claimed = await conn.fetchval(
+            "insert into processed_events (event_id, topic) values ($1, $2) on conflict do nothing returning true",
+            event.id,
+            event.data.topic,
+        )
+        if not claimed:
+            log.info("event.duplicate_ignored")
+            return None
+        emitted = await work(conn)
+        await enqueue(conn, emitted)
+        return emitted
+
+    def _emitted(self, emitted: list[Event]) -> None:
+        """Committed: wake the relay."""
         if emitted:
+            assert self.relay is not None
             self.relay.wake()
         for out in emitted:
             log.info("event.emitted", emitted_type=out.envelope.type, emitted_id=out.id)
-        return True
 
     def subject_lock(self, subject: str) -> str:
         """The advisory-lock key that serialises this service's work on one subject (a promoted service)."""

@@ -28,6 +28,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
         handlers.handle,
         description="gate.passed and rollback.ordered are the deployment orders; a pipeline.applied that "
                     "changes an environment's config redeploys what runs there with the new config.",
+        together=False,  # it starts and stops processes: each order commits on its own
     )
     runtime.background("retire-lanes", handlers.routed.retire_due)
     runtime.emits(DeploymentStarted, DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed)

@@ -4,6 +4,7 @@ The runner backs off with asyncio.sleep before every re-read (0.4 s, then 0.8 s,
 handler), so the retry tests take a few seconds of real time; they use few deliveries.
 """
 
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -190,3 +191,139 @@ async def test_technical_retries_do_not_use_up_the_attempts_of_a_handler_error()
     await runner.run(first_real_failure)
     assert first_real_failure.calls == ["nack"]
     assert publisher.published == []
+
+
+# Batches: what the consumer fetched, run in one transaction when the service can, record by record otherwise.
+
+class FakeConsumer:
+    """The parts of aiokafka's consumer the runner uses to keep what is done and read the rest again."""
+
+    def __init__(self) -> None:
+        self.commits: list[dict] = []
+        self.seeks: list[tuple] = []
+
+    async def commit(self, offsets: dict) -> None:
+        self.commits.append({(tp.topic, tp.partition): offset for tp, offset in offsets.items()})
+
+    def seek(self, partition, offset: int) -> None:
+        self.seeks.append(((partition.topic, partition.partition), offset))
+
+
+class FakeBatch:
+    """A FastStream batch message: records grouped by partition, with manual acknowledgement."""
+
+    def __init__(self, records: list[FakeRecord]) -> None:
+        self.raw_message = tuple(records)
+        self.body = [record.value for record in records]
+        self.consumer = FakeConsumer()
+        self.calls: list[str] = []
+
+    async def ack(self) -> None:
+        self.calls.append("ack")
+
+    async def nack(self) -> None:
+        self.calls.append("nack")
+
+
+class FakeTogether:
+    """Stands in for ServiceRuntime.together: notes each transaction, and whether it committed."""
+
+    def __init__(self) -> None:
+        self.transactions: list[tuple[list[str], str]] = []
+
+    @asynccontextmanager
+    async def __call__(self, events: list[Event]):
+        ids = [event.id for event in events]
+        try:
+            yield
+        except BaseException:
+            self.transactions.append((ids, "rolled back"))
+            raise
+        self.transactions.append((ids, "committed"))
+
+
+def request(event_id: str, version: str) -> bytes:
+    return new_event(PromotionRequested(service="payments", version=version, digest=DIGEST, env="dev"),
+                     source="intake", event_id=event_id).to_bytes()
+
+
+def records(*values: bytes, partitions=(0, 0, 1, 1)) -> list[FakeRecord]:
+    """Records on promotion.requests: two partitions, each in offset order (as FastStream hands them)."""
+    return [FakeRecord(topics.REQUESTS, partition, 10 + index, b"payments", value)
+            for index, (partition, value) in enumerate(zip(partitions, values))]
+
+
+class FailOn(FakeHandler):
+    """Fails on the events whose id is in `failing`, handles the others."""
+
+    def __init__(self, *failing: str, error: Exception | None = None) -> None:
+        super().__init__()
+        self.failing = set(failing)
+        self.failure = error or ValueError("no such release")
+
+    async def __call__(self, event: Event) -> None:
+        self.handled.append(event)
+        if event.id in self.failing:
+            raise self.failure
+
+
+async def test_a_batch_runs_in_one_transaction_then_dead_letters_the_invalid_and_commits_once():
+    handler, publisher, together = FakeHandler(), FakePublisher(), FakeTogether()
+    runner = RecordRunner("gates", handler, publisher.publish_raw, together=together, backoff_base_s=0.01)
+    batch = FakeBatch(records(request("a", "1.0.0"), b"{not json", request("b", "1.0.1")))
+    await runner.run_batch(batch)
+    assert together.transactions == [(["a", "b"], "committed")]
+    assert [event.id for event in handler.handled] == ["a", "b"]
+    assert [(topic, value) for topic, _, value, _ in publisher.published] == [("promotion.dlq", b"{not json")]
+    assert batch.calls == ["ack"] and batch.consumer.commits == [] and batch.consumer.seeks == []
+    assert (runner.processed, runner.dead_lettered) == (2, 1)
+
+
+async def test_a_failing_transaction_keeps_nothing_then_the_records_run_one_by_one():
+    handler, publisher, together = FailOn("c"), FakePublisher(), FakeTogether()
+    runner = RecordRunner("gates", handler, publisher.publish_raw, together=together, backoff_base_s=0.01)
+    batch = FakeBatch(records(request("a", "1.0.0"), b"{not json", request("c", "1.0.2"), request("d", "1.0.3")))
+    await runner.run_batch(batch)
+    assert together.transactions == [(["a", "c", "d"], "rolled back")]
+    # One by one: a handled, the invalid record dead-lettered (once), c failed: a and the dead letter
+    # (both on partition 0) are committed, partition 1 is read again from c; d was not reached.
+    assert [event.id for event in handler.handled] == ["a", "c", "a", "c"]
+    assert [(topic, value) for topic, _, value, _ in publisher.published] == [("promotion.dlq", b"{not json")]
+    assert batch.consumer.commits == [{(topics.REQUESTS, 0): 12}]
+    assert batch.consumer.seeks == [((topics.REQUESTS, 1), 12)]
+    assert batch.calls == []
+    assert runner.last_error == "ValueError: no such release"
+
+
+async def test_a_record_that_keeps_failing_in_a_batch_is_dead_lettered_and_the_rest_handled():
+    handler, publisher = FailOn("a"), FakePublisher()
+    runner = RecordRunner("gates", handler, publisher.publish_raw, together=FakeTogether(), max_attempts=2,
+                          backoff_base_s=0.01)
+    values = (request("a", "1.0.0"), request("b", "1.0.1"))
+    first, second = FakeBatch(records(*values)), FakeBatch(records(*values))  # read again after the rewind
+    await runner.run_batch(first)
+    assert first.consumer.seeks == [((topics.REQUESTS, 0), 10)] and first.consumer.commits == []
+    await runner.run_batch(second)
+    assert [topic for topic, *_ in publisher.published] == ["promotion.dlq"]
+    assert "handler failed 2 times" in publisher.published[0][3]["dlq.reason"]
+    assert second.calls == ["ack"]
+    assert runner.processed == 1
+
+
+async def test_without_a_shared_transaction_each_record_runs_alone_and_the_batch_commits_once():
+    handler, publisher = FakeHandler(), FakePublisher()
+    runner = a_runner(handler, publisher)
+    batch = FakeBatch(records(request("a", "1.0.0"), request("b", "1.0.1"), request("c", "1.0.2")))
+    await runner.run_batch(batch)
+    assert [event.id for event in handler.handled] == ["a", "b", "c"]
+    assert batch.calls == ["ack"] and batch.consumer.commits == []
+
+
+async def test_a_batch_of_invalid_records_opens_no_transaction():
+    handler, publisher, together = FakeHandler(), FakePublisher(), FakeTogether()
+    runner = RecordRunner("gates", handler, publisher.publish_raw, together=together)
+    batch = FakeBatch(records(b"{", b"[]"))
+    await runner.run_batch(batch)
+    assert together.transactions == [] and handler.handled == []
+    assert [value for _, _, value, _ in publisher.published] == [b"{", b"[]"]
+    assert batch.calls == ["ack"]
