@@ -45,10 +45,11 @@ class RecordRunner:
     """Runs a handler for each record with the policy above; keeps figures for /health."""
 
     def __init__(self, consumer_name: str, handler: Handler, publish_raw: PublishRaw, *, max_attempts: int = 5,
-                 backoff_base_s: float = 0.1, together: Together | None = None) -> None:
+                 backoff_base_s: float = 0.1, together: Together | None = None, lanes: int = 1) -> None:
         self._consumer_name = consumer_name
         self._handler = handler
         self._together = together
+        self._lanes = lanes
         self._publish_raw = publish_raw
         self._max_attempts = max_attempts
         self._backoff_base_s = backoff_base_s
@@ -84,18 +85,42 @@ class RecordRunner:
             if self._together is not None and await self._run_together(records):
                 await message.ack()
                 return
-            for index, record in enumerate(records):
-                structlog.contextvars.unbind_contextvars(*_RECORD_CONTEXT)  # the previous record's
-                one = _OneRecord(record)
-                await self.run(one)
-                if not one.done:  # it backed off already: keep what is done, read the rest again
-                    await _rewind(message.consumer, records[:index], records[index:])
-                    return
-            await message.ack()
+            done = [False] * len(records)
+            if self._lanes > 1:
+                await self._run_in_lanes(records, done)
+            else:
+                await self._run_in_order(records, range(len(records)), done)
+            if all(done):
+                await message.ack()
+            else:  # a record backed off already: keep what is done, read the rest again
+                await _rewind(message.consumer, records, done)
         except Exception as error:  # a commit or seek that failed: read the whole batch again
             position = (records[0].topic, records[0].partition, records[0].offset)
             outages = self._outages[position] = self._outages.get(position, 0) + 1
             await self._retry_later(message, error, outages, transient=True)
+
+    async def _run_in_order(self, records: Sequence, indexes, done: list[bool]) -> None:
+        """Run these records one by one, marking each done; stop at the first that must be read again."""
+        for index in indexes:
+            structlog.contextvars.unbind_contextvars(*_RECORD_CONTEXT)  # the previous record's
+            one = _OneRecord(records[index])
+            await self.run(one)
+            done[index] = one.done
+            if not one.done:
+                return
+
+    async def _run_in_lanes(self, records: Sequence, done: list[bool]) -> None:
+        """Records with one key (one promoted service) in order; up to `lanes` keys at once."""
+        lanes: dict[bytes | None, list[int]] = {}
+        for index, record in enumerate(records):
+            lanes.setdefault(record.key, []).append(index)
+        room = asyncio.Semaphore(self._lanes)
+
+        async def lane(indexes: list[int]) -> None:
+            async with room:
+                await self._run_in_order(records, indexes, done)
+
+        await asyncio.gather(*(lane(indexes) for indexes in lanes.values()))
 
     async def _run_together(self, records: Sequence) -> bool:
         """Run the handlers of every valid record in one transaction, then dead-letter the invalid ones.
@@ -219,16 +244,22 @@ class _OneRecord:
         self.done = False
 
 
-async def _rewind(consumer, done: Sequence, again: Sequence) -> None:
-    """Commit the records that are done and seek each partition back to its first record not done."""
+async def _rewind(consumer, records: Sequence, done: list[bool]) -> None:
+    """Seek each partition back to its first record not done, and commit the records done before it.
+
+    Records done after it (another lane's) are read again too: their handlers see their ids again
+    and do nothing."""
+    first: dict[TopicPartition, int] = {}
+    for record, finished in zip(records, done):
+        if not finished:
+            first.setdefault(TopicPartition(record.topic, record.partition), record.offset)
     committed: dict[TopicPartition, int] = {}
-    for record in done:
-        committed[TopicPartition(record.topic, record.partition)] = record.offset + 1
+    for record, finished in zip(records, done):
+        partition = TopicPartition(record.topic, record.partition)
+        if finished and record.offset < first.get(partition, record.offset + 1):
+            committed[partition] = record.offset + 1
     if committed:
         await consumer.commit(committed)
-    first: dict[TopicPartition, int] = {}
-    for record in again:
-        first.setdefault(TopicPartition(record.topic, record.partition), record.offset)
     for partition, offset in first.items():
         consumer.seek(partition, offset)
 

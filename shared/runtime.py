@@ -78,6 +78,7 @@ class ServiceRuntime:
             specification=AsyncAPI(self.broker, title=f"promote {name}", version="0.1.0"),
         )
         self.pool: asyncpg.Pool | None = None
+        self.pool_size = 4
         self.relay: OutboxRelay | None = None
         self.runners: list[RecordRunner] = []
         self._tasks: list[asyncio.Task] = []
@@ -87,14 +88,19 @@ class ServiceRuntime:
         self._health_server: asyncio.AbstractServer | None = None
         self._started_at = time.monotonic()
 
-    def consume(self, topic_names: list[str], handler: Handler, *, description: str, together: bool = True) -> None:
+    def consume(self, topic_names: list[str], handler: Handler, *, description: str, together: bool = True,
+                lanes: int = 1) -> None:
         """Subscribe the service's consumer group to `topic_names`, committing only after `handler`.
 
         `together`: the handler keeps every effect in the database (through `once`), so a batch of
         records can run in one transaction. A handler with effects outside it (the deployer starts
-        processes) passes False: its records run one by one, and only the offset commit is shared.
+        processes) passes False: its records run one by one, and only the offset commit is shared;
+        with `lanes` > 1 the records of up to that many promoted services run at once (each
+        service's in order), and the pool grows so that each lane can hold two connections.
         """
-        runner = RecordRunner(self.name, handler, self.publish_raw, together=self.together if together else None)
+        runner = RecordRunner(self.name, handler, self.publish_raw, together=self.together if together else None,
+                              lanes=1 if together else lanes)
+        self.pool_size = max(self.pool_size, 2 * lanes + 2)
         self.runners.append(runner)
         self.topic_names += topic_names
 
@@ -258,7 +264,7 @@ class ServiceRuntime:
 
     async def _start(self) -> None:
         configure_logging(self.name)
-        self.pool = await connect(self.settings.database_url, self.name)
+        self.pool = await connect(self.settings.database_url, self.name, max_size=self.pool_size)
         applied = await migrate(self.pool, self.name, self.migrations_package)
         log.info("service.starting", migrations_applied=applied, instance=self.instance)
         if COMMON_MIGRATION_NAME in applied:  # a new schema: rebuild the state from the topics

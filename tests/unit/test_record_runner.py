@@ -4,6 +4,7 @@ The runner backs off with asyncio.sleep before every re-read (0.4 s, then 0.8 s,
 handler), so the retry tests take a few seconds of real time; they use few deliveries.
 """
 
+import asyncio
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
@@ -327,3 +328,49 @@ async def test_a_batch_of_invalid_records_opens_no_transaction():
     assert together.transactions == [] and handler.handled == []
     assert [value for _, _, value, _ in publisher.published] == [b"{", b"[]"]
     assert batch.calls == ["ack"]
+
+
+def keyed(*items: tuple[str, bytes]) -> list[FakeRecord]:
+    """Records on one partition, each (key, value), in offset order from 10."""
+    return [FakeRecord(topics.REQUESTS, 0, 10 + index, key.encode(), value)
+            for index, (key, value) in enumerate(items)]
+
+
+async def test_lanes_run_the_records_of_different_services_at_once():
+    other_handled = asyncio.Event()
+
+    class WaitsForTheOtherService(FakeHandler):
+        async def __call__(self, event: Event) -> None:
+            self.handled.append(event)
+            if event.id == "a":  # a (payments) can only finish once b (billing) ran alongside it
+                await asyncio.wait_for(other_handled.wait(), timeout=2)
+            else:
+                other_handled.set()
+
+    handler, publisher = WaitsForTheOtherService(), FakePublisher()
+    runner = RecordRunner("deployer", handler, publisher.publish_raw, lanes=2, backoff_base_s=0.01)
+    batch = FakeBatch(keyed(("payments", request("a", "1.0.0")), ("billing", request("b", "1.0.1"))))
+    await runner.run_batch(batch)
+    assert batch.calls == ["ack"] and runner.processed == 2 and runner.last_error is None
+
+
+async def test_a_failing_lane_stops_its_service_only_and_its_partition_is_read_again_from_there():
+    handler, publisher = FailOn("a"), FakePublisher()
+    runner = RecordRunner("deployer", handler, publisher.publish_raw, lanes=4, backoff_base_s=0.01)
+    batch = FakeBatch(keyed(("payments", request("a", "1.0.0")), ("billing", request("b", "1.0.1")),
+                            ("payments", request("c", "1.0.2"))))
+    await runner.run_batch(batch)
+    assert sorted(event.id for event in handler.handled) == ["a", "b"]  # c waits behind a, in order
+    assert batch.consumer.seeks == [((topics.REQUESTS, 0), 10)]
+    assert batch.consumer.commits == []  # b is done, but sits after a: it is read again and skipped then
+    assert batch.calls == []
+
+
+async def test_records_done_before_the_first_failure_of_their_partition_are_committed():
+    handler, publisher = FailOn("c"), FakePublisher()
+    runner = RecordRunner("deployer", handler, publisher.publish_raw, lanes=4, backoff_base_s=0.01)
+    batch = FakeBatch(keyed(("payments", request("a", "1.0.0")), ("billing", request("b", "1.0.1")),
+                            ("payments", request("c", "1.0.2"))))
+    await runner.run_batch(batch)
+    assert batch.consumer.commits == [{(topics.REQUESTS, 0): 12}]
+    assert batch.consumer.seeks == [((topics.REQUESTS, 0), 12)]
