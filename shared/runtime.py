@@ -22,7 +22,7 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from faststream.specification import AsyncAPI
 
-from shared.consumer import Handler, RecordRunner
+from shared.consumer import Fetched, Handler, RecordRunner
 from shared.db import COMMON_MIGRATION_NAME, connect, migrate
 from shared.events import Event, EventData, new_event
 from shared.health import serve_health
@@ -114,15 +114,12 @@ class ServiceRuntime:
             auto_offset_reset="earliest",
             decoder=_raw_body,
             max_poll_interval_ms=120_000,
-            batch=True,
-            max_records=self.settings.consumer_batch,
-            batch_timeout_ms=self.settings.consumer_wait_ms,
             title=f"{self.name}:consume",
             description=description,
         )
-        async def on_records(message: KafkaMessage) -> None:
+        async def on_record(message: KafkaMessage) -> None:
             try:
-                await runner.run_batch(message)
+                await runner.run_batch(await Fetched.behind(message, self.settings.consumer_batch))
             finally:  # one batch's log context never leaks into the next
                 structlog.contextvars.clear_contextvars()
                 structlog.contextvars.bind_contextvars(service=self.name)

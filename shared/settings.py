@@ -21,10 +21,8 @@ class Settings(BaseSettings):
     topic_partitions: int = Field(3, ge=1, le=64)
     """Partitions of each event topic the stack creates (or raises an existing topic to; never fewer)."""
     consumer_batch: int = Field(100, ge=1, le=10_000)
-    """Most records a service handles in one go (one transaction and one offset commit when it can)."""
-    consumer_wait_ms: int = Field(5, ge=1, le=1_000)
-    """How long a consumer waits for records; when none came, FastStream's batch loop pauses as long before
-    it asks again, so this is the most an idle service adds to the latency of the record that wakes it."""
+    """Most records a service handles in one go (one transaction and one offset commit when it can): the
+    record that woke it and what the consumer had already fetched behind it."""
 
     @property
     def store_dir(self) -> Path:

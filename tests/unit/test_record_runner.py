@@ -13,7 +13,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from shared import topics
-from shared.consumer import RecordRunner
+from shared.consumer import Fetched, RecordRunner
 from shared.events import Event, PromotionRequested, new_event
 
 DIGEST = "sha256:" + "a" * 64
@@ -374,3 +374,41 @@ async def test_records_done_before_the_first_failure_of_their_partition_are_comm
     await runner.run_batch(batch)
     assert batch.consumer.commits == [{(topics.REQUESTS, 0): 12}]
     assert batch.consumer.seeks == [((topics.REQUESTS, 0), 12)]
+
+
+class BufferingConsumer(FakeConsumer):
+    """A consumer that has `buffered` records fetched already, by partition."""
+
+    def __init__(self, buffered: dict) -> None:
+        super().__init__()
+        self.buffered = buffered
+        self.asked: list[tuple[int, int]] = []
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict:
+        self.asked.append((timeout_ms, max_records))
+        return self.buffered
+
+
+class Delivered(FakeMessage):
+    """FastStream's message for the record that woke the service, with its consumer."""
+
+    def __init__(self, record: FakeRecord, consumer: FakeConsumer) -> None:
+        super().__init__(record.value or b"", topic=record.topic, partition=record.partition, offset=record.offset)
+        self.consumer = consumer
+
+
+async def test_a_batch_is_the_delivered_record_and_what_was_fetched_behind_it_without_waiting():
+    first, *rest = records(request("a", "1"), request("b", "2"), request("c", "3"), request("d", "4"))
+    consumer = BufferingConsumer({"p0": [rest[0]], "p1": rest[1:]})
+    fetched = await Fetched.behind(Delivered(first, consumer), limit=100)
+    assert [record.offset for record in fetched.raw_message] == [10, 11, 12, 13]
+    assert consumer.asked == [(0, 99)]
+    await fetched.nack()  # read it all again: each partition back to its first record of the batch
+    assert consumer.seeks == [((topics.REQUESTS, 0), 10), ((topics.REQUESTS, 1), 12)]
+
+
+async def test_a_batch_limit_of_one_takes_only_the_delivered_record():
+    first = records(request("a", "1"))[0]
+    consumer = BufferingConsumer({"p0": records(request("b", "2"))})
+    fetched = await Fetched.behind(Delivered(first, consumer), limit=1)
+    assert fetched.raw_message == (first,) and consumer.asked == []
