@@ -37,6 +37,8 @@ current_position: ContextVar[Position] = ContextVar("current_position")
 PublishRaw = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[None]]
 Together = Callable[[list[Event]], AbstractAsyncContextManager[None]]
 """Opens one transaction in which the handlers of these events run (see ServiceRuntime.together)."""
+Prepare = Callable[[list[Event]], Awaitable[None]]
+"""Work a handler can do for a whole batch before its transaction opens (intake copies artifacts)."""
 TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.OperatorInterventionError,
              KafkaError, TimeoutError)
 
@@ -45,10 +47,12 @@ class RecordRunner:
     """Runs a handler for each record with the policy above; keeps figures for /health."""
 
     def __init__(self, consumer_name: str, handler: Handler, publish_raw: PublishRaw, *, max_attempts: int = 5,
-                 backoff_base_s: float = 0.1, together: Together | None = None, lanes: int = 1) -> None:
+                 backoff_base_s: float = 0.1, together: Together | None = None, lanes: int = 1,
+                 prepare: Prepare | None = None) -> None:
         self._consumer_name = consumer_name
         self._handler = handler
         self._together = together
+        self._prepare = prepare
         self._lanes = lanes
         self._publish_raw = publish_raw
         self._max_attempts = max_attempts
@@ -137,6 +141,8 @@ class RecordRunner:
                 invalid.append((record, error.reason))
         started = time.monotonic()
         try:
+            if self._prepare is not None and valid:
+                await self._prepare([event for _, event in valid])
             async with self._together([event for _, event in valid]) if valid else _nothing():
                 for record, event in valid:
                     structlog.contextvars.bind_contextvars(topic=record.topic, partition=record.partition,

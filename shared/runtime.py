@@ -22,7 +22,7 @@ from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
 from faststream.specification import AsyncAPI
 
-from shared.consumer import Fetched, Handler, RecordRunner
+from shared.consumer import Fetched, Handler, Prepare, RecordRunner
 from shared.db import COMMON_MIGRATION_NAME, connect, migrate
 from shared.events import Event, EventData, new_event
 from shared.health import serve_health
@@ -89,7 +89,7 @@ class ServiceRuntime:
         self._started_at = time.monotonic()
 
     def consume(self, topic_names: list[str], handler: Handler, *, description: str, together: bool = True,
-                lanes: int = 1) -> None:
+                lanes: int = 1, prepare: Prepare | None = None) -> None:
         """Subscribe the service's consumer group to `topic_names`, committing only after `handler`.
 
         `together`: the handler keeps every effect in the database (through `once`), so a batch of
@@ -97,9 +97,10 @@ class ServiceRuntime:
         processes) passes False: its records run one by one, and only the offset commit is shared;
         with `lanes` > 1 the records of up to that many promoted services run at once (each
         service's in order), and the pool grows so that each lane can hold two connections.
+        `prepare(events)` runs before a batch's transaction, for work that need not hold it.
         """
         runner = RecordRunner(self.name, handler, self.publish_raw, together=self.together if together else None,
-                              lanes=1 if together else lanes)
+                              lanes=1 if together else lanes, prepare=prepare)
         self.pool_size = max(self.pool_size, 2 * lanes + 2)
         self.runners.append(runner)
         self.topic_names += topic_names

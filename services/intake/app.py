@@ -18,6 +18,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
         [topics.BUILDS, topics.PIPELINES],
         handlers.handle,
         description="build.completed from CI; pipeline.applied to learn each service's first environment.",
+        prepare=handlers.prepare,
     )
     runtime.emits(ArtifactRegistered, ArtifactRejected, PromotionRequested)
     return runtime.app

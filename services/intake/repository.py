@@ -10,6 +10,16 @@ async def registered_digest(conn: asyncpg.Connection, service: str, version: str
     return await conn.fetchval("select digest from artifacts where service = $1 and version = $2", service, version)
 
 
+async def registered(conn: asyncpg.Connection, releases: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (service, version) pairs are registered already."""
+    rows = await conn.fetch(
+        "select service, version from artifacts where (service, version) in "
+        "(select * from unnest($1::text[], $2::text[]))",
+        [service for service, _ in releases], [version for _, version in releases],
+    )
+    return {(row["service"], row["version"]) for row in rows}
+
+
 async def first_env(conn: asyncpg.Connection, service: str) -> str | None:
     """The first environment of the service's latest applied pipeline, if one was applied."""
     return await conn.fetchval("select first_env from pipelines where service = $1", service)

@@ -412,3 +412,22 @@ async def test_a_batch_limit_of_one_takes_only_the_delivered_record():
     consumer = BufferingConsumer({"p0": records(request("b", "2"))})
     fetched = await Fetched.behind(Delivered(first, consumer), limit=1)
     assert fetched.raw_message == (first,) and consumer.asked == []
+
+
+async def test_prepare_sees_the_valid_events_before_the_transaction_and_its_failure_means_one_by_one():
+    prepared: list[list[str]] = []
+
+    async def prepare(events: list[Event]) -> None:
+        prepared.append([event.id for event in events])
+        if len(prepared) == 1:
+            raise OSError("disk full")
+
+    values = (request("a", "1.0.0"), b"{", request("b", "1.0.1"))
+    handler, publisher, together = FakeHandler(), FakePublisher(), FakeTogether()
+    runner = RecordRunner("intake", handler, publisher.publish_raw, together=together, prepare=prepare)
+    first = FakeBatch(records(*values))
+    await runner.run_batch(first)
+    assert prepared == [["a", "b"]] and together.transactions == []  # no transaction was opened
+    assert [event.id for event in handler.handled] == ["a", "b"] and first.calls == ["ack"]  # one by one
+    await runner.run_batch(FakeBatch(records(*values)))
+    assert prepared == [["a", "b"], ["a", "b"]] and together.transactions == [(["a", "b"], "committed")]
