@@ -7,10 +7,12 @@ subscribers run with manual acknowledgement and this runner decides, per record:
 - any other error -> re-read up to `max_attempts` times, then dead-letter with the reason.
 The offset is committed only after the handler's transaction (state + outbox) committed.
 
-Records arrive in batches (what the consumer has fetched, up to a limit). A service whose
-handlers keep all their effects in the database runs a batch in one transaction (`Together`)
-and commits the batch's offsets once; when anything in that transaction fails, nothing of it
-is kept and the batch is run again record by record, with the policy above.
+Records arrive in batches (`Fetched`: the record FastStream delivered and what the consumer had
+fetched behind it, up to a limit). A service whose handlers keep all their effects in the
+database runs a batch in one transaction (`Together`) and commits the batch's offsets once; when
+anything in that transaction fails, nothing of it is kept and the batch is run again record by
+record, with the policy above. Other services (the deployer) run a batch record by record, the
+records of several keys (promoted services) at once, and commit once.
 """
 
 import asyncio
@@ -47,13 +49,13 @@ class RecordRunner:
     """Runs a handler for each record with the policy above; keeps figures for /health."""
 
     def __init__(self, consumer_name: str, handler: Handler, publish_raw: PublishRaw, *, max_attempts: int = 5,
-                 backoff_base_s: float = 0.1, together: Together | None = None, lanes: int = 1,
+                 backoff_base_s: float = 0.1, together: Together | None = None, keys_at_once: int = 1,
                  prepare: Prepare | None = None) -> None:
         self._consumer_name = consumer_name
         self._handler = handler
         self._together = together
         self._prepare = prepare
-        self._lanes = lanes
+        self._keys_at_once = keys_at_once
         self._publish_raw = publish_raw
         self._max_attempts = max_attempts
         self._backoff_base_s = backoff_base_s
@@ -90,8 +92,8 @@ class RecordRunner:
                 await message.ack()
                 return
             done = [False] * len(records)
-            if self._lanes > 1:
-                await self._run_in_lanes(records, done)
+            if self._keys_at_once > 1:
+                await self._run_by_key(records, done)
             else:
                 await self._run_in_order(records, range(len(records)), done)
             if all(done):
@@ -113,18 +115,18 @@ class RecordRunner:
             if not one.done:
                 return
 
-    async def _run_in_lanes(self, records: Sequence, done: list[bool]) -> None:
-        """Records with one key (one promoted service) in order; up to `lanes` keys at once."""
-        lanes: dict[bytes | None, list[int]] = {}
+    async def _run_by_key(self, records: Sequence, done: list[bool]) -> None:
+        """Records with one key (one promoted service) in order; up to `keys_at_once` keys at once."""
+        by_key: dict[bytes | None, list[int]] = {}
         for index, record in enumerate(records):
-            lanes.setdefault(record.key, []).append(index)
-        room = asyncio.Semaphore(self._lanes)
+            by_key.setdefault(record.key, []).append(index)
+        room = asyncio.Semaphore(self._keys_at_once)
 
-        async def lane(indexes: list[int]) -> None:
+        async def one_key(indexes: list[int]) -> None:
             async with room:
                 await self._run_in_order(records, indexes, done)
 
-        await asyncio.gather(*(lane(indexes) for indexes in lanes.values()))
+        await asyncio.gather(*(one_key(indexes) for indexes in by_key.values()))
 
     async def _run_together(self, records: Sequence) -> bool:
         """Run the handlers of every valid record in one transaction, then dead-letter the invalid ones.
@@ -287,7 +289,7 @@ class _OneRecord:
 async def _rewind(consumer, records: Sequence, done: list[bool]) -> None:
     """Seek each partition back to its first record not done, and commit the records done before it.
 
-    Records done after it (another lane's) are read again too: their handlers see their ids again
+    Records done after it (another key's) are read again too: their handlers see their ids again
     and do nothing."""
     first: dict[TopicPartition, int] = {}
     for record, finished in zip(records, done):

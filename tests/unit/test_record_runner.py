@@ -336,7 +336,7 @@ def keyed(*items: tuple[str, bytes]) -> list[FakeRecord]:
             for index, (key, value) in enumerate(items)]
 
 
-async def test_lanes_run_the_records_of_different_services_at_once():
+async def test_the_records_of_different_services_run_at_once():
     other_handled = asyncio.Event()
 
     class WaitsForTheOtherService(FakeHandler):
@@ -348,15 +348,15 @@ async def test_lanes_run_the_records_of_different_services_at_once():
                 other_handled.set()
 
     handler, publisher = WaitsForTheOtherService(), FakePublisher()
-    runner = RecordRunner("deployer", handler, publisher.publish_raw, lanes=2, backoff_base_s=0.01)
+    runner = RecordRunner("deployer", handler, publisher.publish_raw, keys_at_once=2, backoff_base_s=0.01)
     batch = FakeBatch(keyed(("payments", request("a", "1.0.0")), ("billing", request("b", "1.0.1"))))
     await runner.run_batch(batch)
     assert batch.calls == ["ack"] and runner.processed == 2 and runner.last_error is None
 
 
-async def test_a_failing_lane_stops_its_service_only_and_its_partition_is_read_again_from_there():
+async def test_a_failing_record_stops_its_service_only_and_its_partition_is_read_again_from_there():
     handler, publisher = FailOn("a"), FakePublisher()
-    runner = RecordRunner("deployer", handler, publisher.publish_raw, lanes=4, backoff_base_s=0.01)
+    runner = RecordRunner("deployer", handler, publisher.publish_raw, keys_at_once=4, backoff_base_s=0.01)
     batch = FakeBatch(keyed(("payments", request("a", "1.0.0")), ("billing", request("b", "1.0.1")),
                             ("payments", request("c", "1.0.2"))))
     await runner.run_batch(batch)
@@ -368,7 +368,7 @@ async def test_a_failing_lane_stops_its_service_only_and_its_partition_is_read_a
 
 async def test_records_done_before_the_first_failure_of_their_partition_are_committed():
     handler, publisher = FailOn("c"), FakePublisher()
-    runner = RecordRunner("deployer", handler, publisher.publish_raw, lanes=4, backoff_base_s=0.01)
+    runner = RecordRunner("deployer", handler, publisher.publish_raw, keys_at_once=4, backoff_base_s=0.01)
     batch = FakeBatch(keyed(("payments", request("a", "1.0.0")), ("billing", request("b", "1.0.1")),
                             ("payments", request("c", "1.0.2"))))
     await runner.run_batch(batch)
