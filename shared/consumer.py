@@ -87,6 +87,7 @@ class RecordRunner:
         """Process a batch (`Fetched`: each partition's records in offset order) and commit it, or
         keep what is done and read the rest again; never raises (as `run`)."""
         records: Sequence = message.raw_message
+        metrics.BATCH_RECORDS.labels(self._consumer_name).observe(len(records))
         try:
             if self._together is not None and await self._run_together(records):
                 await message.ack()
@@ -154,6 +155,7 @@ class RecordRunner:
                     await self._handler(event)
         except Exception as error:  # run record by record: that path retries or dead-letters
             log.info("batch.split", records=len(records), error=f"{type(error).__name__}: {error}")
+            metrics.BATCHES_SPLIT.labels(self._consumer_name).inc()
             return False
         finally:
             structlog.contextvars.unbind_contextvars(*_RECORD_CONTEXT)

@@ -12,3 +12,7 @@ HANDLER_SECONDS = Histogram("promote_handler_seconds", "Time from a record's del
 OUTBOX_PUBLISHED = Counter("promote_outbox_published_total", "Outbox rows published to Kafka", ["service"])
 TIMER_LATENESS_SECONDS = Histogram("promote_timer_lateness_seconds", "How long after its due time a timer fired",
                                    ["service"], buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 30, 300))
+BATCH_RECORDS = Histogram("promote_batch_records", "Records per batch a consumer handled (one when it keeps up)",
+                          ["consumer"], buckets=(1, 2, 5, 10, 25, 50, 100, 250, 1000))
+BATCHES_SPLIT = Counter("promote_batches_split_total",
+                        "Batches whose shared transaction failed and that ran again record by record", ["consumer"])

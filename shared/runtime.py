@@ -184,8 +184,8 @@ class ServiceRuntime:
     async def together(self, events: list[Event]) -> AsyncIterator[None]:
         """One transaction for the handlers of `events` (a batch of records): `once` joins it.
 
-        The subject locks of every event are taken first, in one order, so that two instances
-        never wait on each other; the emitted events reach the relay when the transaction commits.
+        The subject locks of every event are taken first, sorted, so that two instances never wait
+        on each other in a cycle; the emitted events reach the relay when the transaction commits.
         """
         assert self.pool is not None
         batch = _Batch()

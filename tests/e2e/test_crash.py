@@ -3,8 +3,12 @@
 import asyncio
 import json
 import os
+import re
 
+import httpx
 import pytest
+
+import devstack
 
 from shared.client import EventWatcher
 from tests.e2e.batch import ENVS, Batch, ledger_caught_up
@@ -30,8 +34,24 @@ async def run_batch(stack, tmp_path, label: str, chaos: Chaos | None = None):
         return await batch.result(seconds, watcher)
 
 
+async def batches_of_several(consumer: str) -> float:
+    """How many batches of more than one record the consumer has handled since it started (/metrics);
+    0 before its first batch (the series appears with it)."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{devstack.SERVICE_HEALTH_PORTS[consumer]}") as client:
+        metrics = (await client.get("/metrics")).text
+    label = f'consumer="{consumer}"'
+    count = re.search(rf'^promote_batch_records_count\{{{label}\}} (\S+)$', metrics, re.M)
+    single = re.search(rf'^promote_batch_records_bucket\{{{label},le="1.0"\}} (\S+)$', metrics, re.M)
+    if count is None or single is None:
+        return 0.0
+    return float(count.group(1)) - float(single.group(1))
+
+
 async def test_a_batch_survives_services_killed_at_random_moments_with_nothing_lost_or_done_twice(stack, tmp_path):
+    before = {consumer: await batches_of_several(consumer) for consumer in ("gates", "ledger")}
     calm = await run_batch(stack, tmp_path, "calm")
+    # 200 builds at once queue up: the services take what waits in batches (one transaction each).
+    assert all([await batches_of_several(consumer) > before[consumer] for consumer in before]), before
     chaos = Chaos(seed=int.from_bytes(os.urandom(4), "big"))
     stormy = await run_batch(stack, tmp_path, "crash", chaos)
 
