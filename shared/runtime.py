@@ -89,7 +89,7 @@ class ServiceRuntime:
         self._started_at = time.monotonic()
 
     def consume(self, topic_names: list[str], handler: Handler, *, description: str, together: bool = True,
-                services_at_once: int = 1, batch: int | None = None, prepare: Prepare | None = None) -> None:
+                services_at_once: int = 1, prepare: Prepare | None = None) -> None:
         """Subscribe the service's consumer group to `topic_names`, committing only after `handler`.
 
         `together`: the handler keeps every effect in the database (through `once`), so a batch of
@@ -97,14 +97,11 @@ class ServiceRuntime:
         processes) passes False: its records run one by one, and only the offset commit is shared;
         with `services_at_once` > 1 the records of up to that many promoted services run at once
         (each service's in order), and the pool grows so that each of them can hold two connections.
-        `batch` caps the records of one batch below `PROMOTE_CONSUMER_BATCH` (a batch must end within
-        the consumer's 120 s poll interval). `prepare(events)` runs before a batch's transaction,
-        for work that need not hold it.
+        `prepare(events)` runs before a batch's transaction, for work that need not hold it.
         """
         runner = RecordRunner(self.name, handler, self.publish_raw, together=self.together if together else None,
                               keys_at_once=1 if together else services_at_once, prepare=prepare)
         self.pool_size = max(self.pool_size, 2 * services_at_once + 2)
-        limit = min(batch or self.settings.consumer_batch, self.settings.consumer_batch)
         self.runners.append(runner)
         self.topic_names += topic_names
 
@@ -123,7 +120,7 @@ class ServiceRuntime:
         )
         async def on_record(message: KafkaMessage) -> None:
             try:
-                await runner.run_batch(await Fetched.behind(message, limit))
+                await runner.run_batch(await Fetched.behind(message, self.settings.consumer_batch))
             finally:  # one batch's log context never leaks into the next
                 structlog.contextvars.clear_contextvars()
                 structlog.contextvars.bind_contextvars(service=self.name)

@@ -30,7 +30,6 @@ def create_app(settings: Settings | None = None) -> FastStream:
                     "changes an environment's config redeploys what runs there with the new config.",
         together=False,  # it starts and stops processes: each order commits on its own
         services_at_once=4,  # one deployment per environment at a time stays the rule (its lock)
-        batch=8,  # deployments take seconds (a canary minutes): keep a batch well inside the poll interval
     )
     runtime.background("retire-lanes", handlers.routed.retire_due)
     runtime.emits(DeploymentStarted, DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed)
