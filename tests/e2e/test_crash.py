@@ -52,7 +52,8 @@ async def test_a_batch_survives_services_killed_at_random_moments_with_nothing_l
     calm = await run_batch(stack, tmp_path, "calm")
     # 200 builds at once queue up: the services take what waits in batches (one transaction each).
     assert all([await batches_of_several(consumer) > before[consumer] for consumer in before]), before
-    chaos = Chaos(seed=int.from_bytes(os.urandom(4), "big"))
+    # Dense enough that the stormy run, now ~10 s long, sees several kills of each kind of service.
+    chaos = Chaos(seed=int.from_bytes(os.urandom(4), "big"), pause=(0.1, 0.6), downtime=(0.05, 0.5))
     stormy = await run_batch(stack, tmp_path, "crash", chaos)
 
     report = {"promotions": SIZE, "environments": len(ENVS), "kills": chaos.kills, "restarts": chaos.restarts,
