@@ -39,8 +39,8 @@ Work = Callable[[asyncpg.Connection], Awaitable[list[Event]]]
 class _Batch:
     """The transaction a batch of records runs in, and what its handlers emitted."""
 
-    def __init__(self) -> None:
-        self.conn: asyncpg.Connection | None = None
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
         self.emitted: list[Event] = []
 
 
@@ -157,65 +157,52 @@ class ServiceRuntime:
     async def once(self, event: Event, work: Work) -> bool:
         """Run `work` and store its events in the outbox in one transaction, once per event id.
 
-        Inside `together` (a batch of records) the batch's transaction is that transaction."""
-        assert self.pool is not None and self.relay is not None
+        Inside `together` (a batch of records) the batch's transaction is that transaction; outside,
+        the transaction is a batch of this one event."""
         batch = _batch.get(None)
-        if batch is not None:
-            emitted = await self._claim_and_work(batch.conn, event, work)
-            if emitted is None:
-                return False
-            batch.emitted += emitted
-            return True
-        async with self.pool.acquire() as conn, conn.transaction():
-            # One subject (service) at a time across this service's instances: two instances judging
-            # facts of one subject from different partitions must not each miss the other's
-            # uncommitted fact (e.g. a promotion request and its artifact's registration).
-            await conn.execute("select pg_advisory_xact_lock(hashtext($1))", self.subject_lock(event.data.service))
-            emitted = await self._claim_and_work(conn, event, work)
-        if emitted is None:
-            return False
-        self._emitted(emitted)
-        return True
-
-    @asynccontextmanager
-    async def together(self, events: list[Event]) -> AsyncIterator[None]:
-        """One transaction for the handlers of `events` (a batch of records): `once` joins it.
-
-        The subject locks of every event are taken first, sorted, so that two instances never wait
-        on each other in a cycle; the emitted events reach the relay when the transaction commits.
-        """
-        assert self.pool is not None
-        batch = _Batch()
-        async with self.pool.acquire() as conn, conn.transaction():
-            subjects = sorted({self.subject_lock(event.data.service) for event in events})
-            await conn.execute(
-                "select count(pg_advisory_xact_lock(hashtext(k))) from (select unnest($1::text[]) as k order by 1) s",
-                subjects,
-            )
-            batch.conn = conn
-            token = _batch.set(batch)
-            try:
-                yield
-            finally:
-                _batch.reset(token)
-        self._emitted(batch.emitted)
-
-    async def _claim_and_work(self, conn: asyncpg.Connection, event: Event, work: Work) -> list[Event] | None:
-        """Claim the event id in the inbox and run `work` with its events into the outbox; None: seen before."""
-        claimed = await conn.fetchval(
+        if batch is None:
+            async with self.together([event]):
+                return await self.once(event, work)
+        claimed = await batch.conn.fetchval(
             "insert into processed_events (event_id, topic) values ($1, $2) on conflict do nothing returning true",
             event.id,
             event.data.topic,
         )
         if not claimed:
             log.info("event.duplicate_ignored")
-            return None
-        emitted = await work(conn)
-        await enqueue(conn, emitted)
-        return emitted
+            return False
+        emitted = await work(batch.conn)
+        await enqueue(batch.conn, emitted)
+        batch.emitted += emitted
+        return True
 
-    def _emitted(self, emitted: list[Event]) -> None:
-        """Committed: wake the relay."""
+    @asynccontextmanager
+    async def together(self, events: list[Event]) -> AsyncIterator[None]:
+        """One transaction for the handlers of `events` (a batch of records): `once` joins it.
+
+        One subject (promoted service) at a time across this service's instances: two instances
+        judging facts of one subject from different partitions must not each miss the other's
+        uncommitted fact (e.g. a promotion request and its artifact's registration). So the subject
+        locks of every event are taken first, sorted, so that two instances never wait on each other
+        in a cycle; the emitted events reach the relay when the transaction commits.
+        """
+        assert self.pool is not None
+        async with self.pool.acquire() as conn, conn.transaction():
+            subjects = sorted({self.subject_lock(event.data.service) for event in events})
+            await conn.execute(
+                "select count(pg_advisory_xact_lock(hashtext(k))) from (select unnest($1::text[]) as k order by 1) s",
+                subjects,
+            )
+            batch = _Batch(conn)
+            token = _batch.set(batch)
+            try:
+                yield
+            finally:
+                _batch.reset(token)
+        self.committed(batch.emitted)
+
+    def committed(self, emitted: list[Event]) -> None:
+        """Events just committed to the outbox: wake the relay, and log each."""
         if emitted:
             assert self.relay is not None
             self.relay.wake()

@@ -190,7 +190,7 @@ class DeployerHandlers:
         async with self.runtime.pool.acquire() as conn:
             await repository.record_start(conn, target)
         # In a thread: a start forks a process (local) or fsyncs a journal line (noop), and the other
-        # lanes' deployments go on meanwhile.
+        # services' deployments go on meanwhile.
         pid = await asyncio.to_thread(driver.start, target.service, target.env, target.digest,
                                       target.config_version, variables)
         log.info("deployment.process_started", pid=pid, port=port)

@@ -56,15 +56,12 @@ class TimerLoop:
                     emitted += [self.runtime.timed_event(data, key, i) for i, data in enumerate(verdicts)]
                 await enqueue(conn, emitted)
             upcoming = await repository.next_due(conn)
-        if emitted:
-            self.runtime.relay.wake()
+        self.runtime.committed(emitted)
         for timer in fired:
             lateness = (now - timer["due_at"]).total_seconds()
             metrics.TIMER_LATENESS_SECONDS.labels(self.runtime.name).observe(lateness)
             log.info("timer.fired", env=timer["env"], artifact=f"{timer['service']}:{timer['version']}",
                      due_at=timer["due_at"].isoformat(), lateness_ms=round(lateness * 1000, 1))
-        for event in emitted:
-            log.info("event.emitted", emitted_type=event.envelope.type, emitted_id=event.id)
         if len(fired) < len(due):
             return 0.05  # a handler holds one of them: look again right after it commits
         if len(due) == self.batch:

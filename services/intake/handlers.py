@@ -23,17 +23,19 @@ class IntakeHandlers:
     async def prepare(self, events: list[Event]) -> None:
         """Before a batch's transaction: copy the artifacts of its new builds into the store side by
         side (each copy ends with an fsync, so most of the time is waiting on the disk)."""
-        builds = [event for event in events
-                  if isinstance(event.data, BuildCompleted) and event.data.artifact.kind == "file"]
-        self._fetched = {}
+        self._fetched = await self._copy_new([event for event in events if isinstance(event.data, BuildCompleted)])
+
+    async def _copy_new(self, builds: list[Event]) -> dict[str, domain.Fetched]:
+        """Copy the files of the builds whose release is not registered yet; the outcome by event id."""
+        builds = [event for event in builds if event.data.artifact.kind == "file"]
         if not builds:
-            return
+            return {}
         async with self.runtime.pool.acquire() as conn:
             known = await repository.registered(conn, [(event.data.service, event.data.version) for event in builds])
         new = [event for event in builds if (event.data.service, event.data.version) not in known]
         copies = await asyncio.gather(*(asyncio.to_thread(self._fetch, event.data.artifact.uri,
                                                           event.data.artifact.digest) for event in new))
-        self._fetched = {event.id: fetched for event, fetched in zip(new, copies)}
+        return {event.id: fetched for event, fetched in zip(new, copies)}
 
     async def handle(self, event: Event) -> None:
         """Dispatch by event type; other types on our topics are not ours to act on."""
@@ -46,11 +48,8 @@ class IntakeHandlers:
         """Register the artifact (copying and checking its bytes) or reject it."""
         build: BuildCompleted = event.data
         fetched = self._fetched.pop(event.id, None)
-        if fetched is None and build.artifact.kind == "file":
-            async with self.runtime.pool.acquire() as conn:
-                known = await repository.registered_digest(conn, build.service, build.version)
-            if known is None:
-                fetched = await asyncio.to_thread(self._fetch, build.artifact.uri, build.artifact.digest)
+        if fetched is None:  # not copied by `prepare` (a record run on its own)
+            fetched = (await self._copy_new([event])).get(event.id)
 
         async def work(conn: asyncpg.Connection) -> list[Event]:
             registered = await repository.registered_digest(conn, build.service, build.version)

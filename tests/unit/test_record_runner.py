@@ -38,13 +38,10 @@ class FakeRecord:
     value: bytes | None
 
 
-class FakeMessage:
-    """A FastStream KafkaMessage with manual acknowledgement that records what was done to it."""
+class Acknowledgeable:
+    """Manual acknowledgement that records what was done: "ack" or "nack", in order."""
 
-    def __init__(self, value: bytes, *, topic: str = topics.REQUESTS, partition: int = 2, offset: int = 41,
-                 key: bytes | None = b"payments") -> None:
-        self.body = value
-        self.raw_message = FakeRecord(topic, partition, offset, key, value)
+    def __init__(self) -> None:
         self.calls: list[str] = []
 
     async def ack(self) -> None:
@@ -52,6 +49,16 @@ class FakeMessage:
 
     async def nack(self) -> None:
         self.calls.append("nack")
+
+
+class FakeMessage(Acknowledgeable):
+    """A FastStream KafkaMessage with manual acknowledgement that records what was done to it."""
+
+    def __init__(self, value: bytes, *, topic: str = topics.REQUESTS, partition: int = 2, offset: int = 41,
+                 key: bytes | None = b"payments") -> None:
+        super().__init__()
+        self.body = value
+        self.raw_message = FakeRecord(topic, partition, offset, key, value)
 
 
 class FakePublisher:
@@ -210,20 +217,14 @@ class FakeConsumer:
         self.seeks.append(((partition.topic, partition.partition), offset))
 
 
-class FakeBatch:
-    """A FastStream batch message: records grouped by partition, with manual acknowledgement."""
+class FakeBatch(Acknowledgeable):
+    """A batch as the runner gets it (`Fetched`): records grouped by partition, their consumer, and
+    manual acknowledgement."""
 
     def __init__(self, records: list[FakeRecord]) -> None:
+        super().__init__()
         self.raw_message = tuple(records)
-        self.body = [record.value for record in records]
         self.consumer = FakeConsumer()
-        self.calls: list[str] = []
-
-    async def ack(self) -> None:
-        self.calls.append("ack")
-
-    async def nack(self) -> None:
-        self.calls.append("nack")
 
 
 class FakeTogether:
