@@ -8,12 +8,14 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from cli import ops, render
 from cli.dlq import dlq_app
 from cli.errors import CliError
 from cli.ledger import LedgerReader
 from cli.replay import replay
+from shared import limits
 from shared.client import BusUnavailable
 from shared.pipeline import PipelineError, load_pipeline_file
 from shared.settings import Settings
@@ -165,7 +167,8 @@ def build_completed(
     version: Annotated[str, typer.Option(help="Version, e.g. 2.4.1.")],
     commit: Annotated[str, typer.Option(help="Source commit.")],
     author: Annotated[str, typer.Option(help="Who authored the change.")],
-    file: Annotated[Path | None, typer.Option(help="The artifact file (digest computed here).",
+    file: Annotated[Path | None, typer.Option(help="The artifact file (digest computed here; copied into the "
+                                                   "drop directory unless under an artifact root).",
                                               exists=True, dir_okay=False)] = None,
     uri: Annotated[str | None, typer.Option(help="The artifact URI, if not --file.")] = None,
     digest: Annotated[str | None, typer.Option(help="sha256:<hex>, required with --uri.")] = None,
@@ -175,6 +178,7 @@ def build_completed(
     if file is None and (uri is None or digest is None):
         raise CliError("give --file PATH, or --uri URI with --digest sha256:<hex>")
     checks = dict(_split_check(item) for item in check)
+    file = ops.into_drop(settings(), file) if file is not None else None  # intake reads only under its roots
     event = asyncio.run(ops.publish(settings(), ops.build_completed(service, version, file, uri, digest,
                                                                    commit, author, checks)))
     render.console.print(f"build.completed {service} {version} {event.data.artifact.digest} ({event.id})")
@@ -316,6 +320,9 @@ def run() -> None:
         sys.exit(1)
     except (CliError, BusUnavailable, TimeoutError, OSError) as error:
         print(f"promote: error: {error}", file=sys.stderr)
+        sys.exit(1)
+    except ValidationError as error:  # input past the limits (settings, event data): its first reason
+        print(f"promote: error: {limits.first_reason(error, located=False)}", file=sys.stderr)
         sys.exit(1)
     except Exception as error:  # a bug: still one line, with its type, for the report
         print(f"promote: unexpected error: {type(error).__name__}: {error}", file=sys.stderr)

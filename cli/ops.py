@@ -1,7 +1,15 @@
 """Write side for the CLI: operator commands and CI reports become events on the bus."""
 
+import functools
+import shutil
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from cli.errors import CliError
+from shared import limits
 from shared.artifacts import file_digest
 from shared.client import EventWatcher, Publisher, matches
 from shared.events import (ApprovalGranted, ApprovalRejected, Artifact, BuildCompleted, Event, EventData,
@@ -12,20 +20,33 @@ from shared.settings import Settings
 SOURCE = "/promote/cli"
 
 
+def _one_line(builder: Callable[..., EventData]) -> Callable[..., EventData]:
+    """The builder, with invalid input (a bad name, version, `--as`…) refused as one CliError line."""
+    @functools.wraps(builder)
+    def build(*args, **kwargs) -> EventData:
+        try:
+            return builder(*args, **kwargs)
+        except ValidationError as error:
+            raise CliError(limits.first_reason(error, located=False)) from None
+    return build
+
+
 async def publish(settings: Settings, data: EventData, correlation_id: str | None = None) -> Event:
     """Publish one event and return it once the broker acknowledged it."""
     event = new_event(data, source=SOURCE, correlation_id=correlation_id)
-    async with Publisher(settings.kafka_bootstrap) as publisher:
+    async with Publisher(settings) as publisher:
         await publisher.publish(event)
     return event
 
 
+@_one_line
 def pipeline_applied(definition: PipelineDefinition, applied_by: str) -> PipelineApplied:
     """The event that makes `definition` the service's current pipeline (versioned by content hash)."""
     return PipelineApplied(service=definition.service, pipeline_version=definition.content_hash,
                            definition=definition.model_dump(mode="json"), applied_by=applied_by)
 
 
+@_one_line
 def build_completed(service: str, version: str, path: Path | None, uri: str | None, digest: str | None,
                     commit: str, author: str, checks: dict[str, str]) -> BuildCompleted:
     """What CI publishes after a build: a file artifact is hashed here when no digest is given."""
@@ -37,6 +58,19 @@ def build_completed(service: str, version: str, path: Path | None, uri: str | No
                           commit=commit, author=author, checks=checks)
 
 
+def into_drop(settings: Settings, path: Path) -> Path:
+    """The artifact file where intake may read it: itself when under an artifact root, else a copy the
+    caller makes (with its own permissions) in the drop directory."""
+    resolved = path.resolve()
+    if any(resolved.is_relative_to(root.resolve()) for root in settings.artifact_roots):
+        return resolved
+    target = settings.drop_dir / "cli" / f"{uuid.uuid4().hex[:12]}-{resolved.name}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(resolved, target)
+    return target
+
+
+@_one_line
 def evidence(service: str, version: str, digest: str, env: str, check: str, result: str,
              url: str | None) -> EvidenceRecorded:
     """A test runner's or scanner's result for a digest in an environment."""
@@ -44,12 +78,14 @@ def evidence(service: str, version: str, digest: str, env: str, check: str, resu
                             result=result, url=url)
 
 
+@_one_line
 def decision(service: str, version: str, env: str, who: str, granted: bool, comment: str | None) -> EventData:
     """An approval or a rejection by a person."""
     model = ApprovalGranted if granted else ApprovalRejected
     return model(service=service, version=version, env=env, approver=who, comment=comment)
 
 
+@_one_line
 def rollback(service: str, env: str, who: str, reason: str | None) -> RollbackRequested:
     """An operator's request to return an environment to its last verified release."""
     return RollbackRequested(service=service, env=env, requested_by=who, reason=reason)
@@ -57,7 +93,7 @@ def rollback(service: str, env: str, who: str, reason: str | None) -> RollbackRe
 
 async def publish_and_wait(settings: Settings, data: EventData, outcomes: dict[str, dict], timeout: float) -> Event:
     """Publish, then wait for the first event among `outcomes` ({type: fields to match})."""
-    async with EventWatcher(settings.kafka_bootstrap) as watcher:
+    async with EventWatcher(settings) as watcher:
         await publish(settings, data)
         checks = [matches(kind, **fields) for kind, fields in outcomes.items()]
         return await watcher.wait_for(lambda e: any(check(e) for check in checks), timeout,

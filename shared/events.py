@@ -9,15 +9,20 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, ValidationError,
+                      field_validator, model_validator)
 
-from shared import topics
+from shared import limits, topics
+from shared.limits import (CheckName, ConfigKey, ConfigText, EnvironmentName, SecretReference, ServiceName, Text,
+                           Version, Who)
+from shared.pipeline import PipelineDefinition
 
 Digest = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
-Name = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-Version = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\s/]+$")]
-Who = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
-ConfigValue = str | dict[str, str]
+ConfigValue = Annotated[
+    Annotated[ConfigText, Tag("text")] | Annotated[dict[Literal["secret"], SecretReference], Tag("secret-ref")],
+    Discriminator(lambda value: "text" if isinstance(value, str) else "secret-ref")]
+"""A config value: a string, or {"secret": REF}; the pipeline's rules (shared.limits)."""
+Config = dict[ConfigKey, ConfigValue]
 Purpose = Literal["promotion", "rollback", "reconfigure"]
 Driver = Literal["local", "noop"]
 MAX_EVENT_BYTES = 256 * 1024
@@ -32,7 +37,7 @@ class EventData(BaseModel):
     topic: ClassVar[str]
     once_per: ClassVar[tuple[str, ...]] = ()
     """Fields that identify the event when it can happen only once for them (its id derives from them)."""
-    service: Name
+    service: ServiceName
 
 
 class Artifact(BaseModel):
@@ -53,7 +58,7 @@ class BuildCompleted(EventData):
     artifact: Artifact
     commit: Annotated[str, StringConstraints(min_length=1, max_length=128)]
     author: Who
-    checks: dict[str, Literal["passed", "failed"]] = Field(default_factory=dict)
+    checks: dict[CheckName, Literal["passed", "failed"]] = Field(default_factory=dict)
 
 
 class EvidenceRecorded(EventData):
@@ -63,8 +68,8 @@ class EvidenceRecorded(EventData):
     topic = topics.EVIDENCE
     version: Version
     digest: Digest
-    env: Name
-    check: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    env: EnvironmentName
+    check: CheckName
     result: Literal["passed", "failed"]
     url: str | None = None
 
@@ -77,6 +82,16 @@ class PipelineApplied(EventData):
     pipeline_version: Digest
     definition: dict
     applied_by: Who
+
+    @field_validator("definition")
+    @classmethod
+    def _a_valid_pipeline(cls, definition: dict) -> dict:
+        """The definition obeys the pipeline's rules on the wire too (names, config, secret references)."""
+        try:
+            PipelineDefinition.model_validate(definition)
+        except ValidationError as error:
+            raise ValueError(f"not a valid pipeline: {limits.first_reason(error)}") from None
+        return definition
 
 
 class ArtifactRegistered(EventData):
@@ -116,7 +131,7 @@ class PromotionRequested(EventData):
     once_per = ("service", "version", "env", "digest")
     version: Version
     digest: Digest
-    env: Name
+    env: EnvironmentName
 
 
 class GatePassed(EventData):
@@ -127,11 +142,11 @@ class GatePassed(EventData):
     once_per = ("service", "version", "env", "digest")
     version: Version
     digest: Digest
-    env: Name
+    env: EnvironmentName
     strategy: str | dict[str, Any] = "rolling"
     """The environment's rollout: "rolling", or {"blue_green": {...}} / {"canary": {...}} as in the pipeline."""
     driver: Driver = "local"
-    config: dict[str, ConfigValue]
+    config: Config
     config_version: Digest
     pipeline_version: Digest
 
@@ -143,7 +158,7 @@ class GatePending(EventData):
     topic = topics.GATES
     version: Version
     digest: Digest
-    env: Name
+    env: EnvironmentName
     reasons: list[str]
 
 
@@ -155,7 +170,7 @@ class GateFailed(EventData):
     once_per = ("service", "version", "env", "digest")
     version: Version
     digest: Digest
-    env: Name
+    env: EnvironmentName
     reasons: list[str]
 
 
@@ -165,8 +180,8 @@ class _Deployment(EventData):
     deployment_id: str
     version: Version
     digest: Digest
-    env: Name
-    config: dict[str, ConfigValue]
+    env: EnvironmentName
+    config: Config
     config_version: Digest
     driver: Driver = "local"
     purpose: Purpose = "promotion"
@@ -219,9 +234,9 @@ class ApprovalGranted(EventData):
     event_type = "approval.granted"
     topic = topics.OPERATIONS
     version: Version
-    env: Name
+    env: EnvironmentName
     approver: Who
-    comment: str | None = None
+    comment: Text | None = None
 
 
 class ApprovalRejected(EventData):
@@ -230,9 +245,9 @@ class ApprovalRejected(EventData):
     event_type = "approval.rejected"
     topic = topics.OPERATIONS
     version: Version
-    env: Name
+    env: EnvironmentName
     approver: Who
-    comment: str | None = None
+    comment: Text | None = None
 
 
 class RollbackRequested(EventData):
@@ -240,9 +255,9 @@ class RollbackRequested(EventData):
 
     event_type = "rollback.requested"
     topic = topics.OPERATIONS
-    env: Name
+    env: EnvironmentName
     requested_by: Who
-    reason: str | None = None
+    reason: Text | None = None
 
 
 class RollbackOrdered(EventData):
@@ -251,10 +266,10 @@ class RollbackOrdered(EventData):
     event_type = "rollback.ordered"
     topic = topics.ROLLBACKS
     rollback_id: str
-    env: Name
+    env: EnvironmentName
     version: Version
     digest: Digest
-    config: dict[str, ConfigValue]
+    config: Config
     config_version: Digest
     driver: Driver = "local"
     from_version: str | None
@@ -268,7 +283,7 @@ class RollbackCompleted(EventData):
     event_type = "rollback.completed"
     topic = topics.ROLLBACKS
     rollback_id: str
-    env: Name
+    env: EnvironmentName
     version: Version
     digest: Digest
 
@@ -279,7 +294,7 @@ class RollbackFailed(EventData):
     event_type = "rollback.failed"
     topic = topics.ROLLBACKS
     rollback_id: str
-    env: Name
+    env: EnvironmentName
     reason: str
 
 
@@ -378,17 +393,35 @@ def new_event(
     return Event(envelope=envelope, data=data)
 
 
-def parse_event(raw: bytes, expected_topic: str | None = None) -> Event:
-    """Validate wire bytes into an Event, or raise InvalidEvent with a readable reason."""
-    from pydantic import ValidationError
+class _Unchecked:
+    """The type of UNCHECKED."""
 
+    def __repr__(self) -> str:
+        return "UNCHECKED"
+
+
+UNCHECKED = _Unchecked()
+"""`parse_event`'s default key: not compared with the service (readers of history, tests)."""
+
+
+def parse_event(raw: bytes, expected_topic: str | None = None, *, key: bytes | None | _Unchecked = UNCHECKED,
+                now: datetime | None = None, max_skew_s: float = limits.MAX_CLOCK_SKEW_S) -> Event:
+    """Validate wire bytes into an Event, or raise InvalidEvent with a readable one-line reason.
+
+    Consumers pass the record's `key` (it must be `data.service` in UTF-8; an empty or null key is
+    refused) and `now` (an envelope `time` more than `max_skew_s` after it is refused). Readers of
+    history (the CLI's event watcher, the ledger rebuild) pass neither: what a consumer accepted
+    once stays readable later, whatever the clock then says.
+    """
     # Refuse before parsing: a huge record would otherwise cost the consumer its memory and time.
     if isinstance(raw, bytes | bytearray) and len(raw) > MAX_EVENT_BYTES:
         raise InvalidEvent(f"event of {len(raw)} bytes exceeds the limit of {MAX_EVENT_BYTES} bytes")
     try:
         envelope = Envelope.model_validate_json(raw)
     except ValidationError as error:
-        raise InvalidEvent(f"invalid envelope: {_first_error(error)}") from None
+        raise InvalidEvent(f"invalid envelope: {limits.first_reason(error)}") from None
+    if now is not None:
+        _check_time(envelope.time, now, max_skew_s)
     model = EVENT_TYPES.get(envelope.type)
     if model is None:
         raise InvalidEvent(f"unknown event type {envelope.type!r}")
@@ -397,15 +430,26 @@ def parse_event(raw: bytes, expected_topic: str | None = None) -> Event:
     try:
         data = model.model_validate(envelope.data)
     except ValidationError as error:
-        raise InvalidEvent(f"invalid {envelope.type} data: {_first_error(error)}") from None
+        raise InvalidEvent(f"invalid {envelope.type} data: {limits.first_reason(error)}") from None
     if envelope.subject is not None and envelope.subject != data.service:
         raise InvalidEvent(f"subject {envelope.subject!r} does not match data.service {data.service!r}")
+    if not isinstance(key, _Unchecked):
+        _check_key(key, data.service)
     return Event(envelope=envelope, data=data)
 
 
-def _first_error(error) -> str:
-    """One line out of a pydantic ValidationError: where and what."""
-    first = error.errors()[0]
-    where = ".".join(str(part) for part in first["loc"]) or "(root)"
-    more = f" (and {error.error_count() - 1} more)" if error.error_count() > 1 else ""
-    return f"{where}: {first['msg']}{more}"
+def _check_time(time: datetime, now: datetime, max_skew_s: float) -> None:
+    try:
+        limits.check_event_time(time, now, max_skew_s)
+    except ValueError as error:
+        raise InvalidEvent(str(error)) from None
+
+
+def _check_key(key: bytes | None, service: str) -> None:
+    """Every event of a service travels under its name, so that they stay in order on one partition."""
+    if not key:
+        missing = "null" if key is None else "empty"
+        raise InvalidEvent(f"kafka key is {missing}; it must be data.service {service!r} (ordering is per service)")
+    if key != service.encode():
+        shown = limits.shown(key.decode("utf-8", errors="replace"))
+        raise InvalidEvent(f"kafka key {shown} does not match data.service {service!r}")

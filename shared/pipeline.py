@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -24,13 +23,13 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
+from shared import limits
 from shared.time_gates import ChangeWindowGate, Freeze, SoakGate, format_duration, parse_duration
 
 __all__ = ["Analysis", "ApprovalGate", "Artifact", "BlueGreen", "Canary", "ChangeWindowGate", "Duration",
            "Environment", "EvidenceGate", "Freeze", "Gate", "PipelineDefinition", "PipelineError", "Problem",
            "SecretRef", "SoakGate", "Strategy", "load_pipeline_file", "parse_pipeline"]
 
-_NAME, _ENV_VAR = re.compile(r"[a-z0-9][a-z0-9-]*"), re.compile(r"[A-Z_][A-Z0-9_]*")
 RESERVED_CONFIG_KEYS = frozenset({"PORT", "BUILD_VERSION", "ARTIFACT_DIGEST", "CONFIG_VERSION"})
 """Config keys the deployer sets itself."""
 GATE_KINDS = ("approval", "change_window", "evidence", "soak")
@@ -43,18 +42,16 @@ def _sha256(value: Any) -> str:
     return "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def _matching(pattern: re.Pattern[str], what: str, kind: str) -> AfterValidator:
-    def check(value: str) -> str:
-        if value in RESERVED_CONFIG_KEYS and pattern is _ENV_VAR:
-            raise ValueError(f"{what} {value!r} is reserved (set by the deployer)")
-        if not pattern.fullmatch(value):
-            raise ValueError(f"{what} {value!r} is not a valid {kind} ({pattern.pattern})")
-        return value
-    return AfterValidator(check)
+def _not_reserved(key: str) -> str:
+    if key in RESERVED_CONFIG_KEYS:
+        raise ValueError(f"config key {key!r} is reserved (set by the deployer)")
+    return key
 
 
 def _config_value(value: Any) -> Any:
-    if isinstance(value, (str, dict, SecretRef)):
+    if isinstance(value, str):
+        return limits.check_config_value(value)
+    if isinstance(value, (dict, SecretRef)):
         return value
     if isinstance(value, (bool, int, float)):
         shown, what = (str(value).lower(), "boolean") if isinstance(value, bool) else (value, "number")
@@ -80,19 +77,19 @@ class _Frozen(BaseModel):
 class SecretRef(_Frozen):
     """A config value resolved from the secret store at deploy time; only the reference is kept."""
 
-    secret: str = Field(min_length=1)
+    secret: limits.SecretReference
 
 
 class EvidenceGate(_Frozen):
     """Passes when the named check passed for this digest in the previous environment or in CI."""
 
-    check: str = Field(min_length=1)
+    check: limits.CheckName
 
     @model_validator(mode="before")
     @classmethod
     def _from_pipeline_form(cls, data: Any) -> Any:
         if isinstance(data, dict) and set(data) == {"evidence"}:
-            if not isinstance(data["evidence"], str) or not data["evidence"]:
+            if not isinstance(data["evidence"], str):
                 raise ValueError("an evidence gate names a check, e.g. {evidence: unit-tests}")
             return {"check": data["evidence"]}
         return data
@@ -244,13 +241,12 @@ class Artifact(_Frozen):
 class Environment(_Frozen):
     """One step of the promotion path: its gates, rollout strategy and config."""
 
-    name: Annotated[str, _matching(_NAME, "environment name", "name")]
+    name: limits.EnvironmentName
     gates: tuple[Gate, ...] = ()
     strategy: Strategy = "rolling"
     driver: Literal["local", "noop"] = "local"
     """How the deployer makes it real: `local` runs the artifact as a process; `noop` only records the order."""
-    config: dict[Annotated[str, _matching(_ENV_VAR, "config key", "environment variable name")],
-                  _ConfigValue] = {}
+    config: dict[Annotated[limits.ConfigKey, AfterValidator(_not_reserved)], _ConfigValue] = {}
 
     @model_validator(mode="after")
     def _router_needs_local(self) -> "Environment":
@@ -273,7 +269,7 @@ class Environment(_Frozen):
 class PipelineDefinition(_Frozen):
     """A service's pipeline: its artifact kind and the ordered environments it is promoted through."""
 
-    service: Annotated[str, _matching(_NAME, "service name", "name")]
+    service: limits.ServiceName
     artifact: Artifact = Artifact()
     environments: tuple[Environment, ...]
 
@@ -400,7 +396,10 @@ def _fail(filename: str, message: str, line: int | None = None, col: int | None 
 def parse_pipeline(text: str, filename: str = "<pipeline>") -> PipelineDefinition:
     """Parse and validate pipeline YAML; raise PipelineError with line:column for every problem."""
     try:
+        limits.check_yaml(text)
         root = YAML(typ="rt").load(text)
+    except limits.YamlLimitExceeded as err:
+        raise _fail(filename, err.message, err.line, err.column) from None
     except YAMLError as err:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
@@ -423,7 +422,11 @@ def parse_pipeline(text: str, filename: str = "<pipeline>") -> PipelineDefinitio
 def load_pipeline_file(path: str | Path) -> PipelineDefinition:
     """Read and parse a pipeline file; a missing or unreadable file is a PipelineError too."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with Path(path).open("rb") as file:  # never more than the limit: the file may be endless
+            raw = file.read(limits.MAX_PIPELINE_BYTES + 1)
+        if len(raw) > limits.MAX_PIPELINE_BYTES:
+            raise _fail(str(path), f"pipeline file exceeds the limit of {limits.MAX_PIPELINE_BYTES} bytes")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise _fail(str(path), "pipeline file not found") from None
     except (OSError, UnicodeDecodeError) as err:

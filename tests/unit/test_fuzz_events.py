@@ -7,6 +7,7 @@ properties below run a little over 10,000 generated cases.
 
 import json
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -76,7 +77,8 @@ def mutated_envelopes(draw) -> tuple[bytes, str]:
     doc = json.loads(sample_event(kind).to_bytes())
     for _ in range(draw(st.integers(0, 3))):
         container, key = draw(st.sampled_from(positions(doc)))
-        operation = draw(st.sampled_from(["drop", "replace", "retype", "add", "huge", "odd", "nest", "type"]))
+        operation = draw(st.sampled_from(["drop", "replace", "retype", "add", "huge", "odd", "nest", "type",
+                                          "time"]))
         if operation == "drop":
             del container[key]
         elif operation == "replace":
@@ -93,8 +95,10 @@ def mutated_envelopes(draw) -> tuple[bytes, str]:
             container[key] = draw(odd_text | st.text(min_size=1))
         elif operation == "nest":
             container[key] = nested(draw(st.sampled_from([3, 60, 400])))
-        else:
+        elif operation == "type":
             doc["type"] = draw(st.sampled_from(sorted(EVENT_TYPES)))
+        else:  # any time of years 1-9999, with or without an offset: most are far in the past or future
+            doc["time"] = draw(st.datetimes(timezones=st.none() | st.just(UTC))).isoformat()
     return json.dumps(doc, ensure_ascii=draw(st.booleans())).encode(errors="surrogatepass"), EVENT_TYPES[kind].topic
 
 
@@ -162,15 +166,19 @@ any_record = st.one_of(
 )
 
 
+# The samples' service, another one, an empty and a null key.
+record_keys = st.sampled_from([b"payments", b"payments", b"billing", b"", None])
+
+
 @settings(FUZZ, max_examples=2000)
-@given(any_record, st.sampled_from(TOPICS), st.booleans())
+@given(any_record, st.sampled_from(TOPICS), st.booleans(), record_keys)
 async def test_the_runner_dead_letters_every_invalid_record_once_and_hands_every_valid_one_to_the_handler(
-        case, other_topic, on_its_topic):
+        case, other_topic, on_its_topic, key):
     structlog.contextvars.clear_contextvars()
     raw, topic = case
     topic = topic if on_its_topic else other_topic
     handler, publisher = FakeHandler(), FakePublisher()
-    message = FakeMessage(raw, topic=topic, partition=1, offset=7, key=b"payments")
+    message = FakeMessage(raw, topic=topic, partition=1, offset=7, key=key)
 
     async def publish_raw(*args) -> None:  # noted on the message too, to see that the ack comes after it
         await publisher.publish_raw(*args)
@@ -178,7 +186,7 @@ async def test_the_runner_dead_letters_every_invalid_record_once_and_hands_every
 
     runner = RecordRunner("fuzz", handler, publish_raw, backoff_base_s=0.001)
     try:
-        expected = parse_event(raw, expected_topic=topic)
+        expected = parse_event(raw, expected_topic=topic, key=key, now=datetime.now(UTC))
     except InvalidEvent as invalid:
         expected, reason = None, invalid.reason
     with capture_logs():
@@ -186,7 +194,7 @@ async def test_the_runner_dead_letters_every_invalid_record_once_and_hands_every
     if expected is None:
         assert message.calls == ["dead-lettered", "ack"]
         assert handler.handled == []
-        assert [(t, k, v) for t, k, v, _ in publisher.published] == [(topics.DLQ, b"payments", raw)]
+        assert [(t, k, v) for t, k, v, _ in publisher.published] == [(topics.DLQ, key, raw)]
         assert publisher.published[0][3]["dlq.reason"] == reason[:2000]
     else:
         assert message.calls == ["ack"]

@@ -122,6 +122,9 @@ def test_the_first_environment_is_where_digests_enter(example):
 
 ENV = HEADER + "  - name: dev\n"  # line 3: "  - name: dev", line 4 onwards: the environment's keys
 KINDS = "approval, change_window, evidence, soak"
+NAME_RULE = "must be 1-63 lowercase letters, digits or dashes, starting with a letter or digit"
+SECRET_RULE = ("must be 1-255 lowercase letters, digits, '.', '_', '-' in '/'-separated parts that start with a "
+               "letter or digit, without '..'")
 ERRORS = [  # (sentence, yaml, line, column, path, message)
     ("an unknown gate kind", ENV + "    gates:\n      - {evidance: unit-tests}\n", 5, 9,
      "environments[0].gates[0]", f"unknown gate kind 'evidance' (expected one of: {KINDS})"),
@@ -166,19 +169,20 @@ ERRORS = [  # (sentence, yaml, line, column, path, message)
      "config value must be a string or a secret reference {secret: ref}"),
     ("a config key that is not an env var name", ENV + "    config:\n      app-env: dev\n", 5, 7,
      "environments[0].config.app-env",
-     "config key 'app-env' is not a valid environment variable name ([A-Z_][A-Z0-9_]*)"),
+     "config key 'app-env': must be an environment variable name (capitals, digits, underscores; not starting "
+     "with a digit; at most 128)"),
     ("the reserved PORT config key", ENV + "    config: {APP_ENV: dev, PORT: '80'}\n", 4, 28,
      "environments[0].config.PORT", "config key 'PORT' is reserved (set by the deployer)"),
     ("the reserved BUILD_VERSION config key", ENV + "    config:\n      BUILD_VERSION: '1'\n", 5, 7,
      "environments[0].config.BUILD_VERSION", "config key 'BUILD_VERSION' is reserved (set by the deployer)"),
     ("an empty secret reference", ENV + "    config: {DSN: {secret: ''}}\n", 4, 28,
-     "environments[0].config.DSN.secret", "String should have at least 1 character"),
+     "environments[0].config.DSN.secret", f"secret reference '': {SECRET_RULE}"),
     ("an unknown environment key", ENV + "    colour: blue\n", 4, 5,
      "environments[0].colour", "unknown key 'colour'"),
     ("an environment without a name", HEADER + "  - name: dev\n  - config: {A: b}\n", 4, 5,
      "environments[1].name", "missing required key 'name'"),
     ("an environment name that is not DNS-ish", HEADER + "  - name: Dev\n", 3, 11, "environments[0].name",
-     "environment name 'Dev' is not a valid name ([a-z0-9][a-z0-9-]*)"),
+     f"environment name 'Dev': {NAME_RULE}"),
     ("a duplicate environment name", HEADER + "  - name: dev\n  - name: test\n  - name: dev\n", 5, 11,
      "environments[2].name", "environment name 'dev' is used more than once"),
     ("an empty environment list", "service: payments\nenvironments: []\n", 2, 15, "environments",
@@ -186,11 +190,11 @@ ERRORS = [  # (sentence, yaml, line, column, path, message)
     ("a pipeline without environments", "service: payments\n", 1, 1, "environments",
      "missing required key 'environments'"),
     ("a service name with capitals", "service: Payments\nenvironments: [{name: dev}]\n", 1, 10, "service",
-     "service name 'Payments' is not a valid name ([a-z0-9][a-z0-9-]*)"),
+     f"service name 'Payments': {NAME_RULE}"),
     ("an empty service name", "service: ''\nenvironments: [{name: dev}]\n", 1, 10, "service",
-     "service name '' is not a valid name ([a-z0-9][a-z0-9-]*)"),
+     f"service name '': {NAME_RULE}"),
     ("a service name starting with a dash", "service: -pay\nenvironments: [{name: dev}]\n", 1, 10, "service",
-     "service name '-pay' is not a valid name ([a-z0-9][a-z0-9-]*)"),
+     f"service name '-pay': {NAME_RULE}"),
     ("a pipeline without a service", "environments: [{name: dev}]\n", 1, 1, "service",
      "missing required key 'service'"),
     ("an unknown artifact kind", "service: payments\nartifact:\n  kind: zip\nenvironments: [{name: dev}]\n",
