@@ -39,8 +39,8 @@ def pid_path(component: str) -> Path:
 
 
 def ensure_dirs() -> None:
-    """Create var/, var/log and var/run."""
-    for d in (var_dir(), var_dir() / "log", run_dir()):
+    """Create var/, var/log, var/run and the drop directory intake takes artifacts from (var/drop)."""
+    for d in (var_dir(), var_dir() / "log", run_dir(), Settings().drop_dir):
         d.mkdir(parents=True, exist_ok=True)
 
 

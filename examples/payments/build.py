@@ -1,10 +1,11 @@
 """Build the payments artifact: one executable file (a Python zipapp), reproducible byte for byte.
 
-    python examples/payments/build.py --version 2.4.1 --out dist/payments-2.4.1.pyz
+    python examples/payments/build.py --version 2.4.1 --out var/drop/payments-2.4.1.pyz
     python examples/payments/build.py --version 2.4.2 --bad ...   # /health answers 500
     python examples/payments/build.py --version 2.4.3 --faulty ...  # every 2nd GET / and /pay answers 500
 
-Prints the artifact's `sha256:` digest. The same inputs give the same bytes; `--label`
+Prints the artifact's `sha256:` digest. Intake reads artifacts only under its roots (the drop
+directory var/drop by default); `promote build-completed --file` copies one from elsewhere there. The same inputs give the same bytes; `--label`
 changes the bytes without changing the version (to show an immutability violation).
 """
 

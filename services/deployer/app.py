@@ -19,7 +19,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
     s = runtime.settings
     run_dir = s.var_dir / "run" / "apps"
     drivers = {
-        "local": LocalDriver(s.store_dir, run_dir, s.var_dir / "log" / "apps"),
+        "local": LocalDriver(s.store_dir, run_dir, s.var_dir / "log" / "apps", app_user=s.app_user),
         "noop": NoopDriver(s.store_dir, run_dir),
     }
     handlers = DeployerHandlers(runtime, drivers, s.secrets_dir, s.app_port_base, Router(s.var_dir / "router"))
@@ -30,6 +30,8 @@ def create_app(settings: Settings | None = None) -> FastStream:
                     "changes an environment's config redeploys what runs there with the new config.",
         together=False,  # it starts and stops processes: each order commits on its own
         services_at_once=4,  # one deployment per environment at a time stays the rule (its lock)
+        # A canary's analysis may take ~110 s; at 120 s (max_poll_interval) Kafka gives the partitions away.
+        stuck_after_s=max(s.handler_stuck_after_s, 120.0),
     )
     runtime.background("retire-lanes", handlers.routed.retire_due)
     runtime.emits(DeploymentStarted, DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed)

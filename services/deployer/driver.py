@@ -2,6 +2,8 @@
 
 Apps are started in their own session, so they outlive a restart of the deployer;
 the deployer re-attaches to them by pid and by the artifact path in their command line.
+An app never runs as root: a deployer running as root starts it as the app user (no
+supplementary groups, umask 077, a PATH of system directories and that user's HOME).
 """
 
 import asyncio
@@ -16,7 +18,11 @@ from typing import Protocol
 import httpx
 
 from services.deployer.domain import Running
+from shared.app_user import AppUser, AppUserMissing, app_user, unreachable_at
 from shared.artifacts import file_digest
+
+APP_PATH = "/usr/local/bin:/usr/bin:/bin"
+"""An app run as the app user finds its interpreter here, not in the deployer's (root's) PATH."""
 
 
 class Driver(Protocol):
@@ -36,8 +42,9 @@ class StartFailed(Exception):
 class LocalDriver:
     """Starts, stops and inspects app processes; each slot is recorded under var/run/apps."""
 
-    def __init__(self, store_dir: Path, run_dir: Path, log_dir: Path) -> None:
+    def __init__(self, store_dir: Path, run_dir: Path, log_dir: Path, app_user: str = "promote-app") -> None:
         self.store_dir, self.run_dir, self.log_dir = store_dir, run_dir, log_dir
+        self.app_user = app_user
         self._children: dict[int, subprocess.Popen] = {}
         self.calls = 0
 
@@ -67,12 +74,19 @@ class LocalDriver:
         self.calls += 1
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{service}--{env}.log"
+        user = self._user_for(digest, log_path)
         base = {key: os.environ[key] for key in ("PATH", "LANG", "HOME") if key in os.environ}
-        with (self.log_dir / f"{service}--{env}.log").open("ab") as log:
+        switch = {}
+        if user is not None:
+            base.update(PATH=APP_PATH, HOME=user.home)
+            switch = {"user": user.uid, "group": user.gid, "extra_groups": []}  # []: root's groups dropped
+        with log_path.open("ab") as log:  # opened by us, before the switch
             try:
                 child = subprocess.Popen(
                     [str(self.artifact_path(digest))], env={**base, **variables}, stdout=log,
                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.log_dir,
+                    umask=0o077, **switch,
                 )
             except OSError as error:
                 raise StartFailed(f"cannot start {digest}: {error.strerror or error}") from None
@@ -84,6 +98,20 @@ class LocalDriver:
         temporary.write_text(json.dumps(record))
         temporary.replace(target)
         return child.pid
+
+    def _user_for(self, digest: str, log: Path) -> AppUser | None:
+        """The app user to run as (None: not root, run as ourselves), checked able to reach the artifact
+        and its working directory (the log's)."""
+        try:
+            user = app_user(self.app_user)
+        except AppUserMissing as error:
+            raise StartFailed(f"cannot start {digest}: {error}") from None
+        if user is not None:
+            for path in (self.artifact_path(digest), log):
+                blocked = unreachable_at(user, path)
+                if blocked is not None:
+                    raise StartFailed(f"cannot start {digest}: the app user {user.name} may not enter {blocked}")
+        return user
 
     def stop(self, pid: int, timeout: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`; reaps the process if it is our child."""

@@ -13,7 +13,7 @@ from shared.settings import Settings
 def create_app(settings: Settings | None = None) -> FastStream:
     """The intake app: consumes builds and pipelines, emits registrations and first promotions."""
     runtime = ServiceRuntime("intake", settings)
-    handlers = IntakeHandlers(runtime, ArtifactStore(runtime.settings.store_dir))
+    handlers = IntakeHandlers(runtime, ArtifactStore.from_settings(runtime.settings))
     runtime.consume(
         [topics.BUILDS, topics.PIPELINES],
         handlers.handle,

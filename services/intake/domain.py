@@ -1,16 +1,21 @@
 """Intake's decisions, pure: is this build a new artifact, a repeat, or a violation?"""
 
 from dataclasses import dataclass
+from typing import Literal
 
 from shared.events import ArtifactRegistered, ArtifactRejected, BuildCompleted, EventData, PromotionRequested
+
+MISMATCH_DETAIL = "digest mismatch: the file's bytes do not match the claimed digest"
+"""Says no more: the hash of a file the publisher may not be able to read is not for them to learn."""
 
 
 @dataclass(frozen=True)
 class Fetched:
-    """What the store found at the artifact's URI: the digest of its bytes, or why it could not read them."""
+    """What the store did with the artifact's URI (it compares the bytes with the claimed digest)."""
 
-    digest: str | None = None
-    error: str | None = None
+    outcome: Literal["stored", "mismatch", "unreachable"]
+    detail: str = ""
+    """Why the store could not read the file, for `unreachable` (never the file's content)."""
 
 
 def decide_build(
@@ -35,10 +40,10 @@ def decide_build(
                       f"{build.service}:{build.version} is already registered as {registered_digest}")
     if build.artifact.kind != "file":
         return reject("unsupported-artifact-kind", f"artifact kind {build.artifact.kind!r} is not supported yet")
-    if fetched is None or fetched.error is not None:
-        return reject("artifact-unreachable", fetched.error if fetched else "not fetched")
-    if fetched.digest != claimed:
-        return reject("digest-mismatch", f"the file's sha256 is {fetched.digest}, the build claimed {claimed}")
+    if fetched is None or fetched.outcome == "unreachable":
+        return reject("artifact-unreachable", fetched.detail if fetched else "not fetched")
+    if fetched.outcome == "mismatch":
+        return reject("digest-mismatch", MISMATCH_DETAIL)
     registered = ArtifactRegistered(
         service=build.service, version=build.version, digest=claimed, kind=build.artifact.kind,
         commit=build.commit, author=build.author, checks=build.checks, build_event_id=build_event_id,

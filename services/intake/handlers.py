@@ -5,7 +5,7 @@ import asyncio
 import asyncpg
 
 from services.intake import domain, repository
-from shared.artifacts import ArtifactStore, ArtifactUnreachable
+from shared.artifacts import ArtifactStore, ArtifactUnreachable, DigestMismatch
 from shared.events import ArtifactRegistered, BuildCompleted, Event, PipelineApplied, PromotionRequested
 from shared.pipeline import PipelineDefinition
 from shared.runtime import ServiceRuntime
@@ -67,14 +67,14 @@ class IntakeHandlers:
         await self.runtime.once(event, work)
 
     def _fetch(self, uri: str, claimed: str) -> domain.Fetched:
+        """Let the store copy the file if its bytes are the claimed ones (it keeps what a rebuild needs)."""
         try:
-            return domain.Fetched(digest=self.store.fetch(uri))
+            self.store.fetch(uri, claimed)
+        except DigestMismatch:
+            return domain.Fetched("mismatch")
         except ArtifactUnreachable as error:
-            # CI's file may be gone when a rebuild replays an old build: bytes the store already
-            # holds under the claimed digest (re-hashed now) are the artifact that was registered.
-            if self.store.verify(claimed):
-                return domain.Fetched(digest=claimed)
-            return domain.Fetched(error=str(error))
+            return domain.Fetched("unreachable", str(error))
+        return domain.Fetched("stored")
 
     async def on_pipeline(self, event: Event) -> None:
         """Keep the first environment; request promotions of artifacts that were waiting for it."""

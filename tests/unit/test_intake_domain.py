@@ -15,7 +15,7 @@ def a_build(kind="file") -> BuildCompleted:
                           commit="0badc0de", author="alice", checks={"unit-tests": "passed"})
 
 
-def decide(*, build=None, registered=None, fetched=Fetched(digest=DIGEST), first_env="dev"):
+def decide(*, build=None, registered=None, fetched=Fetched("stored"), first_env="dev"):
     return decide_build(build or a_build(), build_event_id="evt-1", registered_digest=registered,
                         fetched=fetched, first_env=first_env)
 
@@ -41,9 +41,10 @@ def test_the_same_version_announced_again_with_the_same_digest_changes_nothing()
 @pytest.mark.parametrize(("changes", "reason", "detail_says"), [
     pytest.param(dict(registered=OTHER), "immutability-violation", f"payments:1.4.0 is already registered as {OTHER}",
                  id="the same version with another digest violates immutability"),
-    pytest.param(dict(fetched=Fetched(digest=OTHER)), "digest-mismatch", f"the file's sha256 is {OTHER}",
+    pytest.param(dict(fetched=Fetched("mismatch")), "digest-mismatch",
+                 "digest mismatch: the file's bytes do not match the claimed digest",
                  id="bytes whose digest is not the claimed one are a mismatch"),
-    pytest.param(dict(fetched=Fetched(error="404 Not Found")), "artifact-unreachable", "404 Not Found",
+    pytest.param(dict(fetched=Fetched("unreachable", "404 Not Found")), "artifact-unreachable", "404 Not Found",
                  id="an artifact the store cannot read is unreachable"),
     pytest.param(dict(fetched=None), "artifact-unreachable", "not fetched",
                  id="an artifact that was not fetched is unreachable"),
@@ -61,6 +62,11 @@ def test_a_build_that_cannot_be_registered_is_rejected_with_its_reason_and_never
     assert not any(isinstance(event, PromotionRequested) for event in decided)
 
 
+def test_a_mismatch_tells_neither_the_file_s_hash_nor_any_digest_but_the_claimed_one_in_its_event():
+    rejected = decide(fetched=Fetched("mismatch"))[0]
+    assert "sha256:" not in rejected.detail and rejected.digest == DIGEST
+
+
 def test_immutability_is_checked_before_the_bytes_so_a_matching_file_cannot_overwrite_a_version():
-    decided = decide(registered=OTHER, fetched=Fetched(digest=DIGEST), first_env="dev")
+    decided = decide(registered=OTHER, fetched=Fetched("stored"), first_env="dev")
     assert [event.reason for event in decided] == ["immutability-violation"]
