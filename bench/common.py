@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -22,6 +23,7 @@ from rich.console import Console
 
 import devstack
 from cli.ops import pipeline_applied
+from shared.credentials import READER, database_dsn, kafka_options
 from shared import client, topics
 from shared.events import Artifact, BuildCompleted, Event, new_event
 from shared.pipeline import PipelineDefinition, parse_pipeline
@@ -84,6 +86,12 @@ def pipeline_events(services: list[str], envs: tuple[str, ...]) -> list[Event]:
                       source="/bench") for s in services]
 
 
+def drop_folder(prefix: str) -> Path:
+    """A fresh folder for a run's artifacts in the drop directory (intake reads files only under its roots)."""
+    SETTINGS.drop_dir.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=SETTINGS.drop_dir))
+
+
 def build_event(service: str, version: str, folder: Path) -> Event:
     """build.completed for a small file artifact of its own bytes (so each build has its own digest)."""
     path = folder / f"{service}-{version}"
@@ -97,7 +105,7 @@ def build_event(service: str, version: str, folder: Path) -> Event:
 async def wait_pipelines(services: list[str], timeout: float = 600.0) -> float:
     """Wait until intake and gates both hold every pipeline (builds then promote at once); seconds waited."""
     t0 = time.monotonic()
-    conn = await asyncpg.connect(SETTINGS.database_url)
+    conn = await asyncpg.connect(database_dsn(SETTINGS, READER))
     try:
         while True:
             counts = [await conn.fetchval(f"select count(*) from {schema}.pipelines where service = any($1::text[])",
@@ -113,7 +121,7 @@ async def wait_pipelines(services: list[str], timeout: float = 600.0) -> float:
 
 async def group_lag(groups: tuple[str, ...] = devstack.SERVICES) -> dict[str, int]:
     """Records not yet consumed, per service consumer group, over the live topics."""
-    return await client.group_lag(BOOTSTRAP, groups, LIVE_TOPICS)
+    return await client.group_lag(SETTINGS, groups, LIVE_TOPICS)
 
 
 async def wait_quiet(timeout: float, what: str) -> float:
@@ -139,7 +147,7 @@ class Observer:
     def __init__(self, topic_names: list[str], keep=lambda record: record) -> None:
         self.topic_names, self.keep = topic_names, keep
         self.seen: list[tuple[float, object]] = []
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False,
+        self._consumer = AIOKafkaConsumer(**kafka_options(SETTINGS, "api"), enable_auto_commit=False,
                                           fetch_max_wait_ms=100)
         self._task: asyncio.Task | None = None
 

@@ -15,15 +15,18 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from shared import topics
+from shared.credentials import kafka_options
 from shared.settings import Settings
 
 BOOTSTRAP = Settings().kafka_bootstrap
+KAFKA = kafka_options(Settings(), topics.ADMIN)  # the raw baseline creates its own topics: the broker's admin
 
 
 @asynccontextmanager
 async def temp_topics(names: list[str], partitions: int = 3):
     """Create bench topics for the run and delete them afterwards."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP, request_timeout_ms=30_000)
+    admin = AIOKafkaAdminClient(**KAFKA, request_timeout_ms=30_000)
     await admin.start()
     try:
         await admin.create_topics([NewTopic(n, partitions, 1) for n in names])
@@ -52,7 +55,7 @@ async def echo_process(source: str, dest: str):
 
 def producer(**options) -> AIOKafkaProducer:
     """An idempotent producer with acks=all, like the services' and the CLI's."""
-    return AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, acks="all", enable_idempotence=True, **options)
+    return AIOKafkaProducer(**KAFKA, acks="all", enable_idempotence=True, **options)
 
 
 def payload(size: int, index: int) -> bytes:
@@ -63,7 +66,7 @@ def payload(size: int, index: int) -> bytes:
 
 async def echo(source: str, dest: str, group: str) -> None:
     """Copy source to dest forever, one awaited send per record."""
-    consumer = AIOKafkaConsumer(source, bootstrap_servers=BOOTSTRAP, group_id=group, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(source, **KAFKA, group_id=group, auto_offset_reset="earliest")
     sender = producer()
     await consumer.start()
     await sender.start()

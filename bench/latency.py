@@ -22,9 +22,7 @@ import argparse
 import asyncio
 import json
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
 from rich.progress import Progress
 from rich.table import Table
@@ -98,8 +96,8 @@ async def measure_services(builds: int, rate: float, envs: tuple[str, ...], time
     """Publish pipelines, wait until they are stored, then publish builds at `rate` and time each hop."""
     rid = common.run_id("lat")
     services = [f"bl-{rid}-{i:05d}" for i in range(builds)]
-    folder = Path(tempfile.mkdtemp(prefix=f"bench-{rid}-"))
-    async with Publisher(common.BOOTSTRAP) as publisher:
+    folder = common.drop_folder(f"bench-{rid}-")
+    async with Publisher(common.SETTINGS) as publisher:
         for event in common.pipeline_events(services, envs):
             await publisher.publish(event)
         waited = await common.wait_pipelines(services)

@@ -33,6 +33,7 @@ from bench import common, echo
 from bench.common import console
 from cli.replay import Counts, _fold_all
 from services.ledger.state import PROJECTION_TABLES
+from shared.credentials import SUPERUSER, database_dsn, kafka_options
 from shared import topics
 from shared.events import (ArtifactRegistered, DeploymentStarted, DeploymentSucceeded, GatePassed, GatePending,
                            VerificationFailed, VerificationPassed, new_event)
@@ -97,7 +98,7 @@ async def fill(names: dict[str, str], count: int, services: int) -> dict:
 
 async def read_all(names: dict[str, str]):
     """Every record of the temporary topics from the beginning, as the replay's KafkaLog reads them."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=common.BOOTSTRAP, enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**kafka_options(common.SETTINGS, "api"), enable_auto_commit=False,
                                 max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()
     try:
@@ -130,7 +131,7 @@ async def bare_consume(names: dict[str, str]) -> dict:
 
 async def fold(names: dict[str, str], schema: str, total: int) -> dict:
     """The replay's parse + de-duplicate + fold into scratch copies of the projections, in one transaction."""
-    conn = await asyncpg.connect(common.SETTINGS.database_url)
+    conn = await asyncpg.connect(database_dsn(common.SETTINGS, SUPERUSER))  # it creates a scratch schema
     counts = Counts()
     try:
         async with conn.transaction():

@@ -19,10 +19,8 @@ Targets: promotions into dev >= 1/2 baseline; >= 1,000 builds/s through intake.
 import argparse
 import asyncio
 import shutil
-import tempfile
 import time
 from collections import Counter
-from pathlib import Path
 
 from rich.live import Live
 from rich.table import Table
@@ -62,11 +60,11 @@ async def measure_services(seconds: float, warmup: float, rate: float, concurren
     """Publish builds for `seconds`; rates of registrations and dev deployments over the steady window."""
     rid = common.run_id("tp")
     services = [f"bt-{rid}-{i:04d}" for i in range(pool)]
-    folder = Path(tempfile.mkdtemp(prefix=f"bench-{rid}-"))
+    folder = common.drop_folder(f"bench-{rid}-")
     sampler = common.RssSampler({name if i == 1 else f"{name}-{i}": devstack.services.service_pid(name, i)
                                  for name in devstack.SERVICES for i in (1, 2)})
     published, sizes, counts = 0, [], Counter()
-    async with Publisher(common.BOOTSTRAP) as publisher:
+    async with Publisher(common.SETTINGS) as publisher:
         for event in common.pipeline_events(services, envs):
             await publisher.publish(event)
         console.print(f"services: {pool} pipelines stored in {await common.wait_pipelines(services):.1f} s")

@@ -23,7 +23,7 @@ from cli.ledger import LedgerReader
 from shared.client import EventWatcher, Publisher, matches
 from shared.events import ApprovalGranted, Event, EventData, EvidenceRecorded, new_event
 from shared.loadgen import LoadReport, generate
-from shared.pipeline import PipelineDefinition, load_pipeline_file
+from shared.pipeline import PipelineDefinition, load_pipeline_file, parse_pipeline
 from shared.settings import REPO_ROOT, Settings
 
 sys.path.insert(0, str(REPO_ROOT / "examples" / "payments"))
@@ -40,7 +40,7 @@ class Demo:
 
     def __init__(self, settings: Settings, service: str, publisher: Publisher, watcher: EventWatcher) -> None:
         self.settings, self.service, self.publisher, self.watcher = settings, service, publisher, watcher
-        self.dist = settings.var_dir / "demo" / service
+        self.dist = settings.drop_dir / "demo" / service  # intake takes artifacts only from its roots
         self.t0 = time.monotonic()
         self.traffic: asyncio.Task[LoadReport] | None = None
         self.stop_traffic = asyncio.Event()
@@ -127,10 +127,10 @@ class Demo:
 async def run_demo(settings: Settings, service: str) -> None:
     """Run the whole scenario and end with the status table and where to look next."""
     service = await _fresh_service_name(settings, service)
-    definition = load_pipeline_file(PIPELINE_FILE).model_copy(update={"service": service})
+    definition = _pipeline_for(service)
     definition = PipelineDefinition.model_validate(definition.model_dump(mode="json"))
     _write_secret(settings, definition)
-    async with Publisher(settings.kafka_bootstrap) as publisher, EventWatcher(settings.kafka_bootstrap) as watcher:
+    async with Publisher(settings) as publisher, EventWatcher(settings) as watcher:
         demo = Demo(settings, service, publisher, watcher)
         console.rule(f"[bold]promote demo: {service}")
         await demo.send(ops.pipeline_applied(definition, "demo"))
@@ -254,6 +254,15 @@ async def _fresh_service_name(settings: Settings, wanted: str) -> str:
         n += 1
         name = f"{wanted}-{n}"
     return name
+
+
+def _pipeline_for(service: str) -> PipelineDefinition:
+    """The example pipeline for `service`: its name and its secret references (a service's own: `<service>/…`)."""
+    example = load_pipeline_file(PIPELINE_FILE)
+    if service == example.service:
+        return example
+    text = PIPELINE_FILE.read_text().replace(f"service: {example.service}\n", f"service: {service}\n")
+    return parse_pipeline(text.replace(f"{{secret: {example.service}/", f"{{secret: {service}/"), str(PIPELINE_FILE))
 
 
 def _write_secret(settings: Settings, definition: PipelineDefinition) -> None:

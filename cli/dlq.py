@@ -19,6 +19,7 @@ from cli import render
 from cli.errors import CliError
 from shared import topics
 from shared.client import partitions_of, start_client, unreachable
+from shared.credentials import kafka_options
 from shared.settings import Settings
 
 dlq_app = typer.Typer(help="Inspect and resubmit dead letters.", no_args_is_help=True)
@@ -71,7 +72,7 @@ def _int(text: str | None) -> int | None:
 
 async def _open(settings: Settings) -> tuple[AIOKafkaConsumer, list[TopicPartition]]:
     """A started consumer without a group, and the dead-letter topic's partitions."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_options(settings, "api"), enable_auto_commit=False)
     await start_client(consumer, settings.kafka_bootstrap)
     try:
         partitions = await partitions_of(consumer, [topics.DLQ])
@@ -148,7 +149,10 @@ async def resubmit(settings: Settings, letter: DeadLetter, who: str) -> RecordMe
     topic = letter.headers.get("dlq.topic")
     if not topic or topic == topics.DLQ:
         raise CliError(f"dead letter {letter.id} does not say which topic it came from (no dlq.topic header)")
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True,
+    if topic not in topics.principal("api").produces:
+        raise CliError(f"dead letter {letter.id} came from {topic}, which only its producer may write to "
+                       f"(operators resubmit {' and '.join(topics.principal('api').produces)}): publish it again there")
+    producer = AIOKafkaProducer(**kafka_options(settings, "api"), acks="all", enable_idempotence=True,
                                 request_timeout_ms=10_000)
     await start_client(producer, settings.kafka_bootstrap)
     try:

@@ -4,6 +4,7 @@ import json
 
 import asyncpg
 
+from shared.credentials import READER, database_dsn, redacted
 from cli.errors import CliError
 from services.ledger.chain import first_broken_link
 from shared.settings import Settings
@@ -17,11 +18,11 @@ class LedgerReader:
         self.conn: asyncpg.Connection | None = None
 
     async def __aenter__(self) -> "LedgerReader":
+        dsn = database_dsn(self.settings, READER)
         try:
-            self.conn = await asyncpg.connect(self.settings.database_url, server_settings={"search_path": "ledger"},
-                                              timeout=5)
+            self.conn = await asyncpg.connect(dsn, server_settings={"search_path": "ledger"}, timeout=5)
         except (OSError, asyncpg.PostgresError) as error:
-            raise CliError(f"cannot reach PostgreSQL at {self.settings.database_url} ({error}); "
+            raise CliError(f"cannot reach PostgreSQL at {redacted(dsn)} ({error}); "
                            "is the stack up? ./dev-stack up") from None
         if not await self.conn.fetchval("select to_regclass('ledger.entries') is not null"):
             raise CliError("the ledger has no data yet (is the ledger service running? ./dev-stack status)")

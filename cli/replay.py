@@ -25,7 +25,11 @@ from services.ledger import rebuild, repository
 from services.ledger.state import state_digest
 from services.ledger.topics import consumed_topics
 from shared.client import partitions_of, start_client
-from shared.events import Event, InvalidEvent, parse_event
+from shared import inbox
+from shared.consumer import parse_record
+from shared.limits import MAX_CLOCK_SKEW_S
+from shared.credentials import database_dsn, kafka_options, redacted
+from shared.events import Event, InvalidEvent
 from shared.settings import Settings
 
 LEDGER = "ledger"  # the ledger's schema and consumer group
@@ -61,9 +65,10 @@ class ReplayReport(Counts):
 class KafkaLog:
     """Reads the ledger's topics from their beginning up to a last offset per partition, without a group."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self._bootstrap = bootstrap
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+    def __init__(self, settings: Settings) -> None:
+        self._bootstrap = settings.kafka_bootstrap
+        self._options = kafka_options(settings, LEDGER)  # the ledger's own principal: it reads what the ledger reads
+        self._consumer = AIOKafkaConsumer(**self._options, enable_auto_commit=False,
                                           max_partition_fetch_bytes=4 * 1024 * 1024)
         self._partitions: list[TopicPartition] = []
         self._first: dict[TopicPartition, int] = {}
@@ -100,7 +105,7 @@ class KafkaLog:
 
     async def _committed(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         """The ledger group's committed offsets (the next record it will read)."""
-        admin = AIOKafkaAdminClient(bootstrap_servers=self._bootstrap)
+        admin = AIOKafkaAdminClient(**self._options)
         await admin.start()
         try:
             offsets = await admin.list_consumer_group_offsets(LEDGER, partitions=partitions)
@@ -139,14 +144,15 @@ async def replay_ledger(settings: Settings, *, replace: bool,
     report = ReplayReport()
     conn = await _connect(settings)
     try:
-        async with KafkaLog(settings.kafka_bootstrap) as log, conn.transaction():
+        async with KafkaLog(settings) as log, conn.transaction():
             await repository.lock_chain(conn)  # from here on the ledger waits
             report.live_digest = await state_digest(conn)
             report.entries = await conn.fetchval("select count(*) from entries")
             plan = await log.plan(await rebuild.recorded_positions(conn))
             total = sum(last - first + 1 for first, last in plan.values())
             await rebuild.create_scratch(conn)
-            await _fold_all(conn, log.records(plan), report, lambda: progress(report.records, total))
+            await _fold_all(conn, log.records(plan), report, lambda: progress(report.records, total),
+                            settings.max_clock_skew_s)
             report.rebuilt_digest = await state_digest(conn)
             # Every entry is one event the ledger folded; a count that differs means the topics no longer
             # hold what the ledger recorded (or its offsets are lost), and the rebuilt state would be wrong.
@@ -163,22 +169,28 @@ async def replay_ledger(settings: Settings, *, replace: bool,
     return report
 
 
-async def _fold_all(conn: asyncpg.Connection, records: AsyncIterator, counts: Counts, tick: Callable[[], None]) -> None:
-    """Parse each record as the ledger does and fold the first occurrence of each valid event."""
-    seen: set[str] = set()
+async def _fold_all(conn: asyncpg.Connection, records: AsyncIterator, counts: Counts, tick: Callable[[], None],
+                    max_skew_s: float = MAX_CLOCK_SKEW_S) -> None:
+    """Parse each record as the ledger does and fold the first occurrence of each valid event (by inbox identity;
+    a later one with other content was dead-lettered by the ledger, as invalid input)."""
+    seen: dict[tuple[str, str, str], str] = {}
     batch: list[Event] = []
     async for record in records:
         counts.records += 1
         tick()
         try:
-            event = parse_event(record.value or b"", expected_topic=record.topic)
+            event = parse_record(record, max_skew_s=max_skew_s)
         except InvalidEvent:  # the ledger dead-lettered it
             counts.invalid += 1
             continue
-        if event.id in seen:  # the ledger's inbox ignored it
-            counts.duplicates += 1
+        known = seen.get(inbox.identity(event))
+        if known is not None:  # the ledger's inbox ignored it, or refused it
+            if known == inbox.content_digest(event):
+                counts.duplicates += 1
+            else:
+                counts.invalid += 1
             continue
-        seen.add(event.id)
+        seen[inbox.identity(event)] = inbox.content_digest(event)
         batch.append(event)
         if len(batch) == BATCH:
             await _fold(conn, batch, counts)
@@ -194,10 +206,11 @@ async def _fold(conn: asyncpg.Connection, batch: list[Event], counts: Counts) ->
 
 
 async def _connect(settings: Settings) -> asyncpg.Connection:
+    dsn = database_dsn(settings, LEDGER)  # the replay writes the ledger's projections: as the ledger
     try:
-        conn = await asyncpg.connect(settings.database_url, server_settings={"search_path": LEDGER}, timeout=5)
+        conn = await asyncpg.connect(dsn, server_settings={"search_path": LEDGER}, timeout=5)
     except (OSError, asyncpg.PostgresError) as error:
-        raise CliError(f"cannot reach PostgreSQL at {settings.database_url} ({error}); "
+        raise CliError(f"cannot reach PostgreSQL at {redacted(dsn)} ({error}); "
                        "is the stack up? ./dev-stack up") from None
     if not await conn.fetchval("select to_regclass('ledger.entries') is not null"):
         await conn.close()

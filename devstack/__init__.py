@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from devstack import kafka, postgres, router, topics
+from devstack import kafka, postgres, router, topics, users
 from devstack import processes as p
 from devstack.processes import StackError
 from devstack.services import (
@@ -37,11 +37,13 @@ def up(services: bool = True, ready_timeout: float = 90.0) -> None:
     """Start PostgreSQL, Kafka and the router (nginx), create topics, then (optionally) start the services and wait for /health."""
     t0 = time.monotonic()
     p.ensure_dirs()
+    users.ensure_app_user()
     kstart = time.monotonic()
     kpid = kafka.start()  # the JVM boots while PostgreSQL starts
     postgres.up()
     if kpid is not None:
         kafka.wait_ready(kpid, kstart)
+    kafka.sync_access()
     topics.ensure_topics()
     router.up()
     if services:

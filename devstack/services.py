@@ -10,10 +10,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from devstack import access, postgres
 from devstack import processes as p
 from shared.settings import Settings
 
 SERVICES: tuple[str, ...] = ("intake", "gates", "deployer", "rollback", "ledger")
+CREDENTIAL_FIELDS = frozenset({"kafka_username", "kafka_password", "event_id_key", "database_url"})
+"""Settings that name or hold a principal's secret: each process gets its own, never the parent's."""
 
 
 def health_ports() -> dict[str, int]:
@@ -57,14 +60,30 @@ def healthy(name: str, timeout: float = 0.5, instance: int = 1) -> bool:
         return False
 
 
+def _env_value(value: object) -> str:
+    """A setting as its PROMOTE_* variable spells it: lists (artifact roots) colon-separated, as PATH."""
+    return ":".join(str(item) for item in value) if isinstance(value, list) else str(value)
+
+
 def service_env(name: str, instance: int = 1) -> dict[str, str]:
-    """Inherited env plus every PROMOTE_* setting, this instance's number and its PROMOTE_HEALTH_PORT."""
+    """Inherited env plus every PROMOTE_* setting, this instance's number and health port, and the service's
+    own credentials (no other principal's: a parent's PROMOTE_KAFKA_* are replaced)."""
     s = Settings()
-    env = dict(os.environ)
-    env.update({f"PROMOTE_{field.upper()}": str(getattr(s, field)) for field in type(s).model_fields})
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PROMOTE_KAFKA_")}
+    env.update({f"PROMOTE_{field.upper()}": _env_value(getattr(s, field)) for field in type(s).model_fields
+                if getattr(s, field) is not None and field not in CREDENTIAL_FIELDS})
     env.update({"PROMOTE_VAR_DIR": str(p.var_dir()), "PROMOTE_HEALTH_PORT": str(health_port(name, instance)),
-                "PROMOTE_INSTANCE": str(instance), "PYTHONUNBUFFERED": "1"})
+                "PROMOTE_INSTANCE": str(instance), "PYTHONUNBUFFERED": "1",
+                "PROMOTE_KAFKA_USERNAME": name, "PROMOTE_KAFKA_PASSWORD": access.ensure_secret("kafka", name),
+                "PROMOTE_EVENT_ID_KEY": access.ensure_secret("ids", name, 32),
+                "PROMOTE_DATABASE_URL": service_database_url(name)})
     return env
+
+
+def service_database_url(name: str) -> str:
+    """The service's own database login (its role owns its schema only)."""
+    port, _, db = postgres.dsn_parts()
+    return f"postgresql://{name}:{access.ensure_secret('postgres', name)}@127.0.0.1:{port}/{db}"
 
 
 def start_service(name: str, instance: int = 1) -> int:
@@ -76,6 +95,7 @@ def start_service(name: str, instance: int = 1) -> int:
     if pid is not None:
         p.say(f"{component}: already running (pid {pid})")
         return pid
+    postgres.ensure_roles()  # its schema exists (a disaster drill may have dropped it) and is its own
     pid = p.spawn(component, [python(), "-m", _marker(name)], env=service_env(name, instance))
     p.say(f"{component}: started pid {pid} (health :{health_port(name, instance)})")
     return pid

@@ -10,6 +10,8 @@ import asyncio
 import time
 
 from devstack import processes as p
+from shared import topics
+from shared.credentials import kafka_options
 from shared.settings import Settings
 from shared.topics import TopicSpec, all_topics
 
@@ -23,8 +25,10 @@ async def ensure_topics_async(bootstrap: str | None = None) -> dict[str, str]:
 
     settings = Settings()
     ALL_TOPICS = all_topics(settings.topic_partitions)
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap or settings.kafka_bootstrap,
-                                request_timeout_ms=15000)
+    options = kafka_options(settings, topics.ADMIN)
+    if bootstrap:
+        options["bootstrap_servers"] = bootstrap
+    admin = AIOKafkaAdminClient(**options, request_timeout_ms=15000)
     await admin.start()
     try:
         existing = set(await admin.list_topics())

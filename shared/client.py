@@ -9,10 +9,12 @@ from collections.abc import Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaConnectionError
+from aiokafka.errors import ClusterAuthorizationFailedError, KafkaConnectionError, TopicAuthorizationFailedError
 
 from shared import topics
+from shared.credentials import kafka_options
 from shared.events import Event, InvalidEvent, parse_event
+from shared.settings import Settings
 
 
 class BusUnavailable(Exception):
@@ -41,10 +43,11 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic_names: Iterable[str]) 
 
 
 
-async def group_lag(bootstrap: str, groups: Iterable[str], topic_names: Iterable[str]) -> dict[str, int]:
-    """Records not yet consumed, per consumer group, over the named topics that the group reads."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def group_lag(settings: Settings, groups: Iterable[str], topic_names: Iterable[str]) -> dict[str, int]:
+    """Records not yet consumed, per consumer group, over the named topics that the group reads (as admin)."""
+    options = kafka_options(settings, topics.ADMIN)
+    admin = AIOKafkaAdminClient(**options)
+    consumer = AIOKafkaConsumer(**options, enable_auto_commit=False)
     await admin.start()
     await consumer.start()
     try:
@@ -62,45 +65,80 @@ async def group_lag(bootstrap: str, groups: Iterable[str], topic_names: Iterable
         await consumer.stop()
         await admin.close()
 
-class Publisher:
-    """An idempotent producer (acks=all) that waits for every publish to be acknowledged."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True,
-                                          request_timeout_ms=10_000)
-        self._bootstrap = bootstrap
+def external_owner(topic: str) -> str:
+    """The principal outside the services that produces to `topic` (ci or api); KeyError if none."""
+    for candidate in topics.PRINCIPALS:
+        if topic in candidate.produces and candidate not in topics.SERVICE_PRINCIPALS:
+            return candidate.name
+    raise KeyError(f"no principal outside the services may produce to {topic}")
+
+
+class NotAuthorized(Exception):
+    """The broker refused a principal an operation; the message names both."""
+
+
+class Publisher:
+    """Idempotent producers (acks=all) that wait for every publish to be acknowledged.
+
+    Each publish goes out as `principal` if one was given, else as the principal that owns the
+    event's topic outside the services (`ci` for builds and evidence, `api` for operator decisions).
+    """
+
+    def __init__(self, settings: Settings, principal: str | None = None) -> None:
+        self._settings = settings
+        self._principal = principal
+        self._producers: dict[str, AIOKafkaProducer] = {}
 
     async def __aenter__(self) -> "Publisher":
-        await start_client(self._producer, self._bootstrap)
+        if self._principal is not None:
+            await self._producer(self._principal)
         return self
 
     async def __aexit__(self, *exc) -> None:
-        await self._producer.stop()
+        for producer in self._producers.values():
+            await producer.stop()
 
-    async def publish(self, event: Event) -> None:
+    async def _producer(self, principal: str) -> AIOKafkaProducer:
+        if principal not in self._producers:
+            producer = AIOKafkaProducer(**kafka_options(self._settings, principal), acks="all",
+                                        enable_idempotence=True, request_timeout_ms=10_000)
+            await start_client(producer, self._settings.kafka_bootstrap)
+            self._producers[principal] = producer
+        return self._producers[principal]
+
+    async def publish(self, event: Event, *, as_principal: str | None = None) -> None:
         """Send one event to its topic, keyed by service."""
-        await self._producer.send_and_wait(event.data.topic, event.to_bytes(), key=event.data.service.encode())
+        await self.publish_raw(event.data.topic, event.to_bytes(), key=event.data.service.encode(),
+                               as_principal=as_principal)
 
     async def publish_raw(self, topic: str, value: bytes, key: bytes | None = None,
-                          headers: list[tuple[str, bytes]] | None = None) -> None:
-        """Send bytes as they are (tests use it for malformed input)."""
-        await self._producer.send_and_wait(topic, value, key=key, headers=headers)
+                          headers: list[tuple[str, bytes]] | None = None, *, as_principal: str | None = None) -> None:
+        """Send bytes as they are (tests use it for malformed input); NotAuthorized if the broker refuses."""
+        principal = as_principal or self._principal or external_owner(topic)
+        producer = await self._producer(principal)
+        try:
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
+        except (TopicAuthorizationFailedError, ClusterAuthorizationFailedError) as error:
+            raise NotAuthorized(f"Kafka refused principal {principal!r} writing to {topic}: "
+                                f"{type(error).__name__}") from None
 
 
 class EventWatcher:
     """Collects every event published on `topic_names` after `start()`, and waits for matches."""
 
-    def __init__(self, bootstrap: str, topic_names: Iterable[str] | None = None) -> None:
-        self._bootstrap = bootstrap
+    def __init__(self, settings: Settings, topic_names: Iterable[str] | None = None, principal: str = "api") -> None:
+        self._settings = settings
+        self._principal = principal
         self._topics = list(topic_names or [t.name for t in topics.ALL_TOPICS if t.name != topics.DLQ])
         self._consumer: AIOKafkaConsumer | None = None
         self.events: list[Event] = []
         self.records: list = []
 
     async def __aenter__(self) -> "EventWatcher":
-        self._consumer = AIOKafkaConsumer(bootstrap_servers=self._bootstrap, enable_auto_commit=False,
+        self._consumer = AIOKafkaConsumer(**kafka_options(self._settings, self._principal), enable_auto_commit=False,
                                           auto_offset_reset="earliest")
-        await start_client(self._consumer, self._bootstrap)
+        await start_client(self._consumer, self._settings.kafka_bootstrap)
         try:
             partitions = await partitions_of(self._consumer, self._topics)
             if not partitions:

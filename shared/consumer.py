@@ -3,6 +3,7 @@
 FastStream gives at-most-once by default and no dead-letter topic for Kafka, so
 subscribers run with manual acknowledgement and this runner decides, per record:
 - invalid bytes (JSON, envelope, schema, unknown type) -> `promotion.dlq`, then commit;
+- a valid event its handler refuses as input (InvalidEvent, e.g. an id reused with other content) -> the same;
 - a technical fault (database or broker unreachable) -> back off and re-read, forever;
 - any other error -> re-read up to `max_attempts` times, then dead-letter with the reason.
 The offset is committed only after the handler's transaction (state + outbox) committed.
@@ -29,6 +30,7 @@ from aiokafka.errors import KafkaError
 
 from shared import metrics, topics
 from shared.events import Event, InvalidEvent, parse_event
+from shared.limits import MAX_CLOCK_SKEW_S
 
 log = structlog.get_logger()
 
@@ -50,7 +52,9 @@ class RecordRunner:
 
     def __init__(self, consumer_name: str, handler: Handler, publish_raw: PublishRaw, *, max_attempts: int = 5,
                  backoff_base_s: float = 0.1, together: Together | None = None, keys_at_once: int = 1,
-                 prepare: Prepare | None = None) -> None:
+                 prepare: Prepare | None = None, stuck_after_s: float = 30.0,
+                 max_clock_skew_s: float = MAX_CLOCK_SKEW_S) -> None:
+        self._max_clock_skew_s = max_clock_skew_s
         self._consumer_name = consumer_name
         self._handler = handler
         self._together = together
@@ -66,6 +70,10 @@ class RecordRunner:
         self.dead_lettered = 0
         self.last_error: str | None = None
         self.failing_since: float | None = None
+        self.stuck_after_s = stuck_after_s
+        """A handler (or preparation) running longer than this is stuck (/health says degraded)."""
+        self._running: dict[object, float] = {}
+        """When each handler or preparation now running started (several at once with `keys_at_once`)."""
 
     async def run(self, message) -> None:
         """Process one FastStream KafkaMessage and acknowledge or re-read it; never raises.
@@ -139,20 +147,20 @@ class RecordRunner:
         invalid: list[tuple[object, str]] = []
         for record in records:
             try:
-                valid.append((record, parse_event(record.value or b"", expected_topic=record.topic)))
+                valid.append((record, self._parse(record.value or b"", record)))
             except InvalidEvent as error:
                 invalid.append((record, error.reason))
         started = time.monotonic()
         try:
             if self._prepare is not None and valid:
-                await self._prepare([event for _, event in valid])
+                await self._timed(self._prepare([event for _, event in valid]))
             async with self._together([event for _, event in valid]) if valid else _nothing():
                 for record, event in valid:
                     structlog.contextvars.bind_contextvars(topic=record.topic, partition=record.partition,
                                                            offset=record.offset)
                     _bind(event)
                     current_position.set((record.topic, record.partition, record.offset))
-                    await self._handler(event)
+                    await self._timed(self._handler(event))
         except Exception as error:  # run record by record: that path retries or dead-letters
             log.info("batch.split", records=len(records), error=f"{type(error).__name__}: {error}")
             metrics.BATCHES_SPLIT.labels(self._consumer_name).inc()
@@ -173,7 +181,7 @@ class RecordRunner:
     async def _process(self, message, record, position: Position) -> None:
         started = time.monotonic()
         try:
-            event = parse_event(message.body, expected_topic=record.topic)
+            event = self._parse(message.body, record)
         except InvalidEvent as invalid:
             await self._dead_letter(record, invalid.reason)
             await message.ack()
@@ -181,7 +189,12 @@ class RecordRunner:
         _bind(event)
         current_position.set(position)
         try:
-            await self._handler(event)
+            await self._timed(self._handler(event))
+        except InvalidEvent as refused:  # valid bytes the handler refuses as input (an id reused with other content)
+            await self._dead_letter(record, refused.reason)
+            self._forget(position)
+            await message.ack()
+            return
         except TRANSIENT as error:
             outages = self._outages[position] = self._outages.get(position, 0) + 1
             await self._retry_later(message, error, outages, transient=True)
@@ -202,6 +215,23 @@ class RecordRunner:
         metrics.HANDLER_SECONDS.labels(self._consumer_name).observe(time.monotonic() - started)
         self.last_error, self.failing_since = None, None
         await message.ack()
+
+    async def _timed(self, work: Awaitable[None]) -> None:
+        """Await a handler's or a preparation's work, keeping when it started for `running_for`."""
+        token = object()
+        self._running[token] = time.monotonic()
+        try:
+            await work
+        finally:
+            del self._running[token]
+
+    def running_for(self, now: float) -> float:
+        """Seconds the longest-running handler or preparation has been at it (0 when none runs)."""
+        return now - min(self._running.values(), default=now)
+
+    def _parse(self, value: bytes, record) -> Event:
+        """The record's event: on its topic, under its service's key, not from the future (else InvalidEvent)."""
+        return parse_record(record, value, self._max_clock_skew_s)
 
     def _forget(self, position: tuple[str, int, int]) -> None:
         self._failures.pop(position, None)
@@ -232,6 +262,15 @@ class RecordRunner:
         self.dead_lettered += 1
         metrics.EVENTS_DEAD_LETTERED.labels(self._consumer_name).inc()
         log.warning("event.dead_lettered", reason=reason)
+
+
+def parse_record(record, value: bytes | None = None, max_skew_s: float = MAX_CLOCK_SKEW_S) -> Event:
+    """A Kafka record's event, as every consumer (and a replay) judges it: on its topic, under its service's key,
+    and not claiming a time more than `max_skew_s` after the broker appended it (the topics keep the broker's
+    LogAppendTime, which no producer sets), so a replay years later refuses exactly what the live consumer did."""
+    appended = datetime.fromtimestamp(record.timestamp / 1000, UTC)
+    return parse_event(record.value or b"" if value is None else value, expected_topic=record.topic,
+                       key=record.key, now=appended, max_skew_s=max_skew_s)
 
 
 class Fetched:

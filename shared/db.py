@@ -26,6 +26,15 @@ create table if not exists outbox (
 );
 create index if not exists outbox_unpublished on outbox (seq) where published_at is null;
 """
+# The inbox knows an event by (topic, service, id) and what it said (see shared/inbox.py).
+INBOX_BY_TOPIC_MIGRATION_NAME = "000_common_inbox.sql"
+INBOX_BY_TOPIC_MIGRATION = """
+alter table processed_events add column if not exists service text not null default '';
+alter table processed_events add column if not exists content_digest text;
+alter table processed_events drop constraint if exists processed_events_pkey;
+alter table processed_events add constraint processed_events_pkey primary key (topic, service, event_id);
+create index if not exists processed_events_by_id on processed_events (event_id);
+"""
 
 
 async def connect(dsn: str, schema: str, *, attempts: int = 30, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
@@ -51,13 +60,16 @@ async def migrate(pool: asyncpg.Pool, schema: str, package: str) -> list[str]:
     async with pool.acquire() as conn, conn.transaction():
         # One service instance migrates at a time.
         await conn.execute("select pg_advisory_xact_lock(hashtext($1))", f"migrate:{schema}")
-        await conn.execute(f'create schema if not exists "{schema}"')
+        # The stack creates each schema, owned by the service's role, which may not create schemas itself.
+        if not await conn.fetchval("select true from pg_namespace where nspname = $1", schema):
+            await conn.execute(f'create schema "{schema}"')
         await conn.execute(
             f'create table if not exists "{schema}".schema_migrations '
             "(name text primary key, applied_at timestamptz not null default now())"
         )
         done = {row["name"] for row in await conn.fetch(f'select name from "{schema}".schema_migrations')}
-        scripts = [(COMMON_MIGRATION_NAME, COMMON_MIGRATION)] + _package_migrations(package)
+        scripts = [(COMMON_MIGRATION_NAME, COMMON_MIGRATION), (INBOX_BY_TOPIC_MIGRATION_NAME, INBOX_BY_TOPIC_MIGRATION),
+                   *_package_migrations(package)]
         for name, sql in scripts:
             if name in done:
                 continue

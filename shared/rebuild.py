@@ -17,13 +17,15 @@ from shared.client import partitions_of
 log = structlog.get_logger()
 
 
-async def rewind_group(bootstrap: str, group_id: str, topic_names: list[str], *, attempts: int = 40) -> int:
+async def rewind_group(options: dict, group_id: str, topic_names: list[str], *, attempts: int = 40) -> int:
     """Commit the earliest offset of every partition for `group_id`; returns the partitions rewound.
+
+    `options` are the aiokafka connection options (see shared.credentials.kafka_options).
 
     Kafka accepts such a commit only while the group has no live member, so a member that was
     killed a moment ago (still within its session timeout) makes us retry with back-off.
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**options, group_id=group_id, enable_auto_commit=False)
     await consumer.start()
     try:
         partitions = await partitions_of(consumer, topic_names)

@@ -6,6 +6,8 @@ Nothing connects at import time; connections open in the app's startup hook.
 """
 
 import asyncio
+import hashlib
+import hmac
 import logging
 import os
 import time
@@ -20,11 +22,14 @@ from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
 from faststream.middlewares import AckPolicy
+from faststream.security import BaseSecurity, SASLScram512
 from faststream.specification import AsyncAPI
 
 from shared.consumer import Fetched, Handler, Prepare, RecordRunner
+from shared.credentials import database_dsn, kafka_login, kafka_options
 from shared.db import COMMON_MIGRATION_NAME, connect, migrate
 from shared.events import Event, EventData, new_event
+from shared import inbox
 from shared.health import serve_health
 from shared.logging import configure_logging, library_logger
 from shared.outbox import OutboxRelay, enqueue
@@ -34,6 +39,14 @@ from shared.settings import Settings
 log = structlog.get_logger()
 
 Work = Callable[[asyncpg.Connection], Awaitable[list[Event]]]
+
+
+def derived_id(key: bytes | None, name: str) -> str:
+    """The id of an event derived from `name` (what caused it): a re-run reproduces it, and without the service's
+    key nobody can predict it (HMAC-SHA256, shown as a UUID). No key (unit tests): a plain uuid5."""
+    if key is None:
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
+    return str(uuid.UUID(bytes=hmac.new(key, name.encode(), hashlib.sha256).digest()[:16]))
 
 
 class _Batch:
@@ -65,6 +78,7 @@ class ServiceRuntime:
         self.migrations_package = migrations_package or f"services.{name}"
         self.broker = KafkaBroker(
             self.settings.kafka_bootstrap,
+            security=self._security(),
             client_id=f"{name}-{self.instance}",
             enable_idempotence=True,
             acks="all",
@@ -77,6 +91,8 @@ class ServiceRuntime:
             on_shutdown=[self._stop],
             specification=AsyncAPI(self.broker, title=f"promote {name}", version="0.1.0"),
         )
+        self._id_key = (self.settings.event_id_key.get_secret_value().encode()
+                        if self.settings.event_id_key is not None else None)
         self.pool: asyncpg.Pool | None = None
         self.pool_size = 4
         self.relay: OutboxRelay | None = None
@@ -88,8 +104,16 @@ class ServiceRuntime:
         self._health_server: asyncio.AbstractServer | None = None
         self._started_at = time.monotonic()
 
+    def _security(self) -> BaseSecurity | None:
+        """SCRAM-SHA-512 as this service's own principal (none configured: the AsyncAPI generator needs no login)."""
+        if self.settings.kafka_username is None:
+            return None
+        username, password = kafka_login(self.settings)
+        return SASLScram512(username, password, use_ssl=self.settings.kafka_security_protocol == "SASL_SSL")
+
     def consume(self, topic_names: list[str], handler: Handler, *, description: str, together: bool = True,
-                services_at_once: int = 1, prepare: Prepare | None = None) -> None:
+                services_at_once: int = 1, prepare: Prepare | None = None,
+                stuck_after_s: float | None = None) -> None:
         """Subscribe the service's consumer group to `topic_names`, committing only after `handler`.
 
         `together`: the handler keeps every effect in the database (through `once`), so a batch of
@@ -98,9 +122,13 @@ class ServiceRuntime:
         with `services_at_once` > 1 the records of up to that many promoted services run at once
         (each service's in order), and the pool grows so that each of them can hold two connections.
         `prepare(events)` runs before a batch's transaction, for work that need not hold it.
+        `stuck_after_s`: how long one handler (or `prepare`) may run before /health says degraded
+        (default: the handler_stuck_after_s setting).
         """
         runner = RecordRunner(self.name, handler, self.publish_raw, together=self.together if together else None,
-                              keys_at_once=1 if together else services_at_once, prepare=prepare)
+                              keys_at_once=1 if together else services_at_once, prepare=prepare,
+                              stuck_after_s=stuck_after_s or self.settings.handler_stuck_after_s,
+                              max_clock_skew_s=self.settings.max_clock_skew_s)
         self.pool_size = max(self.pool_size, 2 * services_at_once + 2)
         self.runners.append(runner)
         self.topic_names += topic_names
@@ -163,12 +191,7 @@ class ServiceRuntime:
         if batch is None:
             async with self.together([event]):
                 return await self.once(event, work)
-        claimed = await batch.conn.fetchval(
-            "insert into processed_events (event_id, topic) values ($1, $2) on conflict do nothing returning true",
-            event.id,
-            event.data.topic,
-        )
-        if not claimed:
+        if not await inbox.claim(batch.conn, event):
             log.info("event.duplicate_ignored")
             return False
         emitted = await work(batch.conn)
@@ -231,8 +254,8 @@ class ServiceRuntime:
     def _identified(self, data: EventData, name: str, correlation_id: str | None) -> Event:
         if data.once_per:
             name = "/".join([data.event_type, *(str(getattr(data, field)) for field in data.once_per)])
-        event_id = str(uuid.uuid5(uuid.NAMESPACE_URL, name))
-        return new_event(data, source=f"/promote/{self.name}", correlation_id=correlation_id, event_id=event_id)
+        return new_event(data, source=f"/promote/{self.name}", correlation_id=correlation_id,
+                         event_id=derived_id(self._id_key, name))
 
     def events(self, datas: list[EventData], cause: Event) -> list[Event]:
         """`event` for each item, numbered so that two of one type get distinct ids."""
@@ -249,11 +272,14 @@ class ServiceRuntime:
 
     async def _start(self) -> None:
         configure_logging(self.name)
-        self.pool = await connect(self.settings.database_url, self.name, max_size=self.pool_size)
+        if self._id_key is None:
+            raise RuntimeError("PROMOTE_EVENT_ID_KEY is not set: without it the ids of this service's events "
+                               "could be predicted (and squatted) by anyone")
+        self.pool = await connect(database_dsn(self.settings), self.name, max_size=self.pool_size)
         applied = await migrate(self.pool, self.name, self.migrations_package)
         log.info("service.starting", migrations_applied=applied, instance=self.instance)
         if COMMON_MIGRATION_NAME in applied:  # a new schema: rebuild the state from the topics
-            await rewind_group(self.settings.kafka_bootstrap, self.name, self.topic_names)
+            await rewind_group(kafka_options(self.settings), self.name, self.topic_names)
         self.relay = OutboxRelay(self.pool, self._send_event_bytes, service=self.name)
         self._tasks.append(asyncio.create_task(self._run_relay_when_connected()))
         self._tasks += [asyncio.create_task(self._repeat(name, step)) for name, step in self._background]
@@ -280,13 +306,16 @@ class ServiceRuntime:
     async def health(self) -> dict:
         """Liveness, the reachability of Kafka and PostgreSQL, and the figures an operator looks at first."""
         failing = [r.last_error for r in self.runners if r.failing_since and time.monotonic() - r.failing_since > 5]
+        now = time.monotonic()
+        stuck = [f"a handler has run for {took:.0f} s (limit {r.stuck_after_s:g} s)"
+                 for r in self.runners if (took := r.running_for(now)) > r.stuck_after_s]
         relay_error = self.relay.last_error if self.relay else "not started"
         background_error = next(iter(self.background_errors.values()), None)
         kafka, database = await asyncio.gather(self._kafka_reachable(), self._database_reachable())
         body = {
             "service": self.name,
             "instance": self.instance,
-            "status": "degraded" if failing or relay_error or background_error or not (kafka and database)
+            "status": "degraded" if stuck or failing or relay_error or background_error or not (kafka and database)
             else "ok",
             "kafka": "ok" if kafka else "unreachable",
             "database": "ok" if database else "unreachable",
@@ -297,6 +326,7 @@ class ServiceRuntime:
             "consumer_error": failing[0] if failing else None,
             "relay_error": relay_error,
             "background_error": background_error,
+            "stuck": stuck[0] if stuck else None,
         }
         return body
 

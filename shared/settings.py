@@ -1,9 +1,10 @@
 """Settings read from the environment (PROMOTE_*), with local-stack defaults."""
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -14,7 +15,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PROMOTE_", frozen=True)
 
     kafka_bootstrap: str = "127.0.0.1:9092"
-    database_url: str = "postgresql://promote@127.0.0.1:55432/promote"
+    kafka_username: str | None = None
+    """This process's Kafka principal (SASL/SCRAM-SHA-512); each service has its own (devstack hands it over)."""
+    kafka_password: SecretStr | None = None
+    """Its password. Without one, a tool on the stack's host reads var/credentials/kafka/<principal>."""
+    event_id_key: SecretStr | None = None
+    """A service's key for the ids it derives (HMAC): stable across restarts and rebuilds, known to nobody else."""
+    kafka_security_protocol: str = Field("SASL_PLAINTEXT", pattern=r"^(SASL_PLAINTEXT|SASL_SSL)$")
+    """SASL_SSL where the broker has TLS (see docs/security.md); the broker has no unauthenticated listener."""
+    database_url: str = "postgresql://reader@127.0.0.1:55432/promote"
+    """A service's own role (with its password); tools on the stack's host name a role and read its password
+    from var/credentials/postgres/<role> (shared.credentials.database_dsn)."""
     var_dir: Path = REPO_ROOT / "var"
     health_port_base: int = 18080
     app_port_base: int = 18100
@@ -23,11 +34,48 @@ class Settings(BaseSettings):
     consumer_batch: int = Field(100, ge=1, le=10_000)
     """Most records a service handles in one go (one transaction and one offset commit when it can): the
     record that woke it and what the consumer had already fetched behind it."""
+    max_clock_skew_s: float = Field(300.0, ge=0)
+    """An event whose `time` is further than this after the broker appended it (LogAppendTime) is dead-lettered."""
+    artifact_roots: Annotated[list[Path], NoDecode] = Field(default_factory=lambda data: [data["var_dir"] / "drop"])
+    """Directories intake accepts `file://` artifacts from (default: the drop directory var/drop). In the
+    environment, PROMOTE_ARTIFACT_ROOTS is a colon-separated list of absolute paths, as PATH is."""
+    artifact_max_bytes: int = Field(512 * 2**20, ge=1)
+    """Largest artifact intake copies into the store (512 MiB)."""
+    artifact_fetch_timeout_s: float = Field(60.0, gt=0)
+    """A fetch that takes longer fails the build (artifact-unreachable) instead of holding intake."""
+    app_user: str = "promote-app"
+    """Unprivileged user the local driver runs apps as when the deployer runs as root (./dev-stack creates it)."""
+    handler_stuck_after_s: float = Field(30.0, gt=0)
+    """A handler (or a batch's preparation) running longer than this shows the service `degraded` on /health."""
+
+    @field_validator("artifact_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        """Accept PROMOTE_ARTIFACT_ROOTS as `/a:/b` (a list given in code passes as it is)."""
+        return [part for part in value.split(":") if part] if isinstance(value, str) else value
+
+    @field_validator("artifact_roots")
+    @classmethod
+    def _absolute_roots(cls, roots: list[Path]) -> list[Path]:
+        """Roots are absolute: a relative one would depend on each process's working directory."""
+        if not roots or any(not root.is_absolute() for root in roots):
+            raise ValueError("artifact_roots must be one or more absolute paths")
+        return roots
+
+    @property
+    def drop_dir(self) -> Path:
+        """Where CI (and the demo, tests and benchmarks) put artifacts for intake: the first artifact root."""
+        return self.artifact_roots[0]
 
     @property
     def store_dir(self) -> Path:
         """Content-addressed artifact store (sha256/<hex>)."""
         return self.var_dir / "store"
+
+    @property
+    def credentials_dir(self) -> Path:
+        """The stack's own credentials (Kafka principals, database roles, id keys), one 0600 file each."""
+        return self.var_dir / "credentials"
 
     @property
     def secrets_dir(self) -> Path:

@@ -31,8 +31,10 @@ class TopicSpec:
 
     @property
     def configs(self) -> dict[str, str]:
-        """The topic-level configs the stack enforces."""
-        return {"retention.ms": str(self.retention_ms), "max.message.bytes": str(self.max_message_bytes)}
+        """The topic-level configs the stack enforces. Records carry the broker's time (LogAppendTime), which no
+        producer can set: an event's claimed time is judged against it, the same live and in a replay."""
+        return {"retention.ms": str(self.retention_ms), "max.message.bytes": str(self.max_message_bytes),
+                "message.timestamp.type": "LogAppendTime"}
 
 
 EVENT_TOPICS = (BUILDS, EVIDENCE, PIPELINES, ARTIFACTS, REQUESTS, GATES, DEPLOYMENTS, OPERATIONS, ROLLBACKS)
@@ -46,3 +48,43 @@ def all_topics(partitions: int = 3) -> tuple[TopicSpec, ...]:
 
 ALL_TOPICS: tuple[TopicSpec, ...] = all_topics()
 """The topics with the default layout (names and configs; the stack's partition count is a setting)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """A Kafka principal (SASL/SCRAM user): the topics it may produce to and read, and its consumer group."""
+
+    name: str
+    produces: tuple[str, ...] = ()
+    reads: tuple[str, ...] = ()
+    group: str | None = None
+
+
+SERVICE_PRINCIPALS: tuple[Principal, ...] = (
+    Principal("intake", produces=(ARTIFACTS, REQUESTS, DLQ), reads=(BUILDS, PIPELINES), group="intake"),
+    Principal("gates", produces=(REQUESTS, GATES, DLQ),
+              reads=(PIPELINES, ARTIFACTS, REQUESTS, EVIDENCE, OPERATIONS, DEPLOYMENTS), group="gates"),
+    Principal("deployer", produces=(DEPLOYMENTS, DLQ), reads=(GATES, ROLLBACKS, PIPELINES), group="deployer"),
+    Principal("rollback", produces=(ROLLBACKS, DLQ), reads=(DEPLOYMENTS, OPERATIONS), group="rollback"),
+    Principal("ledger", produces=(DLQ,), reads=EVENT_TOPICS, group="ledger"),
+)
+"""One principal per service: each fact is accepted only from the service that states it."""
+
+PRINCIPALS: tuple[Principal, ...] = (
+    *SERVICE_PRINCIPALS,
+    Principal("ci", produces=(BUILDS, EVIDENCE)),
+    Principal("api", produces=(OPERATIONS, PIPELINES), reads=(*EVENT_TOPICS, DLQ)),
+)
+"""Every principal but the broker's own `admin` (a super user: it creates topics, credentials and ACLs).
+
+`ci` is every CI system (build.completed, evidence.recorded) and reads nothing; `api` states what
+operators decided (approvals, rollbacks, pipelines) and reads every topic to answer them."""
+ADMIN = "admin"
+
+
+def principal(name: str) -> Principal:
+    """The principal called `name` (KeyError if there is none)."""
+    for candidate in PRINCIPALS:
+        if candidate.name == name:
+            return candidate
+    raise KeyError(name)

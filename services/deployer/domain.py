@@ -32,7 +32,12 @@ class Running:
 
 
 class MissingSecret(Exception):
-    """A config value refers to a secret that the secret store does not hold."""
+    """A config value refers to a secret that the secret store does not hold, or that is not the service's."""
+
+
+def secret_in_scope(service: str, reference: str) -> bool:
+    """A service's config may name only its own secrets: those under `<service>/`."""
+    return reference.startswith(f"{service}/") and ".." not in reference.split("/")
 
 
 def process_environment(target: Target, port: int, resolve_secret) -> dict[str, str]:
@@ -40,6 +45,9 @@ def process_environment(target: Target, port: int, resolve_secret) -> dict[str, 
     variables: dict[str, str] = {"APP_ENV": target.env}
     for key, value in target.config.items():
         if isinstance(value, dict):
+            if not secret_in_scope(target.service, value["secret"]):
+                raise MissingSecret(f"secret {value['secret']!r} is not {target.service}'s: a service's secret "
+                                    f"references start with {target.service}/")
             secret = resolve_secret(value["secret"])
             if secret is None:
                 raise MissingSecret(f"secret {value['secret']!r} is not in the secret store")

@@ -25,6 +25,7 @@ from services.deployer.router import Router
 from shared.artifacts import file_digest
 from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, Event, EventData, GatePassed,
                            PipelineApplied, RollbackOrdered, VerificationFailed, VerificationPassed)
+from shared import inbox
 from shared.outbox import enqueue
 from shared.pipeline import BlueGreen, Canary, PipelineDefinition, Strategy
 from shared.runtime import ServiceRuntime
@@ -156,7 +157,7 @@ class DeployerHandlers:
         """Open the deployment (deployment.started once) with what `allocate` gives the environment
         (its slot, or its route and lanes); None if the order was handled before."""
         async with self.runtime.pool.acquire() as conn, conn.transaction():
-            if await conn.fetchval("select true from processed_events where event_id = $1", event.id):
+            if await inbox.handled(conn, event):
                 return None
             allocated = await allocate(conn, target.service, target.env, self.port_base)
             if await repository.claim(conn, target):

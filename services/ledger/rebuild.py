@@ -33,9 +33,9 @@ async def create_scratch(conn: asyncpg.Connection) -> None:
     """Empty copies of the projection tables in the scratch schema; later statements use it."""
     # `like … including all` copies columns, defaults, constraints and indexes from the live
     # table, so the projection DDL is written once (migrations) and the copy can never drift.
-    await conn.execute(f"drop schema if exists {SCRATCH} cascade")
-    await conn.execute(f"create schema {SCRATCH}")
+    # The scratch schema is the ledger's own (the stack creates it; the ledger may not create schemas).
     for table in PROJECTION_TABLES:
+        await conn.execute(f"drop table if exists {SCRATCH}.{table}")
         await conn.execute(f"create table {SCRATCH}.{table} (like {LIVE}.{table} including all)")
     await conn.execute(f"set local search_path to {SCRATCH}")
 
@@ -91,6 +91,7 @@ async def replace_live(conn: asyncpg.Connection) -> None:
 
 
 async def drop_scratch(conn: asyncpg.Connection) -> None:
-    """Remove the scratch schema and go back to the live one."""
+    """Remove the scratch tables and go back to the live schema."""
     await conn.execute(f"set local search_path to {LIVE}")
-    await conn.execute(f"drop schema {SCRATCH} cascade")
+    for table in PROJECTION_TABLES:
+        await conn.execute(f"drop table {SCRATCH}.{table}")

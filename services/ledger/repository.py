@@ -17,7 +17,8 @@ async def lock_chain(conn: asyncpg.Connection) -> None:
 async def append(conn: asyncpg.Connection, event: Event, topic: str) -> str | None:
     """Append the event to the chain; returns its hash, or None if the event is in the ledger already."""
     await lock_chain(conn)
-    if await conn.fetchval("select true from entries where event_id = $1", event.id):
+    if await conn.fetchval("select true from entries where topic = $1 and service = $2 and event_id = $3",
+                           topic, event.data.service, event.id):
         return None
     prev_hash = await conn.fetchval("select hash from entries order by seq desc limit 1") or GENESIS
     canonical = canonical_bytes(event.envelope.model_dump(mode="json", exclude_none=True))

@@ -9,6 +9,7 @@ import hashlib
 import json
 import time
 import uuid
+from shared.credentials import READER, database_dsn
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,7 @@ class Batch:
     def __init__(self, settings: Settings, dist: Path, size: int, label: str) -> None:
         self.settings, self.size = settings, size
         self.run = f"{label}-{uuid.uuid4().hex[:6]}"
-        self.dist = dist / self.run
+        self.dist = settings.drop_dir / "e2e" / dist.name / self.run  # intake reads only under its roots
         self.services = [f"b-{self.run}-{i:03d}" for i in range(size)]
 
     def artifacts(self) -> list[tuple[Path, str]]:
@@ -72,7 +73,7 @@ class Batch:
     async def run_through(self, watcher: EventWatcher, timeout: float) -> float:
         """Publish pipelines and builds, then wait until every release is verified in prod."""
         t0 = time.monotonic()
-        async with Publisher(self.settings.kafka_bootstrap) as publisher:
+        async with Publisher(self.settings) as publisher:
             for service in self.services:
                 definition = parse_pipeline(AUTO_PIPELINE.format(service=service))
                 await publisher.publish(new_event(pipeline_applied(definition, "batch"), source="/tests/batch"))
@@ -106,7 +107,7 @@ class Batch:
                 furthest[event.data.service] = max(furthest.get(event.data.service, -1), ENVS.index(event.data.env))
         reached = {env: sum(1 for i in furthest.values() if i == n) for n, env in enumerate(ENVS)}
         reached["nowhere"] = self.size - len(furthest)
-        lag = await group_lag(self.settings.kafka_bootstrap, devstack.SERVICES,
+        lag = await group_lag(self.settings, devstack.SERVICES,
                               [spec.name for spec in topics.ALL_TOPICS if spec.name != topics.DLQ])
         health = {}
         async with httpx.AsyncClient(timeout=2.0) as client:
@@ -138,7 +139,7 @@ class Batch:
                 journal = self.settings.var_dir / "run" / "apps" / f"{service}--{env}.noop.jsonl"
                 lines = journal.read_text().splitlines() if journal.exists() else []
                 starts[(index[service], env)] = [json.loads(line)["digest"] for line in lines]
-        conn = await asyncpg.connect(self.settings.database_url)
+        conn = await asyncpg.connect(database_dsn(self.settings, READER))
         try:
             rows = await conn.fetch("select service, env, version, digest, state from ledger.environments "
                                     "where service = any($1::text[])", self.services)
@@ -154,7 +155,7 @@ class Batch:
 async def ledger_caught_up(settings: Settings, services: list[str], expected_rows: int, timeout: float) -> None:
     """Wait (bounded) until the ledger's projection holds a verified row for every slot of the batch."""
     deadline = time.monotonic() + timeout
-    conn = await asyncpg.connect(settings.database_url)
+    conn = await asyncpg.connect(database_dsn(settings, READER))
     try:
         while await conn.fetchval("select count(*) from ledger.environments where service = any($1::text[]) "
                                   "and state = 'verified'", services) < expected_rows:

@@ -2,7 +2,9 @@
 
 import json
 import os
+import shutil
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -29,10 +31,18 @@ def stack() -> Settings:
 @pytest.fixture
 async def scenario(stack: Settings, tmp_path: Path):
     """A fresh service name, a publisher and a watcher started before the test acts."""
-    async with Publisher(stack.kafka_bootstrap) as publisher, EventWatcher(stack.kafka_bootstrap) as watcher:
-        world = Scenario(settings=stack, publisher=publisher, watcher=watcher, dist=tmp_path)
+    async with Publisher(stack) as publisher, EventWatcher(stack) as watcher:
+        world = Scenario(settings=stack, publisher=publisher, watcher=watcher, dist=_drop_folder(stack, tmp_path))
         yield world
     _stop_apps_of(stack, world.service)
+    shutil.rmtree(world.dist, ignore_errors=True)
+
+
+def _drop_folder(settings: Settings, tmp_path: Path) -> Path:
+    """A fresh folder for this test's artifacts in the drop directory (intake reads only under its roots)."""
+    parent = settings.drop_dir / "e2e"
+    parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{tmp_path.name}-", dir=parent))
 
 
 def _stop_apps_of(settings: Settings, service: str) -> None:

@@ -15,6 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from shared import topics
 from shared.client import EventWatcher, Publisher, matches
+from shared.credentials import READER, database_dsn, kafka_options
 from shared.events import Artifact, BuildCompleted, Event, EventData, new_event
 from shared.pipeline import PipelineDefinition, parse_pipeline
 from shared.settings import Settings
@@ -69,10 +70,10 @@ class Scenario:
                               artifact=Artifact(kind="file", uri=path.as_uri(), digest=digest), commit="c0ffee",
                               author=author, checks=checks if checks is not None else {"unit-tests": "passed"})
 
-    async def send(self, data: EventData) -> Event:
-        """Publish an event as CI or an operator would."""
+    async def send(self, data: EventData, as_principal: str | None = None) -> Event:
+        """Publish an event as CI or an operator would (or as `as_principal`, e.g. a compromised service)."""
         event = new_event(data, source="/tests")
-        await self.publisher.publish(event)
+        await self.publisher.publish(event, as_principal=as_principal)
         return event
 
     async def wait(self, event_type: str, timeout: float = 30.0, **fields) -> Event:
@@ -110,16 +111,16 @@ class Scenario:
 
     async def query(self, schema: str, sql: str, *args):
         """Read one service's table (tests may look; services never read each other's)."""
-        conn = await asyncpg.connect(self.settings.database_url, server_settings={"search_path": schema})
+        conn = await asyncpg.connect(database_dsn(self.settings, READER), server_settings={"search_path": schema})
         try:
             return await conn.fetch(sql, *args)
         finally:
             await conn.close()
 
 
-async def dlq_end(bootstrap: str) -> int:
+async def dlq_end(settings: Settings) -> int:
     """The dead-letter topic's end offset now (read dead letters from here on)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    consumer = AIOKafkaConsumer(**kafka_options(settings, "api"))
     await consumer.start()
     try:
         partition = TopicPartition(topics.DLQ, 0)
@@ -128,10 +129,10 @@ async def dlq_end(bootstrap: str) -> int:
         await consumer.stop()
 
 
-async def dead_letters(bootstrap: str, start: int, enough: Callable[[list], bool],
+async def dead_letters(settings: Settings, start: int, enough: Callable[[list], bool],
                        timeout: float = 30.0) -> list[tuple[object, dict[str, str]]]:
     """(record, headers) of `promotion.dlq` from offset `start`, read until `enough(letters)` or the timeout."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_options(settings, "api"), enable_auto_commit=False)
     await consumer.start()
     try:
         partition = TopicPartition(topics.DLQ, 0)

@@ -15,8 +15,8 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_malformed_events_go_to_the_dead_letter_topic_with_their_reason_and_the_consumer_goes_on(scenario):
-    bootstrap = scenario.settings.kafka_bootstrap
-    start = await dlq_end(bootstrap)
+    settings = scenario.settings
+    start = await dlq_end(settings)
     await scenario.apply_pipeline()
     path, digest = scenario.build("1.0.0")
     good = new_event(scenario.build_completed("1.0.0", path, digest), source="/tests")
@@ -32,7 +32,7 @@ async def test_malformed_events_go_to_the_dead_letter_topic_with_their_reason_an
     await scenario.publisher.publish(good)
 
     await scenario.wait("verification.passed", env="dev", version="1.0.0")  # the consumer went on
-    letters = await dead_letters(bootstrap, start, lambda got: len(got) >= 2 * len(poison))  # intake and ledger
+    letters = await dead_letters(settings, start, lambda got: len(got) >= 2 * len(poison))  # intake and ledger
     by_consumer: dict[str, list] = {}
     for record, headers in letters:
         if record.key == key:

@@ -22,7 +22,7 @@ SIZE = int(os.environ.get("PROMOTE_CRASH_BATCH", "200"))
 async def run_batch(stack, tmp_path, label: str, chaos: Chaos | None = None):
     """Run one batch (with chaos running alongside, if given) and collect its result."""
     batch = Batch(stack, tmp_path, SIZE, label)
-    async with EventWatcher(stack.kafka_bootstrap) as watcher:
+    async with EventWatcher(stack) as watcher:
         monkey = asyncio.create_task(chaos.run()) if chaos else None
         try:
             seconds = await batch.run_through(watcher, timeout=600)

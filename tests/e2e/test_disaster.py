@@ -6,6 +6,7 @@ import asyncpg
 import pytest
 
 import devstack
+from shared.credentials import SUPERUSER, database_dsn
 from shared.events import ApprovalGranted
 from tests.e2e.batch import ENVS
 
@@ -28,7 +29,7 @@ async def test_gates_rebuilt_from_the_topics_after_its_schema_is_dropped_carries
     await scenario.wait("gate.pending", env="prod", version="1.0.0")
 
     devstack.stop_service("gates", sig=signal.SIGKILL)
-    conn = await asyncpg.connect(scenario.settings.database_url)
+    conn = await asyncpg.connect(database_dsn(scenario.settings, SUPERUSER))  # the disaster: an admin drops it
     try:
         await conn.execute("drop schema gates cascade")
     finally:

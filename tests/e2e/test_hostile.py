@@ -8,14 +8,15 @@ import pytest
 
 from shared import topics
 from shared.events import MAX_EVENT_BYTES, ApprovalGranted, PromotionRequested, new_event
-from tests.e2e.support import dead_letters, dlq_end, promote_async
+from shared.pipeline import parse_pipeline
+from tests.e2e.support import PIPELINE, dead_letters, dlq_end, promote_async
 
 pytestmark = pytest.mark.e2e
 
 
 async def test_an_oversized_build_is_dead_lettered_with_its_size_and_intake_goes_on(scenario):
-    bootstrap = scenario.settings.kafka_bootstrap
-    start = await dlq_end(bootstrap)
+    settings = scenario.settings
+    start = await dlq_end(settings)
     await scenario.apply_pipeline()
     path, digest = scenario.build("1.0.0")
     valid = new_event(scenario.build_completed("1.0.0", path, digest), source="/tests").to_bytes()
@@ -27,7 +28,7 @@ async def test_an_oversized_build_is_dead_lettered_with_its_size_and_intake_goes
 
     await scenario.wait("verification.passed", env="dev", version="1.0.1")
     from_intake = lambda letter: letter[0].key == key and letter[1]["dlq.consumer"] == "intake"  # noqa: E731
-    letters = await dead_letters(bootstrap, start, lambda got: any(map(from_intake, got)))
+    letters = await dead_letters(settings, start, lambda got: any(map(from_intake, got)))
     record, headers = next(filter(from_intake, letters))
     assert record.value == oversized
     assert headers["dlq.reason"] == f"event of {300 * 1024} bytes exceeds the limit of {MAX_EVENT_BYTES} bytes"
@@ -93,43 +94,70 @@ async def test_a_promotion_into_an_environment_the_pipeline_does_not_have_fails_
     await scenario.send(scenario.build_completed("2.0.0", path, digest))
     await scenario.wait("verification.passed", env="dev", version="2.0.0")
 
-    await scenario.send(PromotionRequested(service=scenario.service, version="2.0.0", digest=digest, env="qa"))
+    await scenario.send(PromotionRequested(service=scenario.service, version="2.0.0", digest=digest, env="qa"),
+                        as_principal="intake")  # a compromised intake: the only other writer of requests
     failed = await scenario.wait("gate.failed", env="qa", version="2.0.0")
     assert failed.data.reasons == ["environment 'qa' is not in the pipeline"]
     rows = await scenario.query("deployer", "select env from deployments where service = $1", scenario.service)
     assert "qa" not in {r["env"] for r in rows}
 
 
-async def test_a_dead_letter_is_listed_and_once_replayed_the_build_is_processed(scenario):
-    await scenario.apply_pipeline()
-    path, digest = scenario.build("3.1.0")
-    build = new_event(scenario.build_completed("3.1.0", path, digest), source="/tests")
-    reason = f"handler failed 5 times: simulated ({scenario.service})"
-    # As intake would have dead-lettered it because of a bug that has been fixed since.
-    headers = {"dlq.topic": topics.BUILDS, "dlq.partition": "1", "dlq.offset": "4711", "dlq.consumer": "intake",
+def _dead_letter_headers(topic: str, consumer: str, reason: str) -> list[tuple[str, bytes]]:
+    """The headers a service puts on a dead letter (as if it had failed at offset 4711 of partition 1)."""
+    headers = {"dlq.topic": topic, "dlq.partition": "1", "dlq.offset": "4711", "dlq.consumer": consumer,
                "dlq.reason": reason, "dlq.at": datetime.now(UTC).isoformat()}
-    await scenario.publisher.publish_raw(topics.DLQ, build.to_bytes(), key=scenario.service.encode(),
-                                         headers=[(name, value.encode()) for name, value in headers.items()])
+    return [(name, value.encode()) for name, value in headers.items()]
+
+
+async def test_a_dead_letter_is_listed_and_once_replayed_the_pipeline_is_applied(scenario):
+    from cli.ops import pipeline_applied
+
+    applied = new_event(pipeline_applied(parse_pipeline(PIPELINE.format(service=scenario.service)), "ops"),
+                        source="/tests")
+    reason = f"handler failed 5 times: simulated ({scenario.service})"
+    # As gates would have dead-lettered it because of a bug that has been fixed since.
+    await scenario.publisher.publish_raw(topics.DLQ, applied.to_bytes(), key=scenario.service.encode(),
+                                         headers=_dead_letter_headers(topics.PIPELINES, "gates", reason),
+                                         as_principal="gates")
 
     listed = await promote_async("dlq", "list", "--limit", "500", "--json")
     assert listed.returncode == 0, listed.stderr
     [letter] = [letter for letter in json.loads(listed.stdout) if letter["reason"] == reason]
     assert (letter["consumer"], letter["key"], letter["source"]) == (
-        "intake", scenario.service, {"topic": topics.BUILDS, "partition": 1, "offset": 4711})
-    assert base64.b64decode(letter["value_base64"]) == build.to_bytes()
-    assert letter["value_text"] == build.to_bytes().decode() and letter["size"] == len(build.to_bytes())
+        "gates", scenario.service, {"topic": topics.PIPELINES, "partition": 1, "offset": 4711})
+    assert base64.b64decode(letter["value_base64"]) == applied.to_bytes()
+    assert letter["value_text"] == applied.to_bytes().decode() and letter["size"] == len(applied.to_bytes())
 
     replayed = await promote_async("dlq", "replay", letter["id"], "--as", "ops")
     assert replayed.returncode == 0, replayed.stderr
-    assert f"dead letter {letter['id']} replayed to {topics.BUILDS}" in replayed.stdout
-    verified = await scenario.wait("verification.passed", env="dev", version="3.1.0")
+    assert f"dead letter {letter['id']} replayed to {topics.PIPELINES}" in replayed.stdout
+    await scenario.watcher.wait_for(lambda event: event.id == applied.id, what="the resubmitted pipeline")
+    path, digest = scenario.build("3.1.0")
+    await scenario.send(scenario.build_completed("3.1.0", path, digest))
+    verified = await scenario.wait("verification.passed", env="dev", version="3.1.0")  # the pipeline took effect
     assert verified.data.digest == digest
-    await scenario.watcher.wait_for(lambda event: event.id == build.id, what="the resubmitted build")
     resubmitted = [record for record in scenario.watcher.records
-                   if record.topic == topics.BUILDS and record.key == scenario.service.encode()]
-    assert [record.value for record in resubmitted] == [build.to_bytes()]
+                   if record.topic == topics.PIPELINES and record.key == scenario.service.encode()]
+    assert [record.value for record in resubmitted] == [applied.to_bytes()]
     assert {name: value.decode() for name, value in resubmitted[0].headers} == {
         "dlq.replayed-from": letter["id"], "dlq.replayed-by": "ops"}
+
+
+async def test_an_operator_cannot_resubmit_a_dead_lettered_build_only_ci_can_publish_it_again(scenario):
+    path, digest = scenario.build("3.2.0")
+    build = new_event(scenario.build_completed("3.2.0", path, digest), source="/tests")
+    reason = f"handler failed 5 times: simulated ({scenario.service})"
+    await scenario.publisher.publish_raw(topics.DLQ, build.to_bytes(), key=scenario.service.encode(),
+                                         headers=_dead_letter_headers(topics.BUILDS, "intake", reason),
+                                         as_principal="intake")
+    listed = await promote_async("dlq", "list", "--limit", "500", "--json")
+    [letter] = [letter for letter in json.loads(listed.stdout) if letter["reason"] == reason]
+
+    replayed = await promote_async("dlq", "replay", letter["id"], "--as", "ops")
+    assert replayed.returncode == 1
+    assert replayed.stderr.strip() == (
+        f"promote: error: dead letter {letter['id']} came from {topics.BUILDS}, which only its producer may write "
+        f"to (operators resubmit {topics.OPERATIONS} and {topics.PIPELINES}): publish it again there")
 
 
 async def test_replaying_a_dead_letter_that_does_not_exist_is_one_line_and_exit_1(stack):

@@ -38,7 +38,7 @@ async def run_with_outage(stack, tmp_path, label: str, stop_it, start_it) -> tup
     batch = Batch(stack, tmp_path, SIZE, label)
     samples: list[dict] = []
     done = asyncio.Event()
-    async with EventWatcher(stack.kafka_bootstrap) as watcher:
+    async with EventWatcher(stack) as watcher:
         monitor = asyncio.create_task(sample_health(samples, done))
         run = asyncio.create_task(batch.run_through(watcher, timeout=200))
         await batch.wait_until_part_in_dev(watcher, 0.25)

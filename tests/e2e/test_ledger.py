@@ -8,6 +8,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.ledger.state import state_digest
+from shared.credentials import SUPERUSER, database_dsn, kafka_options
 from shared.events import Event, EvidenceRecorded, parse_event
 from tests.e2e.support import Scenario, promote, promote_async
 
@@ -36,7 +37,16 @@ async def promoted_to_dev(scenario: Scenario) -> Event:
 
 async def ledger_connection(scenario: Scenario) -> asyncpg.Connection:
     """A connection to the ledger's schema (tests may look and, here, tamper)."""
-    return await asyncpg.connect(scenario.settings.database_url, server_settings={"search_path": "ledger"})
+    return await asyncpg.connect(database_dsn(scenario.settings, SUPERUSER), server_settings={"search_path": "ledger"})
+
+
+async def tamper(scenario: Scenario, sql: str, *args) -> None:
+    """Change the ledger's tables behind its back, as someone holding the database's superuser could."""
+    conn = await ledger_connection(scenario)
+    try:
+        await conn.execute(sql, *args)
+    finally:
+        await conn.close()
 
 
 async def live_digest(scenario: Scenario) -> str:
@@ -53,7 +63,7 @@ async def test_every_entry_records_the_kafka_position_of_the_record_it_came_from
     entries = await scenario.query("ledger", "select event_id, topic, kafka_partition, kafka_offset from entries "
                                              "where service = $1 order by seq", scenario.service)
     assert len(entries) >= 7 and all(e["kafka_partition"] is not None for e in entries)
-    consumer = AIOKafkaConsumer(bootstrap_servers=scenario.settings.kafka_bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**kafka_options(scenario.settings, "api"), enable_auto_commit=False)
     await consumer.start()
     try:
         for entry in entries:
@@ -97,7 +107,7 @@ async def test_a_replay_names_a_damaged_projection_and_the_rebuild_repairs_it(sc
                                      scenario.service)
         return row["state"]
 
-    await scenario.query("ledger", set_state, scenario.service, "failed")
+    await tamper(scenario, set_state, scenario.service, "failed")
     try:
         audit = await promote_async("replay", "--json")  # compare only
         assert audit.returncode == 1, audit.stdout + audit.stderr
@@ -109,7 +119,7 @@ async def test_a_replay_names_a_damaged_projection_and_the_rebuild_repairs_it(sc
         assert await dev_state() == "verified"
         assert (await promote_async("replay")).returncode == 0
     finally:  # other tests share this ledger: undo the damage even if the replay could not
-        await scenario.query("ledger", set_state, scenario.service, "verified")
+        await tamper(scenario, set_state, scenario.service, "verified")
 
 
 async def test_a_hand_edited_entry_is_named_as_the_first_broken_link_of_the_chain(scenario):

@@ -51,7 +51,9 @@ async def test_nothing_skips_an_environment_even_when_a_promotion_to_prod_is_for
     await scenario.send(scenario.build_completed("3.0.0", path, digest))
     await scenario.wait("verification.passed", env="dev", version="3.0.0")
 
-    await scenario.send(PromotionRequested(service=scenario.service, version="3.0.0", digest=digest, env="prod"))
+    # Only intake and gates may write promotion requests: here a compromised intake forges one.
+    await scenario.send(PromotionRequested(service=scenario.service, version="3.0.0", digest=digest, env="prod"),
+                        as_principal="intake")
     held = await scenario.wait("gate.pending", env="prod", version="3.0.0")
     assert held.data.reasons == ["not yet verified in staging"]
 

@@ -29,11 +29,13 @@ async def test_a_version_published_again_with_another_digest_is_rejected_and_nev
 
 async def test_a_file_whose_bytes_do_not_match_the_claimed_digest_is_rejected(scenario):
     await scenario.apply_pipeline()
-    path, digest = scenario.build("1.0.0")
+    path, digest = scenario.build("1.0.0", label=scenario.service)  # bytes no earlier test has stored
     _, other_digest = scenario.build("1.0.1")
     await scenario.send(scenario.build_completed("1.0.0", path, other_digest))
     rejected = await scenario.wait("artifact.rejected", version="1.0.0")
-    assert rejected.data.reason == "digest-mismatch" and digest in rejected.data.detail
+    assert rejected.data.reason == "digest-mismatch"
+    assert rejected.data.detail == "digest mismatch: the file's bytes do not match the claimed digest"
+    assert not (scenario.settings.store_dir / "sha256" / digest.removeprefix("sha256:")).exists()  # nothing kept
 
 
 async def test_the_same_build_event_delivered_twice_changes_nothing(scenario):
@@ -111,7 +113,7 @@ async def test_a_restarted_deployer_reattaches_to_running_apps_instead_of_starti
     devstack.stop_service("deployer", sig=signal.SIGKILL)
     devstack.start_service("deployer")
     again = GatePassed(**passed.data.model_dump())  # a second order for the very same release
-    await scenario.send(again)
+    await scenario.send(again, as_principal="gates")  # as gates would after a redelivery
     second = await scenario.watcher.wait_for(
         lambda e: e.envelope.type == "verification.passed" and e.data.service == scenario.service
         and e.data.env == "dev" and e.data.deployment_id != first.data.deployment_id, 60, "the second verification")

@@ -39,7 +39,7 @@ async def processed_by_instance(instance: int) -> dict[str, int]:
 
 async def test_two_instances_share_the_work_and_one_dying_mid_run_changes_nothing(stack, tmp_path, second_instances):
     batch = Batch(stack, tmp_path, SIZE, "scale")
-    async with EventWatcher(stack.kafka_bootstrap) as watcher:
+    async with EventWatcher(stack) as watcher:
         run = asyncio.create_task(batch.run_through(watcher, timeout=200))
         await batch.wait_until_part_in_dev(watcher, 0.25)
         shared_work = await processed_by_instance(2)

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import signal
+from shared.credentials import SUPERUSER, database_dsn
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -167,7 +168,7 @@ async def test_gates_rebuilt_from_the_topics_has_the_same_timers_and_verdicts(sc
         ("dev", "passed", False), ("prod", "pending", True)], live
 
     await asyncio.to_thread(devstack.stop_service, "gates", signal.SIGKILL)
-    conn = await asyncpg.connect(scenario.settings.database_url)
+    conn = await asyncpg.connect(database_dsn(scenario.settings, SUPERUSER))  # the disaster: an admin drops it
     try:
         await conn.execute("drop schema gates cascade")
     finally:

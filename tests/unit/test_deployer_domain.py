@@ -49,6 +49,15 @@ def test_a_secret_missing_from_the_store_stops_the_deployment_naming_the_referen
         process_environment(target, 8123, FakeSecretStore({"payments/dev/dsn": "x"}).resolve)
 
 
+@pytest.mark.parametrize("reference", ["billing/prod/dsn", "payments-2/prod/dsn", "payments", "payments/../billing/x"])
+def test_another_services_secret_is_refused_without_asking_the_store(reference):
+    store = FakeSecretStore({reference: "someone else's"})
+    target = a_target(config={"DB_DSN": {"secret": reference}})
+    with pytest.raises(MissingSecret, match="references start with payments/"):
+        process_environment(target, 8123, store.resolve)
+    assert store.asked == []
+
+
 def test_app_env_defaults_to_the_environment_name():
     variables = process_environment(a_target(env="staging", config={}), 1, FakeSecretStore({}).resolve)
     assert variables["APP_ENV"] == "staging"

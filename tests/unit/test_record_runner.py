@@ -6,7 +6,8 @@ handler), so the retry tests take a few seconds of real time; they use few deliv
 
 import asyncio
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import pytest
 import structlog
@@ -36,6 +37,8 @@ class FakeRecord:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int = field(default_factory=lambda: int(time.time() * 1000))
+    """When the broker appended it (LogAppendTime), in milliseconds."""
 
 
 class Acknowledgeable:
@@ -244,8 +247,8 @@ class FakeTogether:
         self.transactions.append((ids, "committed"))
 
 
-def request(event_id: str, version: str) -> bytes:
-    return new_event(PromotionRequested(service="payments", version=version, digest=DIGEST, env="dev"),
+def request(event_id: str, version: str, service: str = "payments") -> bytes:
+    return new_event(PromotionRequested(service=service, version=version, digest=DIGEST, env="dev"),
                      source="intake", event_id=event_id).to_bytes()
 
 
@@ -350,7 +353,7 @@ async def test_the_records_of_different_services_run_at_once():
 
     handler, publisher = WaitsForTheOtherService(), FakePublisher()
     runner = RecordRunner("deployer", handler, publisher.publish_raw, keys_at_once=2, backoff_base_s=0.01)
-    batch = FakeBatch(keyed(("payments", request("a", "1.0.0")), ("billing", request("b", "1.0.1"))))
+    batch = FakeBatch(keyed(("payments", request("a", "1.0.0")), ("billing", request("b", "1.0.1", "billing"))))
     await runner.run_batch(batch)
     assert batch.calls == ["ack"] and runner.processed == 2 and runner.last_error is None
 
@@ -358,7 +361,7 @@ async def test_the_records_of_different_services_run_at_once():
 async def test_a_failing_record_stops_its_service_only_and_its_partition_is_read_again_from_there():
     handler, publisher = FailOn("a"), FakePublisher()
     runner = RecordRunner("deployer", handler, publisher.publish_raw, keys_at_once=4, backoff_base_s=0.01)
-    batch = FakeBatch(keyed(("payments", request("a", "1.0.0")), ("billing", request("b", "1.0.1")),
+    batch = FakeBatch(keyed(("payments", request("a", "1.0.0")), ("billing", request("b", "1.0.1", "billing")),
                             ("payments", request("c", "1.0.2"))))
     await runner.run_batch(batch)
     assert sorted(event.id for event in handler.handled) == ["a", "b"]  # c waits behind a, in order
@@ -370,7 +373,7 @@ async def test_a_failing_record_stops_its_service_only_and_its_partition_is_read
 async def test_records_done_before_the_first_failure_of_their_partition_are_committed():
     handler, publisher = FailOn("c"), FakePublisher()
     runner = RecordRunner("deployer", handler, publisher.publish_raw, keys_at_once=4, backoff_base_s=0.01)
-    batch = FakeBatch(keyed(("payments", request("a", "1.0.0")), ("billing", request("b", "1.0.1")),
+    batch = FakeBatch(keyed(("payments", request("a", "1.0.0")), ("billing", request("b", "1.0.1", "billing")),
                             ("payments", request("c", "1.0.2"))))
     await runner.run_batch(batch)
     assert batch.consumer.commits == [{(topics.REQUESTS, 0): 12}]
