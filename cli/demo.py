@@ -10,6 +10,7 @@ after a small share of traffic; a flag change redeploys prod's digest with its n
 """
 
 import asyncio
+import json
 import sys
 import time
 from pathlib import Path
@@ -17,11 +18,10 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
-from cli import ops, render
+from cli import api, ops, render
 from cli.errors import CliError
-from cli.ledger import LedgerReader
 from shared.client import EventWatcher, Publisher, matches
-from shared.events import ApprovalGranted, Event, EventData, EvidenceRecorded, new_event
+from shared.events import Event, EventData, EvidenceRecorded, new_event
 from shared.loadgen import LoadReport, generate
 from shared.pipeline import PipelineDefinition, load_pipeline_file, parse_pipeline
 from shared.settings import REPO_ROOT, Settings
@@ -35,11 +35,43 @@ STEP_TIMEOUT = 60.0
 TRAFFIC_RATE, TRAFFIC_SECONDS = 50.0, 600.0
 
 
-class Demo:
-    """Publishes as CI and operators do, and waits for each outcome on the bus."""
+class Operators:
+    """The demo's people at the operator API: the stack's first admin creates a token for each one it needs."""
 
-    def __init__(self, settings: Settings, service: str, publisher: Publisher, watcher: EventWatcher) -> None:
+    def __init__(self, settings: Settings) -> None:
+        path = settings.credentials_dir / "api" / "admin.token"
+        try:
+            self.admin = path.read_text().strip()
+        except OSError:
+            raise CliError(f"no admin token at {path}: is the API up? ./dev-stack up") from None
+        self._tokens: dict[str, str] = {}
+
+    async def call(self, who: str, method: str, path: str, **kwargs) -> dict:
+        """A request to the API as `who` ("admin": the first admin)."""
+        token = self.admin if who == "admin" else await self._token(who)
+        return await asyncio.to_thread(api.call, method, path, bearer=token, **kwargs)
+
+    async def _token(self, who: str) -> str:
+        if who not in self._tokens:
+            made = await asyncio.to_thread(api.call, "POST", "/v1/tokens", bearer=self.admin,
+                                           json={"subject": who, "roles": ["approver:*"], "groups": ["release-managers"],
+                                                 "expires_in_s": 3600})
+            self._tokens[who] = made["token"]
+        return self._tokens[who]
+
+    async def apply(self, definition: PipelineDefinition) -> dict:
+        """Apply a pipeline as the admin (its JSON dump is valid YAML, and a valid pipeline)."""
+        body = {"yaml": json.dumps(definition.model_dump(mode="json")), "filename": "demo-pipeline.json"}
+        return await self.call("admin", "POST", "/v1/pipelines", json=body)
+
+
+class Demo:
+    """Publishes as CI does, acts as operators do (through the API), and waits for each outcome on the bus."""
+
+    def __init__(self, settings: Settings, service: str, publisher: Publisher, watcher: EventWatcher,
+                 operators: Operators) -> None:
         self.settings, self.service, self.publisher, self.watcher = settings, service, publisher, watcher
+        self.operators = operators
         self.dist = settings.drop_dir / "demo" / service  # intake takes artifacts only from its roots
         self.t0 = time.monotonic()
         self.traffic: asyncio.Task[LoadReport] | None = None
@@ -107,15 +139,18 @@ class Demo:
     async def approve_prod(self, version: str, author: str, approver: str) -> None:
         pending = await self.wait("gate.pending", env="prod", version=version)
         self.say(f"  prod gate holds {version}: {'; '.join(pending.data.reasons)}")
+        decisions = f"/v1/services/{self.service}/releases/{version}/decisions"
         if author:
-            await self.send(ApprovalGranted(service=self.service, version=version, env="prod", approver=author))
-            refused = await self.watcher.wait_for(
-                lambda e: matches("gate.pending", service=self.service, env="prod", version=version)(e)
-                and any("cannot approve" in r for r in e.data.reasons), STEP_TIMEOUT, "the author's refusal")
-            self.say(f"  {author} (the author) approves: not counted — {'; '.join(refused.data.reasons)}")
-        await self.send(ApprovalGranted(service=self.service, version=version, env="prod", approver=approver))
-        await self.wait("gate.passed", env="prod", version=version)
-        self.say(f"  {approver} approves: prod gate passed")
+            try:
+                await self.operators.call(author, "POST", decisions, json={"env": "prod", "decision": "granted"})
+                raise CliError(f"the API let {author}, the author, approve {version}")
+            except CliError as refused:
+                self.say(f"  {author} (the author) approves with their own token: {refused}")
+        answer = await self.operators.call(approver, "POST", decisions, json={"env": "prod", "decision": "granted"},
+                                           timeout=STEP_TIMEOUT)
+        if (answer["verdict"] or {}).get("outcome") != "passed":
+            await self.wait("gate.passed", env="prod", version=version)
+        self.say(f"  {approver} approves: prod gate passed (approver recorded: {answer['approver']}, from the token)")
         verified = await self.wait("verification.passed", env="prod", version=version)
         self.say(f"  {version} verified in [bold]prod[/] (blue/green: {verified.data.checks.get('switch', '')})")
 
@@ -130,10 +165,11 @@ async def run_demo(settings: Settings, service: str) -> None:
     definition = _pipeline_for(service)
     definition = PipelineDefinition.model_validate(definition.model_dump(mode="json"))
     _write_secret(settings, definition)
+    operators = Operators(settings)
     async with Publisher(settings) as publisher, EventWatcher(settings) as watcher:
-        demo = Demo(settings, service, publisher, watcher)
+        demo = Demo(settings, service, publisher, watcher, operators)
         console.rule(f"[bold]promote demo: {service}")
-        await demo.send(ops.pipeline_applied(definition, "demo"))
+        await operators.apply(definition)
         demo.say(f"pipeline applied: {' -> '.join(definition.environment_names)} "
                  f"({definition.content_hash[:19]}…)")
 
@@ -185,7 +221,7 @@ async def run_demo(settings: Settings, service: str) -> None:
         before = await _ui(await demo._port("staging")), await _ui(await demo._port("prod"))
         demo.say(f"  one digest, two behaviours: GET / answers ui={before[0]} in staging, ui={before[1]} in prod")
         flagged = _with_prod_flag(definition, "true")
-        await demo.send(ops.pipeline_applied(flagged, "demo"))
+        await operators.apply(flagged)
         demo.say("  pipeline applied with FEATURE_NEW_UI=true in prod (an audited config change)")
         redeployed = await demo.wait("verification.passed", env="prod", purpose="reconfigure")
         demo.say(f"  prod redeployed {redeployed.data.version} {render.short(redeployed.data.digest)} with config "
@@ -198,18 +234,22 @@ async def run_demo(settings: Settings, service: str) -> None:
         rejected = await demo.wait("artifact.rejected", version="2.4.1")
         demo.say(f"  [red]artifact.rejected[/] ({rejected.data.reason}): {rejected.data.detail}")
 
-    await _finish(settings, service, good, redeployed.data.config_version)
+    await _finish(operators, service, good, redeployed.data.config_version)
 
 
-async def _finish(settings: Settings, service: str, good: str, prod_config: str) -> None:
-    """Print the status table (from the ledger) and where to look next."""
-    async with LedgerReader(settings) as ledger:
-        # The ledger consumes the same events on its own; give it a bounded moment to catch up.
-        deadline = time.monotonic() + 15
-        while (status := await ledger.status(service))["environments"]["prod"]["config_version"] != prod_config \
-                and time.monotonic() < deadline:
-            await asyncio.sleep(0.1)
-        checked, broken = await ledger.verify_chain()
+async def _finish(operators: Operators, service: str, good: str, prod_config: str) -> None:
+    """Print the status table (from the ledger, through the API) and where to look next."""
+    async def status() -> dict:
+        return (await operators.call("admin", "GET", "/v1/status", params={"service": service}))["services"][0]
+
+    # The ledger consumes the same events on its own; give it a bounded moment to catch up.
+    deadline = time.monotonic() + 15
+    while (now := await status())["environments"]["prod"]["config_version"] != prod_config \
+            and time.monotonic() < deadline:
+        await asyncio.sleep(0.1)
+    chain = await operators.call("admin", "GET", "/v1/ledger/chain")
+    checked, broken = chain["entries"], chain["first_broken_seq"]
+    status = now
     console.rule("status")
     console.print(render.status_table(status))
     prod = status["environments"]["prod"]
@@ -222,7 +262,8 @@ async def _finish(settings: Settings, service: str, good: str, prod_config: str)
   .venv/bin/promote status {service}            what runs where (add --json for scripts)
   .venv/bin/promote history {service} --env dev the events of one environment
   .venv/bin/promote audit {service} 2.4.1       build -> gates -> approvals -> deployments, hash chain
-  .venv/bin/promote rollback {service} --env prod --as you   a blue/green switch back
+  .venv/bin/promote token create you --role promoter:prod    a token (then: promote login)
+  .venv/bin/promote rollback {service} --env prod            a blue/green switch back, as you
   ./dev-stack status                            processes, ports; logs in var/log/ (apps in var/log/apps/)
   docs/operator-guide.md                        everything an operator does""")
 
@@ -245,8 +286,7 @@ async def _ui(port: int | str) -> str:
 async def _fresh_service_name(settings: Settings, wanted: str) -> str:
     """`wanted`, or wanted-2, -3… when the stack already holds a demo run under that name."""
     try:
-        async with LedgerReader(settings) as ledger:
-            taken = set(await ledger.services())
+        taken = {one["service"] for one in (await Operators(settings).call("admin", "GET", "/v1/status"))["services"]}
     except CliError:
         taken = set()
     name, n = wanted, 1

@@ -1,41 +1,33 @@
-"""`promote`: approve, reject, roll back, inspect and audit promotions; publish CI events; run the stack."""
+"""`promote`: approve, reject, roll back, inspect and audit promotions through the operator API; publish CI events;
+run the stack.
 
-import asyncio
+Operator commands are calls to the API with your token (`promote login`, PROMOTE_TOKEN): who acts is the
+token's verified identity. Only what needs more imports it at its own start (read commands stay fast).
+"""
+
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
-from cli import ops, render
-from cli.dlq import dlq_app
+from cli import api
 from cli.errors import CliError
-from cli.ledger import LedgerReader
-from cli.replay import replay
-from shared import limits
-from shared.client import BusUnavailable
-from shared.pipeline import PipelineError, load_pipeline_file
-from shared.settings import Settings
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 pipeline_app = typer.Typer(help="Validate and apply pipeline definitions.", no_args_is_help=True)
 stack_app = typer.Typer(help="The local stack (Kafka, PostgreSQL, services) without Docker.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Inspect and resubmit dead letters.", no_args_is_help=True)
+token_app = typer.Typer(help="API tokens for people and robots (admin).", no_args_is_help=True)
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(stack_app, name="stack")
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(token_app, name="token")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 EnvOpt = Annotated[str, typer.Option("--env", "-e", help="Environment name, e.g. prod.")]
-WhoOpt = Annotated[str, typer.Option("--as", help="Who does this (recorded in the ledger).")]
 WaitOpt = Annotated[float, typer.Option("--wait", help="Seconds to wait for the outcome (0: do not wait).")]
-
-
-def settings() -> Settings:
-    """Settings from PROMOTE_* environment variables."""
-    return Settings()
 
 
 def emit(payload: object) -> None:
@@ -43,19 +35,39 @@ def emit(payload: object) -> None:
     print(json.dumps(payload, indent=2, default=str))
 
 
+def console():
+    """The rich console (imported when something is printed for people)."""
+    from cli import render
+
+    return render.console
+
+
+@app.command()
+def login(token: Annotated[str | None, typer.Option(help="The API token (asked for when not given).")] = None) -> None:
+    """Check a token with the API and keep it in the token file for later commands."""
+    value = token or typer.prompt("API token", hide_input=True)
+    who = api.call("GET", "/v1/whoami", bearer=value)
+    path = api.save_token(value)
+    print(f"logged in as {who['subject']} ({', '.join(who['roles']) or 'no roles'}); token kept in {path}")
+
+
+@app.command()
+def whoami(as_json: JsonOpt = False) -> None:
+    """Who your token says you are, and your roles."""
+    who = api.call("GET", "/v1/whoami")
+    emit(who) if as_json else print(f"{who['subject']} ({who['method']}): {', '.join(who['roles']) or 'no roles'}")
+
+
 @app.command()
 def status(service: Annotated[str | None, typer.Argument(help="Service; all services if omitted.")] = None,
            as_json: JsonOpt = False) -> None:
     """What runs in each environment, its state, and what waits to enter."""
-    async def load() -> list[dict]:
-        async with LedgerReader(settings()) as ledger:
-            names = [service] if service else await ledger.services()
-            return [await ledger.status(name) for name in names]
-
-    statuses = asyncio.run(load())
+    statuses = api.call("GET", "/v1/status", params={"service": service} if service else None)["services"]
     if as_json:
         emit(statuses[0] if service else {"services": statuses})
         return
+    from cli import render
+
     if not statuses:
         render.console.print("no services yet: apply a pipeline with `promote pipeline apply FILE`")
     for one in statuses:
@@ -66,15 +78,14 @@ def status(service: Annotated[str | None, typer.Argument(help="Service; all serv
 def history(service: str, env: Annotated[str | None, typer.Option("--env", "-e")] = None,
             limit: Annotated[int, typer.Option(help="Show the last N entries.")] = 50, as_json: JsonOpt = False) -> None:
     """The service's events from the ledger, oldest first."""
-    async def load():
-        async with LedgerReader(settings()) as ledger:
-            return await ledger.history(service, env, limit)
-
-    rows = asyncio.run(load())
+    params = {"limit": limit} | ({"env": env} if env else {})
+    entries = api.call("GET", f"/v1/services/{service}/history", params=params)["entries"]
     if as_json:
-        emit([render.entry_json(row) for row in rows])
-    else:
-        render.console.print(render.entries_table(f"history of {service}" + (f" in {env}" if env else ""), rows))
+        emit(entries)
+        return
+    from cli import render
+
+    render.console.print(render.entries_table(f"history of {service}" + (f" in {env}" if env else ""), entries))
 
 
 @app.command()
@@ -85,80 +96,65 @@ def audit(service: Annotated[str | None, typer.Argument()] = None,
     """The whole chain of one release (build, gates, approvals, deployments, rollbacks) and the hash-chain check."""
     if not verify and not (service and version):
         raise CliError("give SERVICE VERSION, or --verify to check the hash chain only")
-
-    async def load():
-        async with LedgerReader(settings()) as ledger:
-            rows = await ledger.audit(service, version) if service and version else []
-            return rows, await ledger.verify_chain()
-
-    rows, (checked, broken) = asyncio.run(load())
-    chain = {"entries": checked, "intact": broken is None, "first_broken_seq": broken}
-    if as_json:
-        emit({"service": service, "version": version, "events": [render.entry_json(r) for r in rows], "chain": chain})
+    if service and version:
+        report = api.call("GET", f"/v1/services/{service}/releases/{version}/audit")
     else:
-        if rows or not verify:
-            render.console.print(render.entries_table(f"audit of {service} {version}", rows))
-        verdict = "[green]intact[/]" if broken is None else f"[red]broken at entry #{broken}[/]"
-        render.console.print(f"hash chain: {checked} entries, {verdict}")
-    if broken is not None:
+        report = {"service": None, "version": None, "events": [], "chain": api.call("GET", "/v1/ledger/chain")}
+    chain = report["chain"]
+    if as_json:
+        emit(report)
+    else:
+        from cli import render
+
+        if report["events"] or not verify:
+            render.console.print(render.entries_table(f"audit of {service} {version}", report["events"]))
+        verdict = "[green]intact[/]" if chain["intact"] else f"[red]broken at entry #{chain['first_broken_seq']}[/]"
+        render.console.print(f"hash chain: {chain['entries']} entries, {verdict}")
+    if not chain["intact"]:
         raise typer.Exit(1)
 
 
-@app.command()
-def approve(service: str, version: str, env: EnvOpt, who: WhoOpt,
-            comment: Annotated[str | None, typer.Option(help="Why.")] = None, wait: WaitOpt = 15.0) -> None:
-    """Approve a release for an environment; shows the gate's verdict."""
-    _decide(service, version, env, who, True, comment, wait)
+CommentOpt = Annotated[str | None, typer.Option(help="Why.")]
 
 
 @app.command()
-def reject(service: str, version: str, env: EnvOpt, who: WhoOpt,
-           comment: Annotated[str | None, typer.Option(help="Why.")] = None, wait: WaitOpt = 15.0) -> None:
+def approve(service: str, version: str, env: EnvOpt, comment: CommentOpt = None, wait: WaitOpt = 15.0) -> None:
+    """Approve a release for an environment (as your token's identity); shows the gate's verdict."""
+    _decide(service, version, env, True, comment, wait)
+
+
+@app.command()
+def reject(service: str, version: str, env: EnvOpt, comment: CommentOpt = None, wait: WaitOpt = 15.0) -> None:
     """Reject a release for an environment (its promotion there fails)."""
-    _decide(service, version, env, who, False, comment, wait)
+    _decide(service, version, env, False, comment, wait)
 
 
-def _decide(service: str, version: str, env: str, who: str, granted: bool, comment: str | None, wait: float) -> None:
-    data = ops.decision(service, version, env, who, granted, comment)
-    verb = "approval" if granted else "rejection"
-
-    async def held() -> tuple[str, list[str]] | None:
-        async with LedgerReader(settings()) as ledger:
-            return await ledger.waiting(service, version, env)
-
-    state = asyncio.run(held()) if wait > 0 else ("pending", [])
-    if wait <= 0 or state is None or state[0] != "pending":
-        event = asyncio.run(ops.publish(settings(), data))
-        render.console.print(f"{verb} recorded ({event.id})")
-        if state is None:
-            render.console.print(f"no promotion of {service} {version} into {env} is waiting: "
-                                 "it counts when one is")
-        elif state[0] == "failed":
-            render.console.print(f"the promotion of {service} {version} into {env} already failed "
-                                 f"({'; '.join(state[1])}): this changes nothing")
+def _decide(service: str, version: str, env: str, granted: bool, comment: str | None, wait: float) -> None:
+    body = {"env": env, "decision": "granted" if granted else "rejected", "comment": comment, "wait": wait}
+    answer = api.call("POST", f"/v1/services/{service}/releases/{version}/decisions", json=body, timeout=wait + 15)
+    verdict = answer["verdict"]
+    said = f"{answer['recorded']} by {answer['approver']} recorded ({answer['event_id']})"
+    if verdict is None:
+        print(said + ("" if wait <= 0 else f"; no verdict from the {env} gate within {wait:g} s"))
         return
-    fields = dict(service=service, version=version, env=env)
-    outcome = asyncio.run(ops.publish_and_wait(
-        settings(), data, {"gate.passed": fields, "gate.pending": fields, "gate.failed": fields}, wait))
-    reasons = getattr(outcome.data, "reasons", [])
-    render.console.print(f"{verb} recorded; {env} gate for {service} {version}: "
-                         f"{outcome.envelope.type.split('.')[1]}" + (f" ({'; '.join(reasons)})" if reasons else ""))
+    reasons = f" ({'; '.join(verdict['reasons'])})" if verdict["reasons"] else ""
+    print(f"{said}; {env} gate for {service} {version}: {verdict['outcome']}{reasons}")
 
 
 @app.command()
-def rollback(service: str, env: EnvOpt, who: WhoOpt,
-             reason: Annotated[str | None, typer.Option(help="Why.")] = None, wait: WaitOpt = 60.0) -> None:
+def rollback(service: str, env: EnvOpt, reason: Annotated[str | None, typer.Option(help="Why.")] = None,
+             wait: WaitOpt = 60.0) -> None:
     """Return an environment to its last verified release (before the current one)."""
-    data = ops.rollback(service, env, who, reason)
-    if wait <= 0:
-        render.console.print(f"rollback requested ({asyncio.run(ops.publish(settings(), data)).id})")
+    answer = api.call("POST", f"/v1/services/{service}/rollbacks", json={"env": env, "reason": reason, "wait": wait},
+                      timeout=wait + 15)
+    outcome = answer["outcome"]
+    if outcome is None:
+        print(f"rollback requested by {answer['requested_by']} ({answer['event_id']})"
+              + ("" if wait <= 0 else f"; not finished within {wait:g} s"))
         return
-    fields = dict(service=service, env=env)
-    outcome = asyncio.run(ops.publish_and_wait(
-        settings(), data, {"rollback.completed": fields, "rollback.failed": fields}, wait))
-    if outcome.envelope.type == "rollback.failed":
-        raise CliError(f"rollback of {service} in {env} failed: {outcome.data.reason}")
-    render.console.print(f"{service} in {env} is back on {outcome.data.version} ({render.short(outcome.data.digest)})")
+    if outcome["result"] == "failed":
+        raise CliError(f"rollback of {service} in {env} failed: {outcome['reason']}")
+    print(f"{service} in {env} is back on {outcome['version']} ({outcome['digest'][:15]}…)")
 
 
 @app.command("build-completed")
@@ -166,22 +162,26 @@ def build_completed(
     service: Annotated[str, typer.Option(help="Service name, e.g. payments.")],
     version: Annotated[str, typer.Option(help="Version, e.g. 2.4.1.")],
     commit: Annotated[str, typer.Option(help="Source commit.")],
-    author: Annotated[str, typer.Option(help="Who authored the change.")],
+    author: Annotated[str, typer.Option(help="Who triggered the build (their identity, e.g. alice).")],
     file: Annotated[Path | None, typer.Option(help="The artifact file (digest computed here; copied into the "
-                                                   "drop directory unless under an artifact root).",
+                                                   "drop directory when outside it).",
                                               exists=True, dir_okay=False)] = None,
     uri: Annotated[str | None, typer.Option(help="The artifact URI, if not --file.")] = None,
     digest: Annotated[str | None, typer.Option(help="sha256:<hex>, required with --uri.")] = None,
     check: Annotated[list[str], typer.Option(help="NAME=passed|failed, repeatable.")] = [],  # noqa: B006
 ) -> None:
-    """Publish build.completed, as CI does after building an artifact once."""
+    """Publish build.completed, as CI does after building an artifact once (Kafka principal `ci`)."""
     if file is None and (uri is None or digest is None):
         raise CliError("give --file PATH, or --uri URI with --digest sha256:<hex>")
+    import asyncio
+
+    from cli import ops
+    from shared.settings import Settings
+
     checks = dict(_split_check(item) for item in check)
-    file = ops.into_drop(settings(), file) if file is not None else None  # intake reads only under its roots
-    event = asyncio.run(ops.publish(settings(), ops.build_completed(service, version, file, uri, digest,
-                                                                   commit, author, checks)))
-    render.console.print(f"build.completed {service} {version} {event.data.artifact.digest} ({event.id})")
+    data = ops.build_completed(service, version, file, uri, digest, commit, author, checks)
+    event = asyncio.run(ops.publish(Settings(), data))
+    print(f"build.completed {service} {version} {event.data.artifact.digest} ({event.id})")
 
 
 def _split_check(item: str) -> tuple[str, str]:
@@ -195,44 +195,114 @@ def _split_check(item: str) -> tuple[str, str]:
 def evidence(service: str, version: str, env: EnvOpt,
              check: Annotated[str, typer.Option(help="The check's name, e.g. integration-tests.")],
              result: Annotated[str, typer.Option(help="passed or failed.")],
-             digest: Annotated[str | None, typer.Option(help="Defaults to the registered digest.")] = None,
+             digest: Annotated[str | None, typer.Option(help="Defaults to the registered digest (asked of the "
+                                                             "API: needs a token).")] = None,
              url: Annotated[str | None, typer.Option(help="Link to the report.")] = None) -> None:
-    """Publish evidence.recorded: a check's result for a release in an environment."""
+    """Publish evidence.recorded: a check's result for a release in an environment (Kafka principal `ci`)."""
     if result not in ("passed", "failed"):
         raise CliError(f"--result must be passed or failed, not {result!r}")
+    if digest is None:
+        digest = _registered_digest(service, version)
+    import asyncio
 
-    async def run():
-        nonlocal digest
-        if digest is None:
-            async with LedgerReader(settings()) as ledger:
-                found = await ledger.author_and_digest(service, version)
-            if found is None:
-                raise CliError(f"{service} {version} is not registered; pass --digest")
-            digest = found[1]
-        return await ops.publish(settings(), ops.evidence(service, version, digest, env, check, result, url))
+    from cli import ops
+    from shared.settings import Settings
 
-    event = asyncio.run(run())
-    render.console.print(f"evidence {check}={result} for {service} {version} in {env} ({event.id})")
+    event = asyncio.run(ops.publish(Settings(), ops.evidence(service, version, digest, env, check, result, url)))
+    print(f"evidence {check}={result} for {service} {version} in {env} ({event.id})")
+
+
+def _registered_digest(service: str, version: str) -> str:
+    events = api.call("GET", f"/v1/services/{service}/releases/{version}/audit")["events"]
+    registered = [e["event"]["data"]["digest"] for e in events if e["type"] == "artifact.registered"]
+    if not registered:
+        raise CliError(f"{service} {version} is not registered; pass --digest")
+    return registered[0]
 
 
 @pipeline_app.command("validate")
 def pipeline_validate(file: Path) -> None:
     """Check a pipeline file; errors are listed as FILE:LINE:COLUMN: where: what."""
+    from shared.pipeline import load_pipeline_file
+
     definition = load_pipeline_file(file)
-    render.console.print(f"{file}: valid pipeline for {definition.service} "
-                         f"({' -> '.join(definition.environment_names)}), version {definition.content_hash[:19]}…")
+    print(f"{file}: valid pipeline for {definition.service} "
+          f"({' -> '.join(definition.environment_names)}), version {definition.content_hash[:19]}…")
 
 
 @pipeline_app.command("apply")
-def pipeline_apply(file: Path, who: WhoOpt = "operator") -> None:
-    """Validate a pipeline file and publish it (pipeline.applied): versioned, audited, replayable."""
-    definition = load_pipeline_file(file)
-    event = asyncio.run(ops.publish(settings(), ops.pipeline_applied(definition, who)))
-    render.console.print(f"pipeline for {definition.service} applied: version {definition.content_hash} ({event.id})")
+def pipeline_apply(file: Path, prune: Annotated[bool, typer.Option(
+        help="Also stop what runs in environments the new pipeline drops.")] = False) -> None:
+    """Validate a pipeline file and apply it through the API (admin): versioned, audited, replayable."""
+    from shared.pipeline import load_pipeline_file
+
+    load_pipeline_file(file)  # the same errors, with their positions, before anything is sent
+    answer = api.call("POST", "/v1/pipelines", json={"yaml": file.read_text(), "filename": str(file), "prune": prune})
+    print(f"pipeline for {answer['service']} applied by {answer['applied_by']}: version "
+          f"{answer['pipeline_version']} ({answer['event_id']})")
+
+
+@dlq_app.command("list")
+def dlq_list(limit: Annotated[int, typer.Option(help="Show the last N dead letters.")] = 50,
+             as_json: JsonOpt = False) -> None:
+    """List the dead letters (the last N), oldest first."""
+    letters = api.call("GET", "/v1/dead-letters", params={"limit": limit})["dead_letters"]
+    if as_json:
+        emit(letters)
+        return
+    if not letters:
+        print("no dead letters on promotion.dlq")
+    for letter in letters:
+        source = letter["source"]
+        print(f"{letter['id']}  {(letter['time'] or '?')[:19].replace('T', ' ')}  {letter['consumer']}  from "
+              f"{source['topic']} {source['partition']}:{source['offset']}  {letter['size']} bytes")
+        print(f"    reason   {letter['reason']}")
+        preview = "".join(c if c.isprintable() else "·" for c in letter["value_text"][:72])
+        print(f"    preview  {preview}{'…' if len(letter['value_text']) > 72 else ''}")
+
+
+@dlq_app.command("replay")
+def dlq_replay(letter_id: Annotated[str, typer.Argument(metavar="ID", help="PARTITION:OFFSET, as `promote dlq "
+                                                                           "list` shows it.")]) -> None:
+    """Resubmit a dead letter's original bytes, with its original key, to the topic it came from (admin)."""
+    stored = api.call("POST", f"/v1/dead-letters/{letter_id}/replay")
+    print(f"dead letter {letter_id} replayed to {stored['topic']} (partition {stored['partition']}, "
+          f"offset {stored['offset']}) by {stored['replayed_by']}")
+
+
+@token_app.command("create")
+def token_create(subject: Annotated[str, typer.Argument(help="Who the token is for (an identity, e.g. bob).")],
+                 role: Annotated[list[str], typer.Option(help="ROLE:ENV (viewer, promoter, approver, admin; ENV "
+                                                              "or *), repeatable.")],
+                 group: Annotated[list[str], typer.Option(help="A group the subject is in, repeatable.")] = [],  # noqa: B006
+                 expires_in: Annotated[int | None, typer.Option(help="Seconds until it expires.")] = None,
+                 as_json: JsonOpt = False) -> None:
+    """Create an API token; it is printed once (only its hash is kept)."""
+    made = api.call("POST", "/v1/tokens", json={"subject": subject, "roles": role, "groups": group,
+                                                "expires_in_s": expires_in})
+    emit(made) if as_json else print(made["token"])
+
+
+@token_app.command("list")
+def token_list(as_json: JsonOpt = False) -> None:
+    """Every API token (without secrets)."""
+    listed = api.call("GET", "/v1/tokens")["tokens"]
+    if as_json:
+        emit(listed)
+        return
+    for one in listed:
+        state = "revoked" if one["revoked_at"] else "active"
+        print(f"{one['id']}  {one['subject']:<16} {state:<8} {', '.join(one['roles'])}  by {one['created_by']}")
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Revoke an API token at once."""
+    print(f"token {api.call('DELETE', f'/v1/tokens/{token_id}')['id']} revoked")
 
 
 @stack_app.command("up")
-def stack_up(services: Annotated[bool, typer.Option(help="Also start the five services.")] = True) -> None:
+def stack_up(services: Annotated[bool, typer.Option(help="Also start the services and the API.")] = True) -> None:
     """Start Kafka, PostgreSQL and (by default) the services; idempotent."""
     import devstack
 
@@ -263,16 +333,19 @@ def asyncapi(out: Annotated[Path, typer.Option(help="Folder for <service>.json."
     from cli import asyncapi as generator
 
     for path in generator.write(out):
-        render.console.print(f"wrote {path}")
+        print(f"wrote {path}")
 
 
 @app.command()
 def demo(service: Annotated[str, typer.Option(help="Service name for the demo (a fresh one is picked "
                                                        "if it already has history).")] = "payments") -> None:
     """Run the walking-skeleton scenario on the local stack (./dev-stack demo starts the stack first)."""
-    from cli.demo import run_demo
+    import asyncio
 
-    asyncio.run(run_demo(settings(), service))
+    from cli.demo import run_demo
+    from shared.settings import Settings
+
+    asyncio.run(run_demo(Settings(), service))
 
 
 @app.command()
@@ -285,48 +358,51 @@ def load(url: Annotated[str, typer.Argument(help="A loopback URL, e.g. an enviro
          concurrency: Annotated[int, typer.Option(help="Requests in flight at most.")] = 16,
          as_json: JsonOpt = False) -> None:
     """Send paced GET requests to a loopback URL for a while and summarise the answers (Ctrl-C ends early)."""
-    import signal
-    from urllib.parse import urlsplit
+    from cli.load import run_load
 
-    from shared.loadgen import generate
-
-    seconds = 10.0 if duration is None and count is None else duration
-
-    async def run():
-        stop = asyncio.Event()  # Ctrl-C: stop sending, let what is in flight finish, report
-        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
-        with render.console.status(f"load: {rate:g} requests/s to {url}") as shown:
-            return await generate(url, rate=rate, duration=seconds, count=count, concurrency=concurrency,
-                                  path=path or urlsplit(url).path or "/", stop=stop,
-                                  on_progress=lambda done, failed: shown.update(f"load: {done} done, {failed} failed"))
-
-    try:
-        report = asyncio.run(run())
-    except ValueError as error:
-        raise CliError(str(error)) from None
-    emit(report.as_dict()) if as_json else render.console.print(f"load: {report.summary()}", soft_wrap=True)
+    report = run_load(url, rate, duration, count, path, concurrency)
+    emit(report.as_dict()) if as_json else console().print(f"load: {report.summary()}", soft_wrap=True)
 
 
-app.command()(replay)
+@app.command()
+def replay(replace: Annotated[bool, typer.Option("--rebuild", help="Replace the live projections with the "
+                                                                 "rebuilt ones (without it: only compare).")] = False,
+           as_json: JsonOpt = False) -> None:
+    """Rebuild the ledger's projections from the topics and compare them with the live ones (exit 1 if different);
+    a drill run on the stack's host, as the ledger."""
+    from cli.replay import replay as run_replay
+
+    run_replay(replace, as_json)
 
 
 def run() -> None:
     """Console entry point: errors become one line on stderr and a non-zero exit."""
-    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # its connection errors are reported by us, once
     try:
         app(prog_name="promote")  # usage errors: typer prints them and exits 2
-    except PipelineError as error:
-        print(str(error), file=sys.stderr)
-        sys.exit(1)
-    except (CliError, BusUnavailable, TimeoutError, OSError) as error:
+    except CliError as error:
         print(f"promote: error: {error}", file=sys.stderr)
         sys.exit(1)
-    except ValidationError as error:  # input past the limits (settings, event data): its first reason
-        print(f"promote: error: {limits.first_reason(error, located=False)}", file=sys.stderr)
+    except Exception as error:  # noqa: BLE001 - every other failure is still one line
+        print(_one_line(error), file=sys.stderr)
         sys.exit(1)
-    except Exception as error:  # a bug: still one line, with its type, for the report
-        print(f"promote: unexpected error: {type(error).__name__}: {error}", file=sys.stderr)
-        sys.exit(1)
+
+
+def _one_line(error: Exception) -> str:
+    """The error as the CLI reports it: pipeline errors as they are, known failures with their reason."""
+    from pydantic import ValidationError
+
+    from shared import limits
+    from shared.client import BusUnavailable
+    from shared.credentials import MissingCredential
+    from shared.pipeline import PipelineError
+
+    if isinstance(error, PipelineError):
+        return str(error)
+    if isinstance(error, BusUnavailable | MissingCredential | TimeoutError | OSError):
+        return f"promote: error: {error}"
+    if isinstance(error, ValidationError):  # input past the limits (settings, event data): its first reason
+        return f"promote: error: {limits.first_reason(error, located=False)}"
+    return f"promote: unexpected error: {type(error).__name__}: {error}"
 
 
 if __name__ == "__main__":

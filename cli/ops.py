@@ -1,4 +1,4 @@
-"""Write side for the CLI: operator commands and CI reports become events on the bus."""
+"""What CI publishes from the CLI (build.completed, evidence.recorded) as the Kafka principal `ci`."""
 
 import functools
 import shutil
@@ -11,9 +11,8 @@ from pydantic import ValidationError
 from cli.errors import CliError
 from shared import limits
 from shared.artifacts import file_digest
-from shared.client import EventWatcher, Publisher, matches
-from shared.events import (ApprovalGranted, ApprovalRejected, Artifact, BuildCompleted, Event, EventData,
-                           EvidenceRecorded, PipelineApplied, RollbackRequested, new_event)
+from shared.client import Publisher
+from shared.events import Artifact, BuildCompleted, Event, EventData, EvidenceRecorded, PipelineApplied, new_event
 from shared.pipeline import PipelineDefinition
 from shared.settings import Settings
 
@@ -76,25 +75,3 @@ def evidence(service: str, version: str, digest: str, env: str, check: str, resu
     """A test runner's or scanner's result for a digest in an environment."""
     return EvidenceRecorded(service=service, version=version, digest=digest, env=env, check=check,
                             result=result, url=url)
-
-
-@_one_line
-def decision(service: str, version: str, env: str, who: str, granted: bool, comment: str | None) -> EventData:
-    """An approval or a rejection by a person."""
-    model = ApprovalGranted if granted else ApprovalRejected
-    return model(service=service, version=version, env=env, approver=who, comment=comment)
-
-
-@_one_line
-def rollback(service: str, env: str, who: str, reason: str | None) -> RollbackRequested:
-    """An operator's request to return an environment to its last verified release."""
-    return RollbackRequested(service=service, env=env, requested_by=who, reason=reason)
-
-
-async def publish_and_wait(settings: Settings, data: EventData, outcomes: dict[str, dict], timeout: float) -> Event:
-    """Publish, then wait for the first event among `outcomes` ({type: fields to match})."""
-    async with EventWatcher(settings) as watcher:
-        await publish(settings, data)
-        checks = [matches(kind, **fields) for kind, fields in outcomes.items()]
-        return await watcher.wait_for(lambda e: any(check(e) for check in checks), timeout,
-                                      what=" or ".join(outcomes))

@@ -1,7 +1,5 @@
 """How the CLI shows status, history and audits to people (rich tables)."""
 
-import json
-
 from rich.console import Console
 from rich.table import Table
 
@@ -29,10 +27,10 @@ def status_table(status: dict) -> Table:
     return table
 
 
-def summary(canonical: bytes) -> str:
+def summary(event: dict) -> str:
     """A one-line gist of an event's data for history and audit listings."""
-    data = json.loads(canonical).get("data", {})
-    keys = ("digest", "reason", "reasons", "approver", "requested_by", "check", "result", "author", "port")
+    data = event.get("data", {})
+    keys = ("digest", "reason", "reasons", "approver", "requested_by", "who", "check", "result", "author", "port")
     parts = []
     for key in keys:
         if key in data and data[key] not in (None, [], ""):
@@ -42,19 +40,12 @@ def summary(canonical: bytes) -> str:
     return " ".join(parts)
 
 
-def entries_table(title: str, rows) -> Table:
-    """Ledger entries as a table: seq, time, type, version, env and the gist."""
+def entries_table(title: str, entries: list[dict]) -> Table:
+    """Ledger entries (as the API answers them) as a table: seq, time, type, version, env and the gist."""
     table = Table(title=title, title_justify="left")
     for column in ("#", "time (UTC)", "event", "version", "env", "details"):
         table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(str(row["seq"]), row["event_time"].strftime("%H:%M:%S.%f")[:-3], row["type"],
-                      row["version"] or "", row["env"] or "", summary(bytes(row["canonical"])))
+    for entry in entries:
+        table.add_row(str(entry["seq"]), entry["time"][11:23], entry["type"], entry["version"] or "",
+                      entry["env"] or "", summary(entry["event"]))
     return table
-
-
-def entry_json(row) -> dict:
-    """A ledger entry for --json output."""
-    return {"seq": row["seq"], "event": json.loads(bytes(row["canonical"]))} | (
-        {"hash": row["hash"]} if "hash" in row.keys() else {}
-    )

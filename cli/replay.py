@@ -218,9 +218,7 @@ async def _connect(settings: Settings) -> asyncpg.Connection:
     return conn
 
 
-def replay(replace: Annotated[bool, typer.Option("--rebuild", help="Replace the live projections with the "
-                                                                 "rebuilt ones (without it: only compare).")] = False,
-           as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False) -> None:
+def replay(replace: bool = False, as_json: bool = False) -> None:
     """Rebuild the ledger's projections from the topics and compare them with the live ones (exit 1 if different)."""
     progress = Progress(TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TextColumn("records"),
                         TimeElapsedColumn(), console=Console(stderr=True), disable=as_json)

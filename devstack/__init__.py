@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import time
 
-from devstack import kafka, postgres, router, topics, users
+from devstack import kafka, keycloak, postgres, router, topics, users
 from devstack import processes as p
 from devstack.processes import StackError
 from devstack.services import (
+    API,
+    admin_token_file,
+    COMPONENTS,
     SERVICES,
     apps,
     health_ports,
@@ -28,7 +31,7 @@ from devstack.services import (
 SERVICE_HEALTH_PORTS: dict[str, int] = health_ports()
 
 __all__ = [
-    "SERVICES", "SERVICE_HEALTH_PORTS", "StackError", "down", "start_service", "status",
+    "API", "COMPONENTS", "admin_token_file", "SERVICES", "SERVICE_HEALTH_PORTS", "StackError", "down", "start_service", "status",
     "stop_service", "up", "wait_services_ready",
 ]
 
@@ -47,18 +50,19 @@ def up(services: bool = True, ready_timeout: float = 90.0) -> None:
     topics.ensure_topics()
     router.up()
     if services:
-        for name in SERVICES:
+        for name in COMPONENTS:
             start_service(name)
         wait_services_ready(ready_timeout)
     p.say(f"stack: up ({time.monotonic() - t0:.1f} s)")
 
 
 def down() -> None:
-    """Stop deployed apps, services, the router, Kafka, then PostgreSQL (only processes this stack started)."""
+    """Stop deployed apps, services, the router, Keycloak, Kafka, then PostgreSQL (only what this stack started)."""
     t0 = time.monotonic()
     stop_apps()
     stop_services()
     router.stop()
+    keycloak.stop()
     kafka.stop()
     postgres.stop()
     p.say(f"stack: down ({time.monotonic() - t0:.1f} s)")
@@ -80,7 +84,7 @@ def status() -> dict:
         "services": {},
         "apps": apps(),
     }
-    for name in SERVICES:
+    for name in COMPONENTS:
         pid = service_pid(name)
         result["services"][name] = {
             "running": pid is not None, "pid": pid, "port": SERVICE_HEALTH_PORTS[name],

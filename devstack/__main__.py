@@ -1,4 +1,4 @@
-"""CLI: python -m devstack up [--no-services] | down | status [--json] | fetch."""
+"""CLI: python -m devstack up [--no-services] | down | status [--json] | fetch | keycloak."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import sys
 
 import devstack
-from devstack import kafka
+from devstack import kafka, keycloak
 
 
 def print_status(st: dict) -> None:
@@ -43,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     st = sub.add_parser("status", help="what runs")
     st.add_argument("--json", action="store_true")
     sub.add_parser("fetch", help=f"only fetch the Kafka {kafka.KAFKA_VERSION} jars")
+    sub.add_parser("keycloak", help=f"start Keycloak (OIDC on 127.0.0.1:{keycloak.PORT}) with the realm "
+                                    f"{keycloak.REALM!r}; prints its issuer")
     args = ap.parse_args(argv)
     try:
         if args.cmd == "up":
@@ -51,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
             devstack.down()
         elif args.cmd == "fetch":
             print(f"kafka: jars in {kafka.fetch()}")
+        elif args.cmd == "keycloak":
+            print(f"keycloak: issuer {keycloak.up()}")
         elif args.json:
             print(json.dumps(devstack.status(), indent=2))
         else:

@@ -9,20 +9,26 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from devstack import access, postgres
 from devstack import processes as p
 from shared.settings import Settings
 
 SERVICES: tuple[str, ...] = ("intake", "gates", "deployer", "rollback", "ledger")
+"""The event-driven services (each a consumer group)."""
+API = "api"
+COMPONENTS: tuple[str, ...] = (*SERVICES, API)
+"""Every process the stack runs: the services and the operator API (which serves /health on its own port)."""
 CREDENTIAL_FIELDS = frozenset({"kafka_username", "kafka_password", "event_id_key", "database_url"})
 """Settings that name or hold a principal's secret: each process gets its own, never the parent's."""
 
 
 def health_ports() -> dict[str, int]:
-    """{service: health port}: Settings().health_port_base + index in SERVICES."""
-    base = Settings().health_port_base
-    return {name: base + i for i, name in enumerate(SERVICES)}
+    """{component: health port}: Settings().health_port_base + index in SERVICES; the API's own port."""
+    settings = Settings()
+    ports = {name: settings.health_port_base + i for i, name in enumerate(SERVICES)}
+    return ports | {API: urlsplit(settings.api_url).port or 80}
 
 
 def health_port(name: str, instance: int = 1) -> int:
@@ -61,8 +67,13 @@ def healthy(name: str, timeout: float = 0.5, instance: int = 1) -> bool:
 
 
 def _env_value(value: object) -> str:
-    """A setting as its PROMOTE_* variable spells it: lists (artifact roots) colon-separated, as PATH."""
-    return ":".join(str(item) for item in value) if isinstance(value, list) else str(value)
+    """A setting as its PROMOTE_* variable spells it: paths (artifact roots) colon-separated, as PATH; other
+    lists and mappings as JSON (how pydantic-settings reads them)."""
+    if isinstance(value, list) and all(isinstance(item, Path) for item in value):
+        return ":".join(str(item) for item in value)
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return str(value)
 
 
 def service_env(name: str, instance: int = 1) -> dict[str, str]:
@@ -77,7 +88,14 @@ def service_env(name: str, instance: int = 1) -> dict[str, str]:
                 "PROMOTE_KAFKA_USERNAME": name, "PROMOTE_KAFKA_PASSWORD": access.ensure_secret("kafka", name),
                 "PROMOTE_EVENT_ID_KEY": access.ensure_secret("ids", name, 32),
                 "PROMOTE_DATABASE_URL": service_database_url(name)})
+    if name == API:
+        env["PROMOTE_API_BOOTSTRAP_TOKEN_FILE"] = str(admin_token_file())
     return env
+
+
+def admin_token_file() -> Path:
+    """The local stack's first admin API token (the API writes it once; 0600, root's)."""
+    return Settings().credentials_dir / "api" / "admin.token"
 
 
 def service_database_url(name: str) -> str:
@@ -88,8 +106,8 @@ def service_database_url(name: str) -> str:
 
 def start_service(name: str, instance: int = 1) -> int:
     """Start services.<name> (instance N) detached (no-op if it already runs); returns its pid."""
-    if name not in SERVICES:
-        raise ValueError(f"unknown service {name!r}; expected one of {SERVICES}")
+    if name not in COMPONENTS:
+        raise ValueError(f"unknown service {name!r}; expected one of {COMPONENTS}")
     component = _component(name, instance)
     pid = service_pid(name, instance)
     if pid is not None:
@@ -110,7 +128,7 @@ def stop_service(name: str, sig: int = signal.SIGTERM, timeout: float = 20.0, in
     return pid
 
 
-def wait_services_ready(timeout: float = 60.0, names: tuple[str, ...] | list[str] = SERVICES,
+def wait_services_ready(timeout: float = 60.0, names: tuple[str, ...] | list[str] = COMPONENTS,
                         instance: int = 1) -> None:
     """Wait until every named service (that instance) answers /health with 200; raise with its log tail otherwise."""
     t0 = time.monotonic()
@@ -156,7 +174,7 @@ def stop_apps() -> None:
 
 
 def stop_services() -> None:
-    """Stop every service instance we started, in reverse start order."""
-    for name in reversed(SERVICES):
+    """Stop every service instance we started (and the API), in reverse start order."""
+    for name in reversed(COMPONENTS):
         for instance in (2, 1):
             stop_service(name, instance=instance)

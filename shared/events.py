@@ -14,7 +14,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StringConstra
 
 from shared import limits, topics
 from shared.limits import (CheckName, ConfigKey, ConfigText, EnvironmentName, SecretReference, ServiceName, Text,
-                           Version, Who)
+                           Version, Who, Identity)
 from shared.pipeline import PipelineDefinition
 
 Digest = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
@@ -57,7 +57,8 @@ class BuildCompleted(EventData):
     version: Version
     artifact: Artifact
     commit: Annotated[str, StringConstraints(min_length=1, max_length=128)]
-    author: Who
+    author: Identity
+    """Who triggered the build, as CI's principal knows them (compared with approvers' verified identities)."""
     checks: dict[CheckName, Literal["passed", "failed"]] = Field(default_factory=dict)
 
 
@@ -81,7 +82,7 @@ class PipelineApplied(EventData):
     topic = topics.PIPELINES
     pipeline_version: Digest
     definition: dict
-    applied_by: Who
+    applied_by: Identity
 
     @field_validator("definition")
     @classmethod
@@ -235,7 +236,12 @@ class ApprovalGranted(EventData):
     topic = topics.OPERATIONS
     version: Version
     env: EnvironmentName
-    approver: Who
+    approver: Identity
+    """The verified identity of who decided (the operator API's authenticated subject)."""
+    groups: tuple[Identity, ...] = ()
+    """The approver's verified groups (an approval gate may require one of them: `from`)."""
+    digest: Digest | None = None
+    """The registered digest the decision is about (the API names it; gates ignore a decision for another)."""
     comment: Text | None = None
 
 
@@ -246,7 +252,12 @@ class ApprovalRejected(EventData):
     topic = topics.OPERATIONS
     version: Version
     env: EnvironmentName
-    approver: Who
+    approver: Identity
+    """The verified identity of who decided (the operator API's authenticated subject)."""
+    groups: tuple[Identity, ...] = ()
+    """The approver's verified groups (an approval gate may require one of them: `from`)."""
+    digest: Digest | None = None
+    """The registered digest the decision is about (the API names it; gates ignore a decision for another)."""
     comment: Text | None = None
 
 
@@ -256,8 +267,24 @@ class RollbackRequested(EventData):
     event_type = "rollback.requested"
     topic = topics.OPERATIONS
     env: EnvironmentName
-    requested_by: Who
+    requested_by: Identity
     reason: Text | None = None
+
+
+class OperationRefused(EventData):
+    """The operator API refused a request (authentication, role or a gate's rule): who tried what, and why.
+
+    `service` is the service the request was about (`unknown` when the request named none validly)."""
+
+    event_type = "operation.refused"
+    topic = topics.OPERATIONS
+    who: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    """The verified identity, or `anonymous` / what an unverifiable token claimed, marked as such."""
+    action: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z-]{0,39}$")]
+    env: EnvironmentName | None = None
+    version: Version | None = None
+    status: int
+    reason: Text
 
 
 class RollbackOrdered(EventData):
@@ -304,7 +331,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         BuildCompleted, EvidenceRecorded, PipelineApplied, ArtifactRegistered, ArtifactRejected,
         PromotionRequested, GatePassed, GatePending, GateFailed, DeploymentStarted,
         DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed,
-        ApprovalGranted, ApprovalRejected, RollbackRequested, RollbackOrdered,
+        ApprovalGranted, ApprovalRejected, RollbackRequested, OperationRefused, RollbackOrdered,
         RollbackCompleted, RollbackFailed,
     )
 }

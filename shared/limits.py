@@ -30,6 +30,9 @@ VERSION_PATTERN = r"^[^\s/\x00-\x1f\x7f-\x9f]{1,128}$"
 """1-128 characters, no whitespace, slash or control character."""
 MAX_WHO_CHARS = 128
 """Who did something (author, approver, applied_by, requested_by): not empty once trimmed."""
+IDENTITY_PATTERN = r"^[a-z0-9][a-z0-9._@+-]{0,127}$"
+"""A person or robot as the system knows them (a token's subject, an approver, a build's author): lowercase
+ASCII only, so that case or look-alike letters (Cyrillic а) cannot spell one person a second way."""
 MAX_TEXT_CHARS = 1024
 """Free text a person writes: comments, reasons."""
 MAX_CLOCK_SKEW_S = 300.0
@@ -40,6 +43,7 @@ MAX_YAML_NODES = 10_000
 MAX_YAML_DEPTH = 32
 _NAME, _CONFIG_KEY = re.compile(NAME_PATTERN), re.compile(CONFIG_KEY_PATTERN)
 _SECRET_REF, _VERSION = re.compile(SECRET_REF_PATTERN), re.compile(VERSION_PATTERN)
+_IDENTITY = re.compile(IDENTITY_PATTERN)
 _CONTROL = frozenset({"Cc", "Cs", "Zl", "Zp"})  # C0/C1 controls (NUL, tab, line breaks), lone surrogates
 
 
@@ -105,6 +109,14 @@ def check_who(value: str) -> str:
     if not value.strip():
         raise _refuse("who", "who must not be empty")
     return check_text(value.strip(), "who", MAX_WHO_CHARS)
+
+
+def check_identity(value: str, what: str = "identity") -> str:
+    """`value` if it is an identity: 1-128 of lowercase ASCII letters, digits and `._@+-`."""
+    if not _IDENTITY.fullmatch(value):
+        raise _refuse("identity", f"{what} {shown(value)}: must be 1-128 lowercase ASCII letters, digits or "
+                                  "'._@+-', starting with a letter or digit (one spelling per person)")
+    return value
 
 
 def check_event_time(time: datetime, now: datetime, max_skew_s: float = MAX_CLOCK_SKEW_S) -> datetime:
@@ -188,3 +200,4 @@ Version = Annotated[str, AfterValidator(check_version),
 Who = Annotated[str, StringConstraints(strip_whitespace=True), AfterValidator(check_who),
                 _schema(minLength=1, maxLength=MAX_WHO_CHARS)]
 Text = Annotated[str, AfterValidator(lambda value: check_text(value)), _schema(maxLength=MAX_TEXT_CHARS)]
+Identity = Annotated[str, AfterValidator(check_identity), _schema(pattern=IDENTITY_PATTERN)]

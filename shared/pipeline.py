@@ -24,6 +24,7 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from shared import limits
+from shared.limits import Identity
 from shared.time_gates import ChangeWindowGate, Freeze, SoakGate, format_duration, parse_duration
 
 __all__ = ["Analysis", "ApprovalGate", "Artifact", "BlueGreen", "Canary", "ChangeWindowGate", "Duration",
@@ -100,11 +101,19 @@ class EvidenceGate(_Frozen):
 
 
 class ApprovalGate(_Frozen):
-    """Passes when `min` people (with `role`, if set; not the author, if `not_author`) approve."""
+    """Passes when `min` people approve: members of a group in `from` (if given), not the author (if
+    `not_author`), each counted by verified identity. `role: X` is the older spelling of `from: [X]`."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
     min: int = Field(1, ge=1, strict=True)
     not_author: bool = Field(True, strict=True)
-    role: str | None = Field(None, min_length=1)
+    role: Identity | None = None
+    from_: tuple[Identity, ...] = Field((), alias="from")
+
+    @property
+    def groups(self) -> frozenset[str]:
+        """The groups an approver must belong to (one of them); empty: anyone may approve."""
+        return frozenset(self.from_) | ({self.role} if self.role else set())
 
     @model_validator(mode="before")
     @classmethod
@@ -118,7 +127,10 @@ class ApprovalGate(_Frozen):
 
     @model_serializer
     def _to_pipeline_form(self) -> dict[str, Any]:
-        return {"approval": {"min": self.min, "not_author": self.not_author, "role": self.role}}
+        body = {"min": self.min, "not_author": self.not_author, "role": self.role}
+        if self.from_:  # only when given: pipelines without it keep their content hash
+            body["from"] = list(self.from_)
+        return {"approval": body}
 
 
 def _gate_shape(value: Any) -> Any:

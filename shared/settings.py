@@ -48,6 +48,23 @@ class Settings(BaseSettings):
     handler_stuck_after_s: float = Field(30.0, gt=0)
     """A handler (or a batch's preparation) running longer than this shows the service `degraded` on /health."""
 
+    api_url: str = "http://127.0.0.1:18070"
+    """Where the operator API listens (the service binds the URL's host and port; the CLI calls it)."""
+    api_bootstrap_token_file: Path | None = None
+    """Where the API writes the local stack's first admin token if that file does not exist (./dev-stack sets it)."""
+    oidc_issuer: str | None = None
+    """An OIDC provider whose tokens the API accepts (its discovery document names the JWKS); None: API tokens only."""
+    oidc_audience: str = "promote"
+    """The `aud` an OIDC token must carry."""
+    oidc_algorithms: list[str] = ["RS256", "ES256"]
+    """The signature algorithms accepted (an allow-list: never `none`, never HMAC with a public key)."""
+    oidc_username_claim: str = "preferred_username"
+    """The claim that names the person (an identity: lowercase ASCII)."""
+    oidc_groups_claim: str = "groups"
+    """The claim that lists the person's groups (a leading `/` of a group path is dropped)."""
+    api_group_roles: dict[str, list[str]] = {}
+    """Role bindings per OIDC group, e.g. {"release-managers": ["approver:prod", "viewer:*"]} (JSON in the env)."""
+
     @field_validator("artifact_roots", mode="before")
     @classmethod
     def _split_roots(cls, value: object) -> object:

@@ -36,6 +36,9 @@ class Facts:
     """When the digest was verified, by environment (the verification event's own time)."""
     evidence: dict[tuple[str, str], str] = field(default_factory=dict)
     approvals: dict[str, str] = field(default_factory=dict)
+    """Each approver's latest decision (granted or rejected), by verified identity."""
+    approver_groups: dict[str, frozenset[str]] = field(default_factory=dict)
+    """The verified groups of each approver when they decided."""
     released_here: bool = False
     """This very release (version and digest) was already deployed and verified in the environment
     by a promotion, so its gates passed once: only a rebuild, reading topics out of order, sees this."""
@@ -152,12 +155,16 @@ def approval_problems(facts: Facts, gate: ApprovalGate) -> tuple[list[str], list
     granted = {who for who, decision in facts.approvals.items() if decision == "granted"}
     ignored = author in granted and gate.not_author
     counted = granted - {author} if gate.not_author else granted
+    outsiders = {who for who in counted if gate.groups and not gate.groups & facts.approver_groups.get(who, set())}
+    counted -= outsiders
     if len(counted) >= gate.min:
         return [], []
     missing = gate.min - len(counted)
     reason = f"waiting for {missing} approval(s)"
-    if gate.role:
-        reason += f" by a {gate.role}"
+    if gate.groups:
+        reason += f" from {' or '.join(sorted(gate.groups))}"
+    if outsiders:
+        reason += f" ({', '.join(sorted(outsiders))} not in {' or '.join(sorted(gate.groups))})"
     if ignored:
         reason += f" ({author} is the author and cannot approve)"
     elif gate.not_author:

@@ -53,7 +53,8 @@ class GatesHandlers:
                 return await self._judge(conn, data.service, digest=data.digest)
             case ApprovalGranted() | ApprovalRejected():
                 decision = "granted" if isinstance(data, ApprovalGranted) else "rejected"
-                await repository.save_approval(conn, data.service, data.version, data.env, data.approver, decision)
+                await repository.save_approval(conn, data.service, data.version, data.env, data.approver, decision,
+                                               data.groups, data.digest)
                 # A person acted: always answer with the verdict, even when it did not change.
                 return await self._judge(conn, data.service, always=True, version=data.version, env=data.env)
             case VerificationPassed(purpose="promotion"):

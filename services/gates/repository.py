@@ -120,12 +120,16 @@ async def save_evidence(conn: asyncpg.Connection, service: str, digest: str, env
     )
 
 
-async def save_approval(conn: asyncpg.Connection, service: str, version: str, env: str, who: str, decision: str) -> None:
-    """A person's latest decision on a release for an environment."""
+async def save_approval(conn: asyncpg.Connection, service: str, version: str, env: str, who: str, decision: str,
+                        groups: tuple[str, ...] = (), digest: str | None = None) -> None:
+    """A person's latest decision on a release for an environment, with their groups at the time and the digest
+    they decided on (None: an older event that named none)."""
     await conn.execute(
-        "insert into approvals (service, version, env, approver, decision) values ($1, $2, $3, $4, $5) "
-        "on conflict (service, version, env, approver) do update set decision = excluded.decision",
-        service, version, env, who, decision,
+        "insert into approvals (service, version, env, approver, decision, groups, digest) "
+        "values ($1, $2, $3, $4, $5, $6, $7) "
+        "on conflict (service, version, env, approver) do update set decision = excluded.decision, "
+        "groups = excluded.groups, digest = excluded.digest",
+        service, version, env, who, decision, json.dumps(sorted(groups)), digest,
     )
 
 
@@ -149,8 +153,8 @@ async def load_facts(conn: asyncpg.Connection, service: str, version: str, env: 
         "        where service = $1 and digest = $3) as verified, "
         "  (select coalesce(jsonb_agg(jsonb_build_array(env, check_name, result)), '[]') from evidence "
         "        where service = $1 and digest = $3) as evidence, "
-        "  (select coalesce(jsonb_agg(jsonb_build_array(approver, decision)), '[]') from approvals "
-        "        where service = $1 and version = $2 and env = $4) as approvals",
+        "  (select coalesce(jsonb_agg(jsonb_build_array(approver, decision, groups)), '[]') from approvals "
+        "        where service = $1 and version = $2 and env = $4 and (digest is null or digest = $3)) as approvals",
         service, version, digest, env,
     )
     artifact = json.loads(row["artifact"]) if row["artifact"] is not None else None
@@ -165,6 +169,7 @@ async def load_facts(conn: asyncpg.Connection, service: str, version: str, env: 
         release=release,
         verified_at={e: at for e, _, at in verified},
         evidence={(e, check): result for e, check, result in evidence},
-        approvals=dict(approvals),
+        approvals={who: decision for who, decision, _ in approvals},
+        approver_groups={who: frozenset(groups) for who, _, groups in approvals},
         released_here=any(e == env and v == version for e, v, _ in verified),
     )

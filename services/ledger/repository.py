@@ -2,7 +2,7 @@
 
 import asyncpg
 
-from services.ledger.chain import GENESIS, canonical_bytes, link
+from shared.chain import GENESIS, canonical_bytes, link
 from shared.consumer import current_position
 from shared.events import Event
 

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 def stack() -> Settings:
     """Kafka, PostgreSQL and the five services running the code under test (restarted once per session)."""
     devstack.up(services=False)
-    for name in devstack.SERVICES:
+    for name in devstack.COMPONENTS:
         devstack.stop_service(name)
         devstack.start_service(name)
     devstack.wait_services_ready(90)

@@ -13,6 +13,7 @@ from pathlib import Path
 import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+import devstack
 from shared import topics
 from shared.client import EventWatcher, Publisher, matches
 from shared.credentials import READER, database_dsn, kafka_options
@@ -148,10 +149,26 @@ async def dead_letters(settings: Settings, start: int, enough: Callable[[list], 
         await consumer.stop()
 
 
+def admin_token() -> str:
+    """The stack's first admin API token (the API wrote it at its first start)."""
+    return devstack.admin_token_file().read_text().strip()
+
+
+def api_token(subject: str, *roles: str, groups: tuple[str, ...] = ()) -> str:
+    """A fresh API token for `subject` with these role bindings, created by the stack's admin."""
+    from cli import api
+
+    return api.call("POST", "/v1/tokens", json={"subject": subject, "roles": list(roles), "groups": list(groups)},
+                    bearer=admin_token())["token"]
+
+
 def promote(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run the CLI in a subprocess, as an operator would (wide terminal, so lines do not wrap)."""
+    """Run the CLI in a subprocess, as an operator would (wide terminal, so lines do not wrap), with the stack's
+    admin token unless `env` gives PROMOTE_TOKEN (an empty one: no token at all)."""
+    chosen = {"PROMOTE_TOKEN": admin_token(), **(env or {})}
     return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True, cwd=REPO,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=timeout)
+                          env={**os.environ, "COLUMNS": "200", "PROMOTE_TOKEN_FILE": "/nonexistent", **chosen},
+                          timeout=timeout)
 
 
 async def promote_async(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:

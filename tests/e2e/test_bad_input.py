@@ -54,8 +54,10 @@ async def test_malformed_events_go_to_the_dead_letter_topic_with_their_reason_an
 
 @pytest.mark.parametrize("args, env, expected", [
     (["status", "no-such-service"], None, "unknown service 'no-such-service'"),
-    (["rollback", "x", "--env", "dev", "--as", "me"], {"PROMOTE_KAFKA_BOOTSTRAP": "127.0.0.1:1"}, "cannot reach Kafka"),
-    (["status"], {"PROMOTE_DATABASE_URL": "postgresql://x@127.0.0.1:1/x"}, "cannot reach PostgreSQL"),
+    (["rollback", "x", "--env", "dev"], {"PROMOTE_API_URL": "http://127.0.0.1:1"}, "cannot reach the promote API"),
+    (["status"], {"PROMOTE_TOKEN": ""}, "not authenticated: no bearer token"),
+    (["status"], {"PROMOTE_TOKEN": "pmt_000000000000_forged"}, "not authenticated: unknown API token"),
+    (["status", "Bad Name"], None, "promote: error: service name 'Bad Name': must be 1-63 lowercase letters"),
     (["build-completed", "--service", "p", "--version", "1", "--commit", "c", "--author", "a"], None,
      "give --file PATH"),
     (["pipeline", "validate", "/no/such/file.yaml"], None, "/no/such/file.yaml"),
@@ -65,6 +67,11 @@ def test_cli_errors_are_one_readable_line_with_a_non_zero_exit(stack, args, env,
     assert result.returncode != 0
     assert expected in result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_there_is_no_longer_a_way_to_say_who_approves_the_token_says_it(stack):
+    result = promote("approve", "x", "1.0", "--env", "prod", "--as", "bob")
+    assert result.returncode == 2 and "No such option: --as" in result.stderr
 
 
 def test_pipeline_validate_names_the_line_and_column_of_each_problem(stack, tmp_path):

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tests.e2e.support import ENVS, promote_async
+from tests.e2e.support import ENVS, api_token, promote_async
 
 pytestmark = pytest.mark.e2e
 
@@ -14,11 +14,16 @@ async def test_an_operator_approves_inspects_and_rolls_back_prod_with_the_cli(sc
     digest = await scenario.promote_to_staging("2.4.1", author="alice")
     await scenario.wait("gate.pending", env="prod", version="2.4.1")
 
-    by_author = await promote_async("approve", scenario.service, "2.4.1", "--env", "prod", "--as", "alice")
-    assert by_author.returncode == 0, by_author.stderr
-    assert "gate for" in by_author.stdout and "alice is the author and cannot approve" in by_author.stdout
-    by_bob = await promote_async("approve", scenario.service, "2.4.1", "--env", "prod", "--as", "bob")
-    assert by_bob.returncode == 0 and "passed" in by_bob.stdout
+    alice, bob = api_token("alice", "approver:prod"), api_token("bob", "approver:prod")
+    oncall = api_token("oncall", "promoter:prod")
+    by_author = await promote_async("approve", scenario.service, "2.4.1", "--env", "prod",
+                                    env={"PROMOTE_TOKEN": alice})
+    assert by_author.returncode == 1
+    assert by_author.stderr.strip() == ("promote: error: refused: you are the author of this release (alice): this "
+                                        "environment's approvals must come from someone else")
+    by_bob = await promote_async("approve", scenario.service, "2.4.1", "--env", "prod", env={"PROMOTE_TOKEN": bob})
+    assert by_bob.returncode == 0, by_bob.stderr
+    assert "approval by bob recorded" in by_bob.stdout and "gate for" in by_bob.stdout and "passed" in by_bob.stdout
     verified = await scenario.wait("verification.passed", env="prod", version="2.4.1")
     await scenario.processed_by("ledger", verified)
 
@@ -33,5 +38,5 @@ async def test_an_operator_approves_inspects_and_rolls_back_prod_with_the_cli(sc
     types = [entry["event"]["type"] for entry in json.loads(history.stdout)]
     assert "approval.granted" in types and types[-1] == "verification.passed"
 
-    rollback = await promote_async("rollback", scenario.service, "--env", "prod", "--as", "oncall")
+    rollback = await promote_async("rollback", scenario.service, "--env", "prod", env={"PROMOTE_TOKEN": oncall})
     assert rollback.returncode == 1 and "no earlier verified release in prod" in rollback.stderr

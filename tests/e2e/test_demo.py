@@ -13,7 +13,8 @@ def test_the_demo_promotes_rolls_back_rejects_and_ends_with_prod_on_the_good_rel
     result = promote("demo", "--service", f"demo-{uuid.uuid4().hex[:8]}", timeout=240)
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    for line in ("alice (the author) approves: not counted", "bob approves: prod gate passed",
+    for line in ("alice (the author) approves with their own token: refused: you are the author of this release "
+                 "(alice)", "bob approves: prod gate passed",
                  "2.4.1 verified in prod", "verification failed in dev: health: GET /health answered 500",
                  "rollback completed: dev runs 2.4.1", "canary aborted at 10% of the traffic",
                  "all traffic back on 2.4.1; rollback completed in staging",

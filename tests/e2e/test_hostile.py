@@ -9,7 +9,7 @@ import pytest
 from shared import topics
 from shared.events import MAX_EVENT_BYTES, ApprovalGranted, PromotionRequested, new_event
 from shared.pipeline import parse_pipeline
-from tests.e2e.support import PIPELINE, dead_letters, dlq_end, promote_async
+from tests.e2e.support import PIPELINE, api_token, dead_letters, dlq_end, promote_async
 
 pytestmark = pytest.mark.e2e
 
@@ -36,16 +36,20 @@ async def test_an_oversized_build_is_dead_lettered_with_its_size_and_intake_goes
     assert scenario.seen("artifact.registered", version="1.0.0") == []
 
 
-async def test_an_approval_that_arrives_before_its_build_still_counts_once_the_release_reaches_staging(scenario):
+async def test_an_approval_of_a_release_that_does_not_exist_yet_is_refused_and_counts_for_nothing_later(scenario):
     await scenario.apply_pipeline()
-    early = await scenario.send(ApprovalGranted(service=scenario.service, version="7.0.0", env="prod",
-                                                approver="bob"))
-    await scenario.processed_by("gates", early)  # recorded before gates has heard of the release
+    bob = api_token("bob", "approver:prod")
+    early = await promote_async("approve", scenario.service, "7.0.0", "--env", "prod", env={"PROMOTE_TOKEN": bob})
+    assert early.returncode == 1
+    assert early.stderr.strip() == (f"promote: error: {scenario.service} 7.0.0 is not registered: an approval names "
+                                    "a release that exists")
+    refused = await scenario.wait("operation.refused", action="approve")
+    assert (refused.data.who, refused.data.version, refused.data.env, refused.data.status) == ("bob", "7.0.0",
+                                                                                              "prod", 404)
 
-    digest = await scenario.promote_to_staging("7.0.0", author="alice")
-    verified = await scenario.wait("verification.passed", env="prod", version="7.0.0")
-    assert verified.data.digest == digest
-    assert [passed.data.digest for passed in scenario.seen("gate.passed", env="prod")] == [digest]
+    await scenario.promote_to_staging("7.0.0", author="alice")
+    held = await scenario.wait("gate.pending", env="prod", version="7.0.0")
+    assert held.data.reasons == ["waiting for 1 approval(s) (not by the author, alice)"]
 
 
 async def test_a_build_event_replayed_with_its_old_id_after_the_promotion_changes_nothing(scenario):
@@ -128,7 +132,7 @@ async def test_a_dead_letter_is_listed_and_once_replayed_the_pipeline_is_applied
     assert base64.b64decode(letter["value_base64"]) == applied.to_bytes()
     assert letter["value_text"] == applied.to_bytes().decode() and letter["size"] == len(applied.to_bytes())
 
-    replayed = await promote_async("dlq", "replay", letter["id"], "--as", "ops")
+    replayed = await promote_async("dlq", "replay", letter["id"])
     assert replayed.returncode == 0, replayed.stderr
     assert f"dead letter {letter['id']} replayed to {topics.PIPELINES}" in replayed.stdout
     await scenario.watcher.wait_for(lambda event: event.id == applied.id, what="the resubmitted pipeline")
@@ -140,7 +144,7 @@ async def test_a_dead_letter_is_listed_and_once_replayed_the_pipeline_is_applied
                    if record.topic == topics.PIPELINES and record.key == scenario.service.encode()]
     assert [record.value for record in resubmitted] == [applied.to_bytes()]
     assert {name: value.decode() for name, value in resubmitted[0].headers} == {
-        "dlq.replayed-from": letter["id"], "dlq.replayed-by": "ops"}
+        "dlq.replayed-from": letter["id"], "dlq.replayed-by": "admin"}  # the token's identity
 
 
 async def test_an_operator_cannot_resubmit_a_dead_lettered_build_only_ci_can_publish_it_again(scenario):
@@ -153,10 +157,10 @@ async def test_an_operator_cannot_resubmit_a_dead_lettered_build_only_ci_can_pub
     listed = await promote_async("dlq", "list", "--limit", "500", "--json")
     [letter] = [letter for letter in json.loads(listed.stdout) if letter["reason"] == reason]
 
-    replayed = await promote_async("dlq", "replay", letter["id"], "--as", "ops")
+    replayed = await promote_async("dlq", "replay", letter["id"])
     assert replayed.returncode == 1
     assert replayed.stderr.strip() == (
-        f"promote: error: dead letter {letter['id']} came from {topics.BUILDS}, which only its producer may write "
+        f"promote: error: refused: dead letter {letter['id']} came from {topics.BUILDS}, which only its producer may write "
         f"to (operators resubmit {topics.OPERATIONS} and {topics.PIPELINES}): publish it again there")
 
 

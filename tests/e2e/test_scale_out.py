@@ -21,7 +21,7 @@ def second_instances(stack):
     """A second instance of every service in the same consumer groups; stopped afterwards."""
     for name in devstack.SERVICES:
         devstack.start_service(name, instance=2)
-    devstack.wait_services_ready(90, instance=2)
+    devstack.wait_services_ready(90, names=devstack.SERVICES, instance=2)
     yield
     for name in devstack.SERVICES:
         devstack.stop_service(name, instance=2)

@@ -1,10 +1,10 @@
-"""Unit tests for services.ledger.chain: the hash chain detects the first entry that was tampered with."""
+"""Unit tests for shared.chain: the hash chain detects the first entry that was tampered with."""
 
 import hashlib
 
 import pytest
 
-from services.ledger.chain import GENESIS, canonical_bytes, first_broken_link, link
+from shared.chain import GENESIS, canonical_bytes, first_broken_link, link
 
 
 def a_chain(length: int = 5) -> list[tuple[int, str, bytes, str]]:

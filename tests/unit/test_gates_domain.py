@@ -41,9 +41,14 @@ def release(**changes) -> Release:
     return Release(**(dict(service="payments", version="1.4.0", digest=DIGEST, author="alice") | changes))
 
 
-def facts(pipeline=PIPELINE, release=release(), verified_in=(), evidence=None, approvals=None) -> Facts:
+MANAGERS = {who: frozenset({"release-manager"}) for who in ("alice", "bob", "carol")}
+"""Verified groups: alice, bob and carol are release managers; mallory is in none."""
+
+
+def facts(pipeline=PIPELINE, release=release(), verified_in=(), evidence=None, approvals=None,
+          groups=MANAGERS) -> Facts:
     return Facts(pipeline=pipeline, release=release, verified_at=dict.fromkeys(verified_in, VERIFIED),
-                 evidence=evidence or {}, approvals=approvals or {})
+                 evidence=evidence or {}, approvals=approvals or {}, approver_groups=groups)
 
 
 CASES = [
@@ -81,13 +86,19 @@ CASES = [
                  "pending", "evidence 'unit-tests' failed in CI",
                  id="evidence that failed in CI keeps the gate pending"),
     pytest.param("prod", DIGEST, facts(verified_in={"dev", "test"}), "pending",
-                 "waiting for 1 approval(s) by a release-manager",
+                 "waiting for 1 approval(s) from release-manager",
                  id="prod waits for an approver"),
     pytest.param("prod", DIGEST, facts(verified_in={"dev", "test"}, approvals={"alice": "granted"}), "pending",
                  "alice is the author and cannot approve",
                  id="prod waits for an approver who is not the author"),
     pytest.param("prod", DIGEST, facts(verified_in={"dev", "test"}, approvals={"bob": "granted"}), "passed", None,
                  id="an approval by someone other than the author passes prod"),
+    pytest.param("prod", DIGEST, facts(verified_in={"dev", "test"}, approvals={"mallory": "granted"}), "pending",
+                 "mallory not in release-manager",
+                 id="an approval by someone outside the gate's groups does not count"),
+    pytest.param("prod", DIGEST, facts(verified_in={"dev", "test"}, approvals={"bob": "granted"}, groups={}),
+                 "pending", "bob not in release-manager",
+                 id="an approval without verified groups does not count where the gate names some"),
     pytest.param("prod", DIGEST, facts(pipeline=AUTHOR_MAY_APPROVE, verified_in={"dev"},
                                        approvals={"alice": "granted"}), "passed", None,
                  id="the author's own approval counts when not_author is false"),

@@ -28,7 +28,7 @@ def test_the_payments_example_parses_into_four_environments_with_their_gates_and
     assert example.environment("dev").gates == ()
     assert example.environment("test").gates == (EvidenceGate(check="unit-tests"),)
     assert example.environment("staging").gates == (EvidenceGate(check="integration-tests"),)
-    assert example.environment("prod").gates == (ApprovalGate(role="release-manager", min=1, not_author=True),)
+    assert example.environment("prod").gates == (ApprovalGate(from_=("release-managers",), min=1, not_author=True),)
     assert example.environment("prod").strategy == BlueGreen(retire_after=600)
     assert example.environment("staging").strategy.steps == (10, 50, 100)
     assert example.environment("dev").strategy == "rolling"
@@ -57,7 +57,7 @@ def test_the_json_dump_round_trips_and_uses_the_pipeline_file_shape(example):
     assert PipelineDefinition.model_validate_json(example.model_dump_json()) == example
     assert dumped["environments"][1]["gates"] == [{"evidence": "unit-tests"}]
     assert dumped["environments"][3]["gates"] == [
-        {"approval": {"min": 1, "not_author": True, "role": "release-manager"}}]
+        {"approval": {"min": 1, "not_author": True, "role": None, "from": ["release-managers"]}}]
     assert dumped["environments"][3]["config"]["DB_DSN"] == {"secret": "payments/prod/dsn"}
 
 

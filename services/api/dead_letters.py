@@ -1,29 +1,30 @@
-"""`promote dlq`: list the dead letters on `promotion.dlq` and resubmit one to the topic it came from.
+"""Dead letters: list the records of `promotion.dlq` and resubmit one to the topic it came from.
 
 Dead letters are read without a consumer group, so looking commits nothing. A dead letter's
 ID is `<partition>:<offset>` on `promotion.dlq`; its `dlq.*` headers say where it came from.
 """
 
-import asyncio
 import base64
-import json
 from dataclasses import dataclass
-from typing import Annotated
 
-import typer
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import RecordMetadata
 
-from cli import render
-from cli.errors import CliError
 from shared import topics
 from shared.client import partitions_of, start_client, unreachable
 from shared.credentials import kafka_options
 from shared.settings import Settings
 
-dlq_app = typer.Typer(help="Inspect and resubmit dead letters.", no_args_is_help=True)
 READ_TIMEOUT_S = 10.0
+
+
+class DeadLetterError(Exception):
+    """A dead letter that does not exist or may not be resubmitted; `status` is the HTTP answer."""
+
+    def __init__(self, message: str, status: int = 404) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,7 @@ async def _open(settings: Settings) -> tuple[AIOKafkaConsumer, list[TopicPartiti
         raise unreachable(settings.kafka_bootstrap) from None
     if not partitions:
         await consumer.stop()
-        raise CliError(f"topic {topics.DLQ} does not exist (is the stack up? ./dev-stack up)")
+        raise DeadLetterError(f"topic {topics.DLQ} does not exist (is the stack up? ./dev-stack up)", 503)
     consumer.assign(partitions)
     return consumer, partitions
 
@@ -122,11 +123,11 @@ async def read_dead_letters(settings: Settings, limit: int) -> list[DeadLetter]:
 
 
 async def read_dead_letter(settings: Settings, letter_id: str) -> DeadLetter:
-    """The dead letter with this ID, or CliError."""
+    """The dead letter with this ID, or DeadLetterError."""
     partition, _, offset = letter_id.partition(":")
     if not (partition.isdigit() and offset.isdigit()):
-        raise CliError(f"{letter_id!r} is not a dead letter ID: expected PARTITION:OFFSET, e.g. 0:42")
-    missing = CliError(f"no dead letter {letter_id} (promote dlq list shows them)")
+        raise DeadLetterError(f"{letter_id!r} is not a dead letter ID: expected PARTITION:OFFSET, e.g. 0:42", 400)
+    missing = DeadLetterError(f"no dead letter {letter_id} (promote dlq list shows them)")
     consumer, partitions = await _open(settings)
     try:
         tp = TopicPartition(topics.DLQ, int(partition))
@@ -148,10 +149,12 @@ async def resubmit(settings: Settings, letter: DeadLetter, who: str) -> RecordMe
     """Publish the original key and bytes to the original topic; return where the broker stored them."""
     topic = letter.headers.get("dlq.topic")
     if not topic or topic == topics.DLQ:
-        raise CliError(f"dead letter {letter.id} does not say which topic it came from (no dlq.topic header)")
+        raise DeadLetterError(f"dead letter {letter.id} does not say which topic it came from (no dlq.topic header)",
+                              409)
     if topic not in topics.principal("api").produces:
-        raise CliError(f"dead letter {letter.id} came from {topic}, which only its producer may write to "
-                       f"(operators resubmit {' and '.join(topics.principal('api').produces)}): publish it again there")
+        raise DeadLetterError(f"dead letter {letter.id} came from {topic}, which only its producer may write to "
+                              f"(operators resubmit {' and '.join(topics.principal('api').produces)}): "
+                              "publish it again there", 403)
     producer = AIOKafkaProducer(**kafka_options(settings, "api"), acks="all", enable_idempotence=True,
                                 request_timeout_ms=10_000)
     await start_client(producer, settings.kafka_bootstrap)
@@ -162,41 +165,3 @@ async def resubmit(settings: Settings, letter: DeadLetter, who: str) -> RecordMe
         await producer.stop()
 
 
-def letter_lines(letter: DeadLetter) -> list[str]:
-    """A dead letter for people: ID, time, consumer, source and size; then its reason and a preview."""
-    at = letter.headers.get("dlq.at", "?")[:19].replace("T", " ")
-    return [f"{letter.id}  {at}  {letter.headers.get('dlq.consumer', '?')}  from {letter.source}  "
-            f"{len(letter.value)} bytes",
-            f"    reason   {letter.headers.get('dlq.reason', '-')}",
-            f"    preview  {letter.preview(72)}"]
-
-
-@dlq_app.command("list")
-def list_dead_letters(limit: Annotated[int, typer.Option(help="Show the last N dead letters.")] = 50,
-                      as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False) -> None:
-    """List the dead letters (the last N), oldest first."""
-    letters = asyncio.run(read_dead_letters(Settings(), limit))
-    if as_json:
-        print(json.dumps([letter.to_json() for letter in letters], indent=2))
-        return
-    if not letters:
-        render.console.print(f"no dead letters on {topics.DLQ}")
-    for letter in letters:
-        for line in letter_lines(letter):
-            render.console.print(line, markup=False, soft_wrap=True)
-
-
-IdArg = Annotated[str, typer.Argument(metavar="ID", help="PARTITION:OFFSET, as `promote dlq list` shows it.")]
-WhoOpt = Annotated[str, typer.Option("--as", help="Who resubmits it (sent as the dlq.replayed-by header).")]
-
-
-@dlq_app.command("replay")
-def replay_dead_letter(letter_id: IdArg, who: WhoOpt = "operator") -> None:
-    """Resubmit a dead letter's original bytes, with its original key, to the topic it came from."""
-    async def run() -> RecordMetadata:
-        settings = Settings()
-        return await resubmit(settings, await read_dead_letter(settings, letter_id), who)
-
-    stored = asyncio.run(run())
-    render.console.print(f"dead letter {letter_id} replayed to {stored.topic} "
-                         f"(partition {stored.partition}, offset {stored.offset}) by {who}", markup=False)

@@ -1,0 +1,1 @@
+"""The operator API: authenticated, role-checked commands and the read side, over HTTP (FastAPI)."""

@@ -1,0 +1,92 @@
+"""The read side: the ledger's projections and entries, read through the read-only `reader` role."""
+
+import json
+
+import asyncpg
+
+from shared.chain import first_broken_link
+
+
+class NotFound(Exception):
+    """What was asked for does not exist; the message says what (the HTTP answer is 404)."""
+
+
+def entry(row: asyncpg.Record) -> dict:
+    """A ledger entry as the API answers it: position, time, type, release, and the whole event."""
+    body = {"seq": row["seq"], "time": row["event_time"].isoformat(), "type": row["type"],
+            "version": row["version"], "env": row["env"], "event": json.loads(bytes(row["canonical"]))}
+    if "hash" in row.keys():
+        body["hash"] = row["hash"]
+    return body
+
+
+class LedgerReader:
+    """Queries over one connection of the reader's pool (the ledger owns the tables; this only reads)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def services(self) -> list[str]:
+        """Every service with an applied pipeline."""
+        return [r["service"] for r in await self.conn.fetch("select service from ledger.pipelines order by service")]
+
+    async def environments(self, service: str) -> list[str]:
+        """The environments of the service's pipeline, in order; NotFound without a pipeline."""
+        envs = await self.conn.fetchval("select environments from ledger.pipelines where service = $1", service)
+        if envs is None:
+            raise NotFound(f"unknown service {service!r}: no pipeline applied (promote pipeline apply FILE)")
+        return json.loads(envs)
+
+    async def status(self, service: str) -> dict:
+        """One entry per environment of the pipeline, with what runs there and what waits to enter."""
+        envs = await self.environments(service)
+        rows = {r["env"]: r for r in await self.conn.fetch("select * from ledger.environments where service = $1",
+                                                            service)}
+        waiting = await self.conn.fetch(
+            "select env, version, outcome, reasons from ledger.waiting where service = $1 order by version", service)
+        result: dict = {"service": service, "environments": {}}
+        for env in envs:
+            row = rows.get(env)
+            result["environments"][env] = {
+                "version": row["version"] if row else None,
+                "digest": row["digest"] if row else None,
+                "state": row["state"] if row else "empty",
+                "config_version": row["config_version"] if row else None,
+                "waiting": [{"version": w["version"], "outcome": w["outcome"], "reasons": json.loads(w["reasons"])}
+                            for w in waiting if w["env"] == env],
+            }
+        return result
+
+    async def history(self, service: str, env: str | None, limit: int) -> list[dict]:
+        """The service's ledger entries, oldest first (the last `limit`)."""
+        rows = await self.conn.fetch(
+            "select seq, event_id, type, version, env, event_time, canonical from ledger.entries "
+            "where service = $1 and ($2::text is null or env = $2) order by seq desc limit $3", service, env, limit)
+        return [entry(row) for row in reversed(rows)]
+
+    async def audit(self, service: str, version: str) -> list[dict]:
+        """Every entry about one release: build, gates, approvals, deployments, verifications, rollbacks."""
+        rows = await self.conn.fetch(
+            "select seq, event_id, type, version, env, event_time, canonical, hash from ledger.entries "
+            "where service = $1 and version = $2 order by seq", service, version)
+        return [entry(row) for row in rows]
+
+    async def waiting(self, service: str, version: str, env: str) -> tuple[str, list[str]] | None:
+        """(outcome, reasons) of a promotion held at an environment's gates, if the ledger has one."""
+        row = await self.conn.fetchrow(
+            "select outcome, reasons from ledger.waiting where service = $1 and version = $2 and env = $3",
+            service, version, env)
+        return (row["outcome"], json.loads(row["reasons"])) if row else None
+
+    async def artifact(self, service: str, version: str) -> tuple[str, str] | None:
+        """(author, digest) of a registered artifact."""
+        row = await self.conn.fetchrow(
+            "select author, digest from ledger.artifacts where service = $1 and version = $2", service, version)
+        return (row["author"], row["digest"]) if row else None
+
+    async def verify_chain(self) -> dict:
+        """The hash-chain check: entries checked and the first broken entry (None: intact)."""
+        rows = await self.conn.fetch("select seq, prev_hash, canonical, hash from ledger.entries order by seq")
+        entries = [(r["seq"], r["prev_hash"], bytes(r["canonical"]), r["hash"]) for r in rows]
+        broken = first_broken_link(entries)
+        return {"entries": len(entries), "intact": broken is None, "first_broken_seq": broken}
