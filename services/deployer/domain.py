@@ -54,6 +54,9 @@ def process_environment(target: Target, port: int, resolve_secret) -> dict[str, 
             variables[key] = secret
         else:
             variables[key] = value
+    if bad := next((key for key, value in variables.items() if "\0" in value), None):
+        # Refused before anything stops: the OS cannot pass a NUL, and the running release stays as it is.
+        raise MissingSecret(f"config value of {bad} holds a NUL byte: it cannot be an environment variable")
     variables.update(
         BUILD_VERSION=target.version,
         PORT=str(port),

@@ -88,7 +88,7 @@ class LocalDriver:
                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.log_dir,
                     umask=0o077, **switch,
                 )
-            except OSError as error:
+            except (OSError, ValueError) as error:  # ValueError: an argument or variable the OS cannot take
                 raise StartFailed(f"cannot start {digest}: {error.strerror or error}") from None
         self._children[child.pid] = child
         record = {"pid": child.pid, "service": service, "env": env, "digest": digest,

@@ -58,6 +58,13 @@ def test_another_services_secret_is_refused_without_asking_the_store(reference):
     assert store.asked == []
 
 
+def test_a_secret_value_with_a_nul_byte_is_refused_before_anything_stops():
+    store = FakeSecretStore({"payments/prod/dsn": "postgres://x\0y"})
+    target = a_target(config={"DB_DSN": {"secret": "payments/prod/dsn"}})
+    with pytest.raises(MissingSecret, match="DB_DSN holds a NUL byte"):
+        process_environment(target, 8123, store.resolve)
+
+
 def test_app_env_defaults_to_the_environment_name():
     variables = process_environment(a_target(env="staging", config={}), 1, FakeSecretStore({}).resolve)
     assert variables["APP_ENV"] == "staging"
