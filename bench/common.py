@@ -147,7 +147,8 @@ class Observer:
     def __init__(self, topic_names: list[str], keep=lambda record: record) -> None:
         self.topic_names, self.keep = topic_names, keep
         self.seen: list[tuple[float, object]] = []
-        self._consumer = AIOKafkaConsumer(**kafka_options(SETTINGS, "api"), enable_auto_commit=False,
+        # As the admin: the baselines read temporary topics of their own, which no principal of the trust table may read.
+        self._consumer = AIOKafkaConsumer(**kafka_options(SETTINGS, topics.ADMIN), enable_auto_commit=False,
                                           fetch_max_wait_ms=100)
         self._task: asyncio.Task | None = None
 

@@ -98,7 +98,7 @@ async def fill(names: dict[str, str], count: int, services: int) -> dict:
 
 async def read_all(names: dict[str, str]):
     """Every record of the temporary topics from the beginning, as the replay's KafkaLog reads them."""
-    consumer = AIOKafkaConsumer(**kafka_options(common.SETTINGS, "api"), enable_auto_commit=False,
+    consumer = AIOKafkaConsumer(**kafka_options(common.SETTINGS, topics.ADMIN), enable_auto_commit=False,
                                 max_partition_fetch_bytes=4 * 1024 * 1024)
     await consumer.start()
     try:

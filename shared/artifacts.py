@@ -42,6 +42,7 @@ class ArtifactStore:
         self.root, self.sources, self.max_bytes, self.timeout_s = root, sources, max_bytes, timeout_s
         self.group, self.clock = group, clock  # group: the app user's, which may enter and run (None: owner only)
         self.dir_mode, self.file_mode = (0o700, 0o500) if group is None else (0o710, 0o550)
+        self._dirs_ready = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ArtifactStore":
@@ -119,12 +120,16 @@ class ArtifactStore:
         return f"sha256:{sha.hexdigest()}"
 
     def _ensure_dirs(self) -> None:
-        """Create the store and give it the modes described above (again each time: cheap, and self-healing)."""
+        """Create the store and give it the modes described above, once per process (four system calls per fetch
+        otherwise, for nothing)."""
+        if self._dirs_ready:
+            return
         for directory in (self.root, self.root / "sha256"):
             directory.mkdir(parents=True, exist_ok=True)
             if self.group is not None:
                 os.chown(directory, -1, self.group)
             os.chmod(directory, self.dir_mode)
+        self._dirs_ready = True
 
     def verify(self, digest: str) -> bool:
         """Recompute the sha256 of the stored file and compare it with `digest`."""
