@@ -4,6 +4,7 @@
 waiting for an outcome is awaiting an event, never sleeping.
 """
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 
@@ -89,6 +90,7 @@ class Publisher:
         self._settings = settings
         self._principal = principal
         self._producers: dict[str, AIOKafkaProducer] = {}
+        self._starting = asyncio.Lock()  # concurrent first publishes must not each start a producer
 
     async def __aenter__(self) -> "Publisher":
         if self._principal is not None:
@@ -100,11 +102,14 @@ class Publisher:
             await producer.stop()
 
     async def _producer(self, principal: str) -> AIOKafkaProducer:
-        if principal not in self._producers:
-            producer = AIOKafkaProducer(**kafka_options(self._settings, principal), acks="all",
-                                        enable_idempotence=True, request_timeout_ms=10_000)
-            await start_client(producer, self._settings.kafka_bootstrap)
-            self._producers[principal] = producer
+        if principal in self._producers:
+            return self._producers[principal]
+        async with self._starting:
+            if principal not in self._producers:
+                producer = AIOKafkaProducer(**kafka_options(self._settings, principal), acks="all",
+                                            enable_idempotence=True, request_timeout_ms=10_000)
+                await start_client(producer, self._settings.kafka_bootstrap)
+                self._producers[principal] = producer
         return self._producers[principal]
 
     async def publish(self, event: Event, *, as_principal: str | None = None) -> None:
