@@ -19,6 +19,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from devstack import admin_token_file
+
 REPO = Path(__file__).resolve().parent.parent
 TARGET_S = 0.3
 console = Console(highlight=False)
@@ -45,7 +47,7 @@ def main() -> None:
     parser.add_argument("--service", help="the service for `status` and `history` (default: the first one)")
     parser.add_argument("--json", metavar="PATH")
     args = parser.parse_args()
-    token = os.environ.get("PROMOTE_TOKEN") or (REPO / "var" / "credentials" / "api" / "admin.token").read_text()
+    token = os.environ.get("PROMOTE_TOKEN") or admin_token_file().read_text()
     env = os.environ | {"PROMOTE_TOKEN": token.strip()}
     promote = [str(REPO / ".venv" / "bin" / "promote")]
     service = args.service or json.loads(subprocess.run(

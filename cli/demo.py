@@ -38,8 +38,10 @@ TRAFFIC_RATE, TRAFFIC_SECONDS = 50.0, 600.0
 class Operators:
     """The demo's people at the operator API: the stack's first admin creates a token for each one it needs."""
 
-    def __init__(self, settings: Settings) -> None:
-        path = settings.credentials_dir / "api" / "admin.token"
+    def __init__(self) -> None:
+        from devstack import admin_token_file  # the demo runs on the stack's host
+
+        path = admin_token_file()
         try:
             self.admin = path.read_text().strip()
         except OSError:
@@ -161,11 +163,11 @@ class Demo:
 
 async def run_demo(settings: Settings, service: str) -> None:
     """Run the whole scenario and end with the status table and where to look next."""
-    service = await _fresh_service_name(settings, service)
+    operators = Operators()
+    service = await _fresh_service_name(operators, service)
     definition = _pipeline_for(service)
     definition = PipelineDefinition.model_validate(definition.model_dump(mode="json"))
     _write_secret(settings, definition)
-    operators = Operators(settings)
     async with Publisher(settings) as publisher, EventWatcher(settings) as watcher:
         demo = Demo(settings, service, publisher, watcher, operators)
         console.rule(f"[bold]promote demo: {service}")
@@ -283,10 +285,10 @@ async def _ui(port: int | str) -> str:
         return (await client.get(f"http://127.0.0.1:{port}/")).json().get("ui", "?")
 
 
-async def _fresh_service_name(settings: Settings, wanted: str) -> str:
+async def _fresh_service_name(operators: Operators, wanted: str) -> str:
     """`wanted`, or wanted-2, -3… when the stack already holds a demo run under that name."""
     try:
-        taken = {one["service"] for one in (await Operators(settings).call("admin", "GET", "/v1/status"))["services"]}
+        taken = {one["service"] for one in (await operators.call("admin", "GET", "/v1/status"))["services"]}
     except CliError:
         taken = set()
     name, n = wanted, 1

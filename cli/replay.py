@@ -183,14 +183,15 @@ async def _fold_all(conn: asyncpg.Connection, records: AsyncIterator, counts: Co
         except InvalidEvent:  # the ledger dead-lettered it
             counts.invalid += 1
             continue
-        known = seen.get(inbox.identity(event))
-        if known is not None:  # the ledger's inbox ignored it, or refused it
-            if known == inbox.content_digest(event):
+        identity, digest = inbox.identity(event), inbox.content_digest(event)
+        known = seen.get(identity)
+        if known is not None:  # the ledger's inbox ignored it (same content), or refused it (other content)
+            if known == digest:
                 counts.duplicates += 1
             else:
                 counts.invalid += 1
             continue
-        seen[inbox.identity(event)] = inbox.content_digest(event)
+        seen[identity] = digest
         batch.append(event)
         if len(batch) == BATCH:
             await _fold(conn, batch, counts)

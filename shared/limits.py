@@ -56,20 +56,23 @@ def _refuse(kind: str, message: str) -> PydanticCustomError:
     return PydanticCustomError(f"limit_{kind}", message)
 
 
+def _matching(pattern: re.Pattern[str], value: str, kind: str, what: str, rule: str) -> str:
+    """`value` if `pattern` matches all of it; else the refusal "<what> '<value>': <rule>"."""
+    if not pattern.fullmatch(value):
+        raise _refuse(kind, f"{what} {shown(value)}: {rule}")
+    return value
+
+
 def check_name(value: str, what: str = "name") -> str:
     """`value` if it is a valid service, environment or check name; else a one-line refusal."""
-    if not _NAME.fullmatch(value):
-        raise _refuse("name", f"{what} {shown(value)}: must be 1-63 lowercase letters, digits or dashes, "
-                              "starting with a letter or digit")
-    return value
+    return _matching(_NAME, value, "name", what,
+                     "must be 1-63 lowercase letters, digits or dashes, starting with a letter or digit")
 
 
 def check_config_key(value: str) -> str:
     """`value` if it is an environment variable name of at most 128 characters."""
-    if not _CONFIG_KEY.fullmatch(value):
-        raise _refuse("config_key", f"config key {shown(value)}: must be an environment variable name "
-                                    "(capitals, digits, underscores; not starting with a digit; at most 128)")
-    return value
+    return _matching(_CONFIG_KEY, value, "config_key", "config key", "must be an environment variable name "
+                     "(capitals, digits, underscores; not starting with a digit; at most 128)")
 
 
 def check_text(value: str, what: str = "text", max_chars: int = MAX_TEXT_CHARS) -> str:
@@ -98,10 +101,8 @@ def check_secret_ref(value: str) -> str:
 
 def check_version(value: str) -> str:
     """`value` if it is a version: 1-128 characters without whitespace, slash or control character."""
-    if not _VERSION.fullmatch(value):
-        raise _refuse("version", f"version {shown(value)}: must be 1-128 characters without spaces, "
-                                 "slashes or control characters")
-    return value
+    return _matching(_VERSION, value, "version", "version",
+                     "must be 1-128 characters without spaces, slashes or control characters")
 
 
 def check_who(value: str) -> str:
@@ -113,10 +114,8 @@ def check_who(value: str) -> str:
 
 def check_identity(value: str, what: str = "identity") -> str:
     """`value` if it is an identity: 1-128 of lowercase ASCII letters, digits and `._@+-`."""
-    if not _IDENTITY.fullmatch(value):
-        raise _refuse("identity", f"{what} {shown(value)}: must be 1-128 lowercase ASCII letters, digits or "
-                                  "'._@+-', starting with a letter or digit (one spelling per person)")
-    return value
+    return _matching(_IDENTITY, value, "identity", what, "must be 1-128 lowercase ASCII letters, digits or "
+                     "'._@+-', starting with a letter or digit (one spelling per person)")
 
 
 def check_event_time(time: datetime, now: datetime, max_skew_s: float = MAX_CLOCK_SKEW_S) -> datetime:

@@ -228,8 +228,7 @@ def _dead_letter_routes(app: FastAPI) -> None:
     async def replay(request: Request, who: Caller, letter_id: str) -> dict:
         """Resubmit a dead letter to the topic it came from (role: admin; operator topics only)."""
         ctx = ctx_of(request)
-        if refusal := roles.refusal(who.bindings, "admin"):
-            raise await ctx.refuse(who, "dlq-replay", 403, refusal)
+        await ctx.require(who, "admin", "dlq-replay")
         try:
             letter = await dead_letters.read_dead_letter(ctx.settings, letter_id[:40])
             stored = await dead_letters.resubmit(ctx.settings, letter, who.subject)
@@ -242,8 +241,7 @@ def _dead_letter_routes(app: FastAPI) -> None:
 def _token_routes(app: FastAPI) -> None:
     async def admin(request: Request, who: Caller, action: str) -> Context:
         ctx = ctx_of(request)
-        if refusal := roles.refusal(who.bindings, "admin"):
-            raise await ctx.refuse(who, action, 403, refusal)
+        await ctx.require(who, "admin", action)
         return ctx
 
     @app.post("/v1/tokens", tags=["tokens"])

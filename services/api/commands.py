@@ -9,13 +9,12 @@ verified subject, never a name the caller chose.
 import asyncio
 import json
 
-from services.api import roles
 from services.api.auth import Identity
 from services.api.context import Context
 from services.api.reads import NotFound
 from shared.client import matches
 from shared.events import ApprovalGranted, ApprovalRejected, Event, PipelineApplied, RollbackRequested
-from shared.pipeline import ApprovalGate, PipelineDefinition, PipelineError, parse_pipeline
+from shared.pipeline import ApprovalGate, Environment, PipelineDefinition, PipelineError, parse_pipeline
 
 
 async def wait_for(ctx: Context, outcomes: dict[str, dict], publish, timeout: float) -> tuple[str, Event | None]:
@@ -44,23 +43,30 @@ async def current_pipeline(ctx: Context, service: str) -> PipelineDefinition:
     return PipelineDefinition.model_validate(json.loads(bytes(row))["data"]["definition"])
 
 
+async def environment_of(ctx: Context, who: Identity, action: str, service: str, env: str,
+                         version: str | None = None) -> Environment:
+    """The environment `env` of the service's current pipeline; refused (404, recorded) if either is unknown."""
+    where = dict(service=service, env=env, version=version)
+    try:
+        pipeline = await current_pipeline(ctx, service)
+    except NotFound as missing:
+        raise await ctx.refuse(who, action, 404, str(missing), **where) from None
+    try:
+        return pipeline.environment(env)
+    except KeyError:
+        raise await ctx.refuse(who, action, 404, f"environment {env!r} is not in {service}'s pipeline "
+                                                 f"({', '.join(pipeline.environment_names)})", **where) from None
+
+
 async def decide(ctx: Context, who: Identity, service: str, version: str, env: str, granted: bool,
                  comment: str | None, wait: float) -> dict:
     """Approve or reject a release for an environment; the gate's verdict when it comes within `wait`."""
     action = "approve" if granted else "reject"
     where = dict(service=service, env=env, version=version)
-    if reason := roles.refusal(who.bindings, "approver", env):
-        raise await ctx.refuse(who, action, 403, reason, **where)
-    try:
-        pipeline = await current_pipeline(ctx, service)
-        async with ctx.reader.acquire() as conn:
-            artifact = await ctx.ledger(conn).artifact(service, version)
-    except NotFound as missing:
-        raise await ctx.refuse(who, action, 404, str(missing), **where) from None
-    environment = next((e for e in pipeline.environments if e.name == env), None)
-    if environment is None:
-        raise await ctx.refuse(who, action, 404, f"environment {env!r} is not in {service}'s pipeline "
-                                                 f"({', '.join(pipeline.environment_names)})", **where)
+    await ctx.require(who, "approver", action, env, service=service, version=version)
+    environment = await environment_of(ctx, who, action, service, env, version)
+    async with ctx.reader.acquire() as conn:
+        artifact = await ctx.ledger(conn).artifact(service, version)
     if artifact is None:
         raise await ctx.refuse(who, action, 404, f"{service} {version} is not registered: an approval names "
                                                  "a release that exists", **where)
@@ -70,8 +76,7 @@ async def decide(ctx: Context, who: Identity, service: str, version: str, env: s
     model = ApprovalGranted if granted else ApprovalRejected
     data = model(service=service, version=version, env=env, approver=who.subject, groups=who.groups,
                  digest=digest, comment=comment)
-    fields = dict(service=service, version=version, env=env)
-    event_id, verdict = await wait_for(ctx, {"gate.passed": fields, "gate.pending": fields, "gate.failed": fields},
+    event_id, verdict = await wait_for(ctx, {"gate.passed": where, "gate.pending": where, "gate.failed": where},
                                        lambda: ctx.publish(data), wait)
     return {"event_id": event_id, "recorded": "approval" if granted else "rejection", "approver": who.subject,
             "digest": digest, "verdict": _verdict(verdict)}
@@ -100,15 +105,8 @@ def _verdict(event: Event | None) -> dict | None:
 async def rollback(ctx: Context, who: Identity, service: str, env: str, reason: str | None, wait: float) -> dict:
     """Ask for the environment's return to its last verified release; the outcome when it comes within `wait`."""
     where = dict(service=service, env=env)
-    if refusal := roles.refusal(who.bindings, "promoter", env):
-        raise await ctx.refuse(who, "rollback", 403, refusal, **where)
-    try:
-        pipeline = await current_pipeline(ctx, service)
-    except NotFound as missing:
-        raise await ctx.refuse(who, "rollback", 404, str(missing), **where) from None
-    if env not in pipeline.environment_names:
-        raise await ctx.refuse(who, "rollback", 404, f"environment {env!r} is not in {service}'s pipeline "
-                                                     f"({', '.join(pipeline.environment_names)})", **where)
+    await ctx.require(who, "promoter", "rollback", env, service=service)
+    await environment_of(ctx, who, "rollback", service, env)
     data = RollbackRequested(service=service, env=env, requested_by=who.subject, reason=reason)
     event_id, outcome = await wait_for(ctx, {"rollback.completed": where, "rollback.failed": where},
                                        lambda: ctx.publish(data), wait)
@@ -123,8 +121,7 @@ async def rollback(ctx: Context, who: Identity, service: str, env: str, reason: 
 
 async def apply_pipeline(ctx: Context, who: Identity, text: str, filename: str, prune: bool) -> dict:
     """Validate a pipeline file (the same limits as `pipeline validate`) and publish it, versioned by content."""
-    if refusal := roles.refusal(who.bindings, "admin"):
-        raise await ctx.refuse(who, "pipeline-apply", 403, refusal)
+    await ctx.require(who, "admin", "pipeline-apply")
     try:
         definition = parse_pipeline(text, filename)
     except PipelineError as error:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import asyncpg
 from fastapi import HTTPException
 
+from services.api import roles
 from services.api.auth import Authenticator, Identity
 from services.api.outcomes import Outcomes
 from services.api.reads import LedgerReader
@@ -49,6 +50,11 @@ class Context:
                                 version=_valid(limits.check_version, version), status=status, reason=reason)
         await self.publish(data)
         return HTTPException(status, reason)
+
+    async def require(self, who: Identity, role: str, action: str, env: str = roles.ANY_ENV, **where) -> None:
+        """Refuse (403, recorded) unless `who` holds `role` in `env` (ANY_ENV: in every environment)."""
+        if reason := roles.refusal(who.bindings, role, env):
+            raise await self.refuse(who, action, 403, reason, env=None if env == roles.ANY_ENV else env, **where)
 
     def ledger(self, conn: asyncpg.Connection) -> LedgerReader:
         """The read side over a connection of the reader's pool."""

@@ -68,6 +68,8 @@ class Outcomes:
                     self._hand_over(record.value or b"")
 
     def _hand_over(self, raw: bytes) -> None:
+        if not self._waiting:  # nobody waits: nothing to parse for
+            return
         try:
             event = parse_event(raw)
         except InvalidEvent:

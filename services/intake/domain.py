@@ -3,10 +3,8 @@
 from dataclasses import dataclass
 from typing import Literal
 
+from shared.artifacts import MISMATCH
 from shared.events import ArtifactRegistered, ArtifactRejected, BuildCompleted, EventData, PromotionRequested
-
-MISMATCH_DETAIL = "digest mismatch: the file's bytes do not match the claimed digest"
-"""Says no more: the hash of a file the publisher may not be able to read is not for them to learn."""
 
 
 @dataclass(frozen=True)
@@ -43,7 +41,7 @@ def decide_build(
     if fetched is None or fetched.outcome == "unreachable":
         return reject("artifact-unreachable", fetched.detail if fetched else "not fetched")
     if fetched.outcome == "mismatch":
-        return reject("digest-mismatch", MISMATCH_DETAIL)
+        return reject("digest-mismatch", MISMATCH)  # no more: not the hash of bytes the publisher may not read
     registered = ArtifactRegistered(
         service=build.service, version=build.version, digest=claimed, kind=build.artifact.kind,
         commit=build.commit, author=build.author, checks=build.checks, build_event_id=build_event_id,
