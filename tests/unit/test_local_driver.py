@@ -11,6 +11,7 @@ import shutil
 import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,14 @@ def status_of(pid: int) -> dict[str, str]:
     return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
 
 
+def settled_command_line(driver: LocalDriver, pid: int, timeout: float = 5.0) -> list[str]:
+    """The argv once `env` has exec'd the interpreter: during that exec /proc/<pid>/cmdline reads empty."""
+    deadline = time.monotonic() + timeout
+    while (argv := driver.command_line(pid)) == [""] and time.monotonic() < deadline:
+        time.sleep(0.01)  # no event tells when another process's exec is done; bounded by the deadline
+    return argv
+
+
 def test_an_app_started_by_a_root_deployer_runs_as_the_app_user_with_no_extra_groups(base):
     stored_script(base)
     driver = LocalDriver(base / "store", base / "run", base / "log", app_user="nobody")
@@ -60,7 +69,7 @@ def test_an_app_started_by_a_root_deployer_runs_as_the_app_user_with_no_extra_gr
         assert status["Uid"].split() == [str(nobody.pw_uid)] * 4
         assert status["Gid"].split() == [str(nobody.pw_gid)] * 4
         assert status["Groups"] == ""
-        assert str(driver.artifact_path(DIGEST)) in driver.command_line(pid)  # what verify and re-attach read
+        assert str(driver.artifact_path(DIGEST)) in settled_command_line(driver, pid)  # what verify and re-attach read
     finally:
         driver.stop(pid)
 
