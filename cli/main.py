@@ -232,14 +232,25 @@ def pipeline_validate(file: Path) -> None:
 
 @pipeline_app.command("apply")
 def pipeline_apply(file: Path, prune: Annotated[bool, typer.Option(
-        help="Also stop what runs in environments the new pipeline drops.")] = False) -> None:
+        help="Also stop what runs in environments the new pipeline drops (refused without it).")] = False,
+                   wait: WaitOpt = 30.0, as_json: JsonOpt = False) -> None:
     """Validate a pipeline file and apply it through the API (admin): versioned, audited, replayable."""
     from shared.pipeline import load_pipeline_file
 
     load_pipeline_file(file)  # the same errors, with their positions, before anything is sent
-    answer = api.call("POST", "/v1/pipelines", json={"yaml": file.read_text(), "filename": str(file), "prune": prune})
+    answer = api.call("POST", "/v1/pipelines", json={"yaml": file.read_text(), "filename": str(file),
+                                                     "prune": prune, "wait": wait}, timeout=wait + 15)
+    if as_json:
+        emit(answer)
+        return
     print(f"pipeline for {answer['service']} applied by {answer['applied_by']}: version "
           f"{answer['pipeline_version']} ({answer['event_id']})")
+    for pruned in answer["pruned"]:
+        if pruned["stopped"] is None:
+            print(f"  {pruned['env']}: pruning {pruned['version']}; not confirmed within {wait:g} s")
+        else:
+            print(f"  {pruned['env']}: pruned, {pruned['version']} stopped "
+                  f"({', '.join(pruned['stopped']) or 'nothing was running'})")
 
 
 @dlq_app.command("list")

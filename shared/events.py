@@ -83,6 +83,8 @@ class PipelineApplied(EventData):
     pipeline_version: Digest
     definition: dict
     applied_by: Identity
+    prune: list[EnvironmentName] = Field(default_factory=list, max_length=limits.MAX_ENVIRONMENTS)
+    """Environments this definition drops whose release the operator asked to stop (`--prune`)."""
 
     @field_validator("definition")
     @classmethod
@@ -93,6 +95,13 @@ class PipelineApplied(EventData):
         except ValidationError as error:
             raise ValueError(f"not a valid pipeline: {limits.first_reason(error)}") from None
         return definition
+
+    @model_validator(mode="after")
+    def _prunes_only_dropped_environments(self) -> "PipelineApplied":
+        kept = {environment["name"] for environment in self.definition.get("environments", [])}
+        if kept & set(self.prune):
+            raise ValueError(f"prune names environments the pipeline keeps: {', '.join(sorted(kept & set(self.prune)))}")
+        return self
 
 
 class ArtifactRegistered(EventData):
@@ -229,6 +238,20 @@ class VerificationFailed(_Deployment):
     checks: dict[str, str]
 
 
+class EnvironmentPruned(EventData):
+    """The deployer stopped what ran in an environment a pipeline dropped with `--prune`; it is gone."""
+
+    event_type = "environment.pruned"
+    topic = topics.DEPLOYMENTS
+    env: EnvironmentName
+    version: Version | None
+    digest: Digest | None
+    stopped: list[str]
+    """What was stopped: the slot and lanes whose processes ended (empty if nothing ran any more)."""
+    pipeline_version: Digest
+    applied_by: Identity
+
+
 class ApprovalGranted(EventData):
     """A person approved a release for an environment."""
 
@@ -330,7 +353,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     for model in (
         BuildCompleted, EvidenceRecorded, PipelineApplied, ArtifactRegistered, ArtifactRejected,
         PromotionRequested, GatePassed, GatePending, GateFailed, DeploymentStarted,
-        DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed,
+        DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed, EnvironmentPruned,
         ApprovalGranted, ApprovalRejected, RollbackRequested, OperationRefused, RollbackOrdered,
         RollbackCompleted, RollbackFailed,
     )

@@ -41,6 +41,8 @@ MAX_PIPELINE_BYTES = 256 * 1024
 MAX_YAML_NODES = 10_000
 """Scalars, mappings and sequences in a pipeline file, every alias counted as the nodes it expands to."""
 MAX_YAML_DEPTH = 32
+MAX_ENVIRONMENTS = 64
+"""Environments in one pipeline (and so in a pipeline.applied's `prune` list)."""
 _NAME, _CONFIG_KEY = re.compile(NAME_PATTERN), re.compile(CONFIG_KEY_PATTERN)
 _SECRET_REF, _VERSION = re.compile(SECRET_REF_PATTERN), re.compile(VERSION_PATTERN)
 _IDENTITY = re.compile(IDENTITY_PATTERN)

@@ -290,6 +290,9 @@ class PipelineDefinition(_Frozen):
     def _unique_names(cls, environments: tuple[Environment, ...]) -> tuple[Environment, ...]:
         if not environments:
             raise ValueError("a pipeline needs at least one environment")
+        if len(environments) > limits.MAX_ENVIRONMENTS:
+            raise ValueError(f"a pipeline has at most {limits.MAX_ENVIRONMENTS} environments, "
+                             f"not {len(environments)}")
         names = [environment.name for environment in environments]
         for index, name in enumerate(names):
             if name in names[:index]:  # "at" extends the error's loc to the duplicate's name

@@ -58,6 +58,7 @@ class Pipeline(_Body):
     yaml: str = Field(max_length=limits.MAX_PIPELINE_BYTES)
     filename: str = Field("<pipeline>", max_length=255)
     prune: bool = False
+    wait: float = Field(30.0, ge=0, le=WAIT_LIMIT_S)
 
 
 class NewToken(_Body):
@@ -209,8 +210,8 @@ def _routes(app: FastAPI) -> None:
 
     @app.post("/v1/pipelines", tags=["commands"])
     async def apply_pipeline(request: Request, who: Caller, body: Pipeline) -> dict:
-        """Validate and apply a pipeline (role: admin)."""
-        return await commands.apply_pipeline(ctx_of(request), who, body.yaml, body.filename, body.prune)
+        """Validate and apply a pipeline (role: admin); with `prune`, stop what runs in the environments it drops."""
+        return await commands.apply_pipeline(ctx_of(request), who, body.yaml, body.filename, body.prune, body.wait)
 
     _dead_letter_routes(app)
     _token_routes(app)

@@ -119,8 +119,12 @@ async def rollback(ctx: Context, who: Identity, service: str, env: str, reason: 
     return result
 
 
-async def apply_pipeline(ctx: Context, who: Identity, text: str, filename: str, prune: bool) -> dict:
-    """Validate a pipeline file (the same limits as `pipeline validate`) and publish it, versioned by content."""
+async def apply_pipeline(ctx: Context, who: Identity, text: str, filename: str, prune: bool, wait: float) -> dict:
+    """Validate a pipeline file (the same limits as `pipeline validate`) and publish it, versioned by content.
+
+    A pipeline that drops environments still running a release is refused unless `prune`: then the
+    event names them, the deployer stops what runs there, and the answer carries each
+    environment.pruned that arrives within `wait` seconds."""
     await ctx.require(who, "admin", "pipeline-apply")
     try:
         definition = parse_pipeline(text, filename)
@@ -132,14 +136,29 @@ async def apply_pipeline(ctx: Context, who: Identity, text: str, filename: str, 
         raise await ctx.refuse(who, "pipeline-apply", 409, f"the pipeline drops environments that still run a "
                                                            f"release: {listed}; apply with --prune to stop them",
                                service=definition.service)
-    if running:
-        raise await ctx.refuse(who, "pipeline-apply", 501, "--prune (stopping what runs in a dropped environment) "
-                                                           "is not built yet", service=definition.service)
+    dropped = [env for env, _version in running]
     data = PipelineApplied(service=definition.service, pipeline_version=definition.content_hash,
-                           definition=definition.model_dump(mode="json"), applied_by=who.subject)
-    event_id = await ctx.publish(data)
+                           definition=definition.model_dump(mode="json"), applied_by=who.subject, prune=dropped)
+    futures = {env: ctx.outcomes.expect(matches("environment.pruned", service=definition.service, env=env,
+                                                pipeline_version=definition.content_hash)) for env in dropped}
+    try:
+        event_id = await ctx.publish(data)
+        done = await _arrived(futures, wait)
+    finally:
+        for future in futures.values():
+            ctx.outcomes.forget(future)
     return {"event_id": event_id, "service": definition.service, "pipeline_version": definition.content_hash,
-            "environments": definition.environment_names, "applied_by": who.subject}
+            "environments": definition.environment_names, "applied_by": who.subject,
+            "pruned": [{"env": env, "version": version,
+                        "stopped": list(done[env].data.stopped) if env in done else None}
+                       for env, version in running]}
+
+
+async def _arrived(futures: dict[str, asyncio.Future], timeout: float) -> dict[str, Event]:
+    """The events among `futures` that arrive within `timeout` seconds, by key."""
+    if futures and timeout > 0:
+        await asyncio.wait([asyncio.shield(future) for future in futures.values()], timeout=timeout)
+    return {key: future.result() for key, future in futures.items() if future.done() and not future.cancelled()}
 
 
 async def _running_outside(ctx: Context, definition: PipelineDefinition) -> list[tuple[str, str]]:

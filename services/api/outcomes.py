@@ -18,7 +18,7 @@ from shared.events import Event, InvalidEvent, parse_event
 from shared.settings import Settings
 
 log = structlog.get_logger()
-WATCHED = (topics.GATES, topics.ROLLBACKS)
+WATCHED = (topics.GATES, topics.ROLLBACKS, topics.DEPLOYMENTS)
 
 
 class Outcomes:

@@ -31,6 +31,7 @@ class Driver(Protocol):
     def artifact_path(self, digest: str) -> Path: ...
     def launched(self, service: str, env: str) -> Running | None: ...
     def start(self, service: str, env: str, digest: str, config_version: str, variables: dict[str, str]) -> int: ...
+    def preflight(self, service: str, env: str, digest: str) -> None: ...
     def stop(self, pid: int, timeout: float = 5.0) -> None: ...
     async def verify(self, pid: int, port: int, digest: str, version: str, timeout: float = 15.0) -> dict[str, str]: ...
 
@@ -98,6 +99,26 @@ class LocalDriver:
         temporary.write_text(json.dumps(record))
         temporary.replace(target)
         return child.pid
+
+    def preflight(self, service: str, env: str, digest: str) -> None:
+        """What can be known before anything running is stopped: the app user can reach the artifact and
+        its working directory, and the kernel can execute the file (ELF, or a `#!` line naming an
+        interpreter that exists). StartFailed with the reason if not."""
+        self._user_for(digest, self.log_dir / f"{service}--{env}.log")
+        path = self.artifact_path(digest)
+        try:
+            with path.open("rb") as file:
+                head = file.read(256)
+        except OSError as error:
+            raise StartFailed(f"cannot start {digest}: {error.strerror}") from None
+        if head.startswith(b"\x7fELF"):
+            return
+        if not head.startswith(b"#!"):
+            raise StartFailed(f"cannot start {digest}: not an executable (neither ELF nor a #! line)")
+        interpreter = head[2:].split(b"\n", 1)[0].strip().split(b" ", 1)[0]
+        if not interpreter.startswith(b"/") or not os.access(interpreter, os.X_OK):
+            shown = interpreter.decode(errors="replace")[:64]
+            raise StartFailed(f"cannot start {digest}: its #! interpreter {shown!r} is not an executable path")
 
     def _user_for(self, digest: str, log: Path) -> AppUser | None:
         """The app user to run as (None: not root, run as ourselves), checked able to reach the artifact

@@ -8,8 +8,9 @@ from claim to save, also across deployer instances; it is released if the proces
 """
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -18,13 +19,14 @@ import structlog
 from pydantic import TypeAdapter
 
 from services.deployer import repository
-from services.deployer.domain import MissingSecret, Target, needs_start, process_environment, verification_failure
+from services.deployer.domain import LANES, MissingSecret, Target, needs_start, process_environment, \
+    verification_failure
 from services.deployer.driver import Driver, StartFailed
-from services.deployer.routed import RoutedDeployer
+from services.deployer.routed import RoutedDeployer, lane_slot
 from services.deployer.router import Router
 from shared.artifacts import file_digest
-from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, Event, EventData, GatePassed,
-                           PipelineApplied, RollbackOrdered, VerificationFailed, VerificationPassed)
+from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, EnvironmentPruned, Event,
+                           EventData, GatePassed, PipelineApplied, RollbackOrdered, VerificationFailed, VerificationPassed)
 from shared import inbox
 from shared.outbox import enqueue
 from shared.pipeline import BlueGreen, Canary, PipelineDefinition, Strategy
@@ -39,7 +41,8 @@ ROLLBACK_SWITCH = BlueGreen(retire_after=0)
 
 
 class DeployerHandlers:
-    """Acts only on gate.passed, rollback.ordered and a config change in pipeline.applied: nothing else deploys."""
+    """Acts only on gate.passed, rollback.ordered and pipeline.applied (a config change redeploys, a pruned
+    environment stops): nothing else deploys."""
 
     def __init__(self, runtime: ServiceRuntime, drivers: dict[str, Driver], secrets_dir: Path,
                  port_base: int, router: Router) -> None:
@@ -62,6 +65,7 @@ class DeployerHandlers:
                             data.config_version, purpose="rollback", rollback_id=data.rollback_id,
                             driver=data.driver)
         elif isinstance(data, PipelineApplied):
+            await self.prune(event, data)
             await self.reconfigure(event, data)
             return
         else:
@@ -84,30 +88,63 @@ class DeployerHandlers:
             if now is None or now["config_version"] == environment.config_version:
                 continue
             dumped = environment.model_dump(mode="json")
-            derived = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{event.id}/reconfigure/{environment.name}"))
-            cause = Event(envelope=event.envelope.model_copy(
-                update={"id": derived, "correlationid": event.correlation_id}), data=data)
+            cause = _derived(event, f"reconfigure/{environment.name}")
             target = Target(cause.id, data.service, environment.name, now["version"], now["digest"],
                             dumped["config"], environment.config_version, purpose="reconfigure",
                             driver=environment.driver)
             log.info("deployment.reconfigure", env=environment.name, config_version=environment.config_version)
             await self._deploy_locked(cause, target, environment.strategy)
 
-    async def _deploy_locked(self, event: Event, target: Target, strategy: Strategy) -> None:
-        """Deploy with the environment's lock held: one deployment at a time per environment."""
-        lock = repository.deploy_lock(target.service, target.env)
+    async def prune(self, event: Event, data: PipelineApplied) -> None:
+        """Stop what runs in each environment the operator pruned (`--prune`), then forget it: its slot,
+        its route and lanes, its router port; environment.pruned says what was stopped and by whose order."""
+        for env in data.prune:
+            cause = _derived(event, f"prune/{env}")
+            async with self._environment_lock(data.service, env) as conn:
+                if await inbox.handled(conn, cause):
+                    continue
+                release = await repository.serving(conn, data.service, env)
+                stopped = []
+                for slot in (env, *(lane_slot(env, lane) for lane in LANES)):
+                    for driver in self.drivers.values():
+                        running = driver.launched(data.service, slot)
+                        if running is not None and running.alive and running.pid:  # noop's pid 0: nothing runs
+                            await asyncio.to_thread(driver.stop, running.pid)
+                            stopped.append(slot)
+                await asyncio.to_thread(self.routed.router.remove, data.service, env)
+                pruned = EnvironmentPruned(
+                    service=data.service, env=env, version=release["version"] if release else None,
+                    digest=release["digest"] if release else None, stopped=stopped,
+                    pipeline_version=data.pipeline_version, applied_by=data.applied_by)
+
+                async def work(conn: asyncpg.Connection, pruned: EnvironmentPruned = pruned) -> list[Event]:
+                    await repository.forget(conn, pruned.service, pruned.env)
+                    return [self.runtime.event(pruned, cause)]
+
+                await self.runtime.once(cause, work)
+                log.info("environment.pruned", env=env, stopped=stopped)
+
+    @contextlib.asynccontextmanager
+    async def _environment_lock(self, service: str, env: str) -> AsyncIterator[asyncpg.Connection]:
+        """The environment's deploy lock (one change at a time, across instances), on the connection yielded."""
+        lock = repository.deploy_lock(service, env)
         async with self.runtime.pool.acquire() as holder:
             await holder.execute("select pg_advisory_lock(hashtext($1))", lock)
             try:
-                if strategy == "rolling" and target.purpose == "rollback" and target.driver == "local" \
-                        and await repository.is_routed(holder, target.service, target.env):
-                    strategy = ROLLBACK_SWITCH  # a routed environment rolls back by switching lanes
-                if strategy == "rolling":
-                    await self.deploy(event, target)
-                else:
-                    await self.deploy_routed(event, target, strategy)
+                yield holder
             finally:
                 await holder.execute("select pg_advisory_unlock(hashtext($1))", lock)
+
+    async def _deploy_locked(self, event: Event, target: Target, strategy: Strategy) -> None:
+        """Deploy with the environment's lock held: one deployment at a time per environment."""
+        async with self._environment_lock(target.service, target.env) as holder:
+            if strategy == "rolling" and target.purpose == "rollback" and target.driver == "local" \
+                    and await repository.is_routed(holder, target.service, target.env):
+                strategy = ROLLBACK_SWITCH  # a routed environment rolls back by switching lanes
+            if strategy == "rolling":
+                await self.deploy(event, target)
+            else:
+                await self.deploy_routed(event, target, strategy)
 
     async def deploy(self, event: Event, target: Target) -> None:
         """Claim, act through the driver, verify, then save the outcome with its events."""
@@ -186,6 +223,10 @@ class DeployerHandlers:
             return running.pid
         variables = process_environment(target, port, self._secret)
         await asyncio.to_thread(self._check_artifact, target)
+        try:
+            await asyncio.to_thread(driver.preflight, target.service, target.env, target.digest)
+        except StartFailed as problem:
+            raise _ArtifactProblem(str(problem)) from None
         if running is not None and running.alive:
             await asyncio.to_thread(driver.stop, running.pid)
         async with self.runtime.pool.acquire() as conn:
@@ -220,6 +261,13 @@ class DeployerHandlers:
         return path.read_text().strip()
 
 
+def _derived(event: Event, part: str) -> Event:
+    """The part of a pipeline.applied that concerns one environment, under an id of its own (its inbox row)."""
+    derived = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{event.id}/{part}"))
+    return Event(envelope=event.envelope.model_copy(update={"id": derived, "correlationid": event.correlation_id}),
+                 data=event.data)
+
+
 def _outcome_events(fields: dict, port: int, checks: dict[str, str], failure: str | None) -> list[EventData]:
     """deployment.succeeded, then verification.passed or (with `failure` as the reason) verification.failed."""
     verdict = VerificationPassed(**fields, checks=checks) if failure is None else \
@@ -228,4 +276,5 @@ def _outcome_events(fields: dict, port: int, checks: dict[str, str], failure: st
 
 
 class _ArtifactProblem(Exception):
-    """The store's copy of the artifact is missing or does not match its digest."""
+    """The store's copy of the artifact is missing, does not match its digest, or cannot be started: found
+    before anything running is stopped."""

@@ -51,6 +51,9 @@ class NoopDriver:
             os.close(fd)
         return 0
 
+    def preflight(self, service: str, env: str, digest: str) -> None:
+        """Nothing will run, so nothing can fail to start."""
+
     def stop(self, pid: int, timeout: float = 5.0) -> None:
         """Nothing runs, so nothing stops."""
 

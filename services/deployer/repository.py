@@ -130,3 +130,19 @@ async def finish(conn: asyncpg.Connection, target: Target, pid: int | None, path
         "state = $8, updated_at = now() where service = $1 and env = $2",
         target.service, target.env, pid, target.version, target.digest, target.config_version, path, state,
     )
+
+
+async def serving(conn: asyncpg.Connection, service: str, env: str) -> asyncpg.Record | None:
+    """The release that serves the environment (version, digest), verified or not; None if none."""
+    return await conn.fetchrow(
+        "select l.version, l.digest from lanes l join routes r on r.service = l.service and r.env = l.env "
+        "and r.live = l.lane where l.service = $1 and l.env = $2 "
+        "union all select version, digest from slots where service = $1 and env = $2 and version is not null "
+        "and not exists (select 1 from routes r where r.service = $1 and r.env = $2) limit 1",
+        service, env)
+
+
+async def forget(conn: asyncpg.Connection, service: str, env: str) -> None:
+    """The environment no longer exists: its slot, route and lanes go (their ports are free again)."""
+    for table in ("lanes", "routes", "slots"):
+        await conn.execute(f"delete from {table} where service = $1 and env = $2", service, env)

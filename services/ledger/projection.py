@@ -4,9 +4,9 @@ import json
 
 import asyncpg
 
-from shared.events import (ArtifactRegistered, DeploymentFailed, DeploymentStarted, DeploymentSucceeded, Event,
-                           GateFailed, GatePassed, GatePending, PipelineApplied, VerificationFailed,
-                           VerificationPassed)
+from shared.events import (ArtifactRegistered, DeploymentFailed, DeploymentStarted, DeploymentSucceeded,
+                           EnvironmentPruned, Event, GateFailed, GatePassed, GatePending, PipelineApplied,
+                           VerificationFailed, VerificationPassed)
 
 DEPLOYMENT_STATES = {
     DeploymentStarted: "deploying",
@@ -49,6 +49,9 @@ def statements(event: Event) -> list[Statement]:
         case GatePassed():
             out.append(("waiting", "delete from waiting where service = $1 and env = $2 and version = $3",
                         (data.service, data.env, data.version)))
+        case EnvironmentPruned():  # the environment is gone: status no longer lists it, nothing waits for it
+            for table in ("environments", "waiting"):
+                out.append((table, f"delete from {table} where service = $1 and env = $2", (data.service, data.env)))
     state = DEPLOYMENT_STATES.get(type(data))
     if state is not None:
         if state == "deploying" and data.purpose == "rollback":

@@ -4,8 +4,9 @@ import asyncpg
 
 from services.rollback import repository
 from services.rollback.domain import VerifiedRelease, choose_target
-from shared.events import (DeploymentFailed, Event, EventData, RollbackCompleted, RollbackFailed, RollbackOrdered,
-                           RollbackRequested, VerificationFailed, VerificationPassed)
+from shared.events import (DeploymentFailed, EnvironmentPruned, Event, EventData, RollbackCompleted,
+                           RollbackFailed, RollbackOrdered, RollbackRequested, VerificationFailed,
+                           VerificationPassed)
 from shared.runtime import ServiceRuntime
 
 
@@ -17,7 +18,8 @@ class RollbackHandlers:
 
     async def handle(self, event: Event) -> None:
         """Record the fact and emit the rollback order or outcome it calls for, in one transaction."""
-        if not isinstance(event.data, VerificationPassed | VerificationFailed | DeploymentFailed | RollbackRequested):
+        if not isinstance(event.data, VerificationPassed | VerificationFailed | DeploymentFailed | RollbackRequested
+                          | EnvironmentPruned):
             return  # no state to change, so no transaction (and no inbox row) is needed
 
         async def work(conn: asyncpg.Connection) -> list[Event]:
@@ -45,6 +47,8 @@ class RollbackHandlers:
                                            reason=f"the rollback release failed: {data.reason}")]
                 reason = f"{data.version} failed in {data.env}: {data.reason}"
                 return await self._order(conn, event.id, data.service, data.env, reason, "rollback-service")
+            case EnvironmentPruned():
+                await repository.forget(conn, data.service, data.env)
             case RollbackRequested():
                 reason = data.reason or f"requested by {data.requested_by}"
                 return await self._order(conn, event.id, data.service, data.env, reason, data.requested_by)

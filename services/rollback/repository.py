@@ -45,3 +45,9 @@ async def current(conn: asyncpg.Connection, service: str, env: str) -> asyncpg.R
         "select version, digest, config_version, state from current_releases where service = $1 and env = $2",
         service, env,
     )
+
+
+async def forget(conn: asyncpg.Connection, service: str, env: str) -> None:
+    """The environment was pruned: nothing runs there and nothing can be returned to."""
+    for table in ("verified_releases", "current_releases"):
+        await conn.execute(f"delete from {table} where service = $1 and env = $2", service, env)

@@ -127,6 +127,11 @@ async def test_a_restarted_deployer_reattaches_to_running_apps_instead_of_starti
     assert slot[0]["port"] == first.data.port
 
 
+ONE_ENV = """
+service: {service}
+environments:
+  - name: dev
+"""
 ONE_ENV_WITH_SECRET = """
 service: {service}
 environments:
@@ -158,6 +163,26 @@ async def test_a_deployment_refused_for_a_missing_secret_leaves_the_running_rele
     async with httpx.AsyncClient() as client:
         answer = (await client.get(f"http://127.0.0.1:{port}/version")).json()
     assert answer["version"] == "1.0.0" and first.data.digest == good
+
+
+async def test_an_artifact_that_cannot_start_is_refused_before_the_running_release_is_stopped(scenario):
+    await scenario.apply_pipeline(ONE_ENV)
+    path, good = scenario.build("1.0.0")
+    await scenario.send(scenario.build_completed("1.0.0", path, good))
+    await scenario.wait("verification.passed", env="dev", version="1.0.0")
+    port = scenario.seen("deployment.succeeded", env="dev", version="1.0.0")[0].data.port
+    junk = scenario.dist / "not-a-program"
+    junk.write_bytes(b"this is not an executable\n")
+    from shared.artifacts import file_digest
+
+    await scenario.send(scenario.build_completed("1.1.0", junk, file_digest(junk)))
+    refused = await scenario.wait("deployment.failed", env="dev", version="1.1.0")
+    assert "not an executable (neither ELF nor a #! line)" in refused.data.reason
+    await scenario.wait("rollback.completed", env="dev")  # back to 1.0.0 by re-attaching to it
+    starts = await scenario.query("deployer", "select digest from driver_calls where service = $1", scenario.service)
+    assert [r["digest"] for r in starts] == [good]  # 1.0.0 never stopped, nothing restarted
+    async with httpx.AsyncClient() as client:
+        assert (await client.get(f"http://127.0.0.1:{port}/version")).json()["version"] == "1.0.0"
 
 
 async def test_an_artifact_the_system_cannot_execute_fails_its_deployment_and_the_deployer_goes_on(scenario):

@@ -35,6 +35,7 @@ SAMPLE_FIELDS: dict[str, Any] = {
     "config_version": OTHER_DIGEST, "reasons": ["waiting for 1 approval(s)"], "deployment_id": "dep-1",
     "purpose": "promotion", "rollback_id": "rb-1", "port": 18100, "approver": "bob", "comment": "ok",
     "requested_by": "carol", "from_version": "2.4.0", "who": "mallory", "action": "approve", "status": 403,
+    "stopped": ["qa.blue"],
 }
 TOPICS = [spec.name for spec in topics.ALL_TOPICS if spec.name != topics.DLQ]
 # Any field name (line breaks included) and any float (NaN and infinities included).

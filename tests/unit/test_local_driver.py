@@ -7,6 +7,7 @@ store) as the unprivileged `nobody`, which every Linux system has, so no account
 import hashlib
 import os
 import pwd
+import re
 import shutil
 import socket
 import sys
@@ -114,3 +115,20 @@ def test_a_store_the_app_user_cannot_enter_fails_the_start_with_the_directory_th
 
     with pytest.raises(StartFailed, match=f"the app user nobody may not enter {base}"):
         driver.start("svc", "dev", DIGEST, "cfg", {"PORT": "1"})
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (b"this is not an executable\n", "not an executable (neither ELF nor a #! line)"),
+    (b"#!/no/such/interpreter\nexit 0\n", "its #! interpreter '/no/such/interpreter' is not an executable path"),
+    (b"#!python3\n", "its #! interpreter 'python3' is not an executable path"),
+])
+def test_what_the_kernel_could_not_execute_is_refused_before_anything_is_stopped(base, content, says):
+    digest = stored_script(base, content)
+    driver = LocalDriver(base / "store", base / "run", base / "log", app_user="nobody")
+    with pytest.raises(StartFailed, match=re.escape(f"cannot start {digest}: {says}")):
+        driver.preflight("svc", "dev", digest)
+
+
+def test_a_script_with_an_interpreter_that_exists_passes_the_preflight(base):
+    digest = stored_script(base)
+    LocalDriver(base / "store", base / "run", base / "log", app_user="nobody").preflight("svc", "dev", digest)
