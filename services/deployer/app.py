@@ -7,8 +7,8 @@ from services.deployer.handlers import DeployerHandlers
 from services.deployer.noop import NoopDriver
 from services.deployer.router import Router
 from shared import topics
-from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, VerificationFailed,
-                           VerificationPassed)
+from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, EnvironmentPruned,
+                           VerificationFailed, VerificationPassed)
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
 
@@ -34,5 +34,6 @@ def create_app(settings: Settings | None = None) -> FastStream:
         stuck_after_s=max(s.handler_stuck_after_s, 120.0),
     )
     runtime.background("retire-lanes", handlers.routed.retire_due)
-    runtime.emits(DeploymentStarted, DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed)
+    runtime.emits(DeploymentStarted, DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed,
+                  EnvironmentPruned)
     return runtime.app
