@@ -14,7 +14,8 @@ from aiokafka.errors import ClusterAuthorizationFailedError, KafkaConnectionErro
 
 from shared import topics
 from shared.credentials import kafka_options
-from shared.events import Event, InvalidEvent, parse_event
+from shared.events import Event, InvalidEvent
+from shared.kafka_binding import parse_kafka_event
 from shared.settings import Settings
 
 
@@ -182,7 +183,7 @@ class EventWatcher:
             for record in records:
                 self.records.append(record)
                 try:
-                    self.events.append(parse_event(record.value))
+                    self.events.append(parse_kafka_event(record.headers, record.value or b""))
                 except InvalidEvent:
                     pass
 

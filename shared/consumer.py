@@ -2,7 +2,7 @@
 
 FastStream gives at-most-once by default and no dead-letter topic for Kafka, so
 subscribers run with manual acknowledgement and this runner decides, per record:
-- invalid bytes (JSON, envelope, schema, unknown type) -> `promotion.dlq`, then commit;
+- invalid bytes or headers (JSON, envelope, schema, unknown type) -> `promotion.dlq`, then commit;
 - a valid event its handler refuses as input (InvalidEvent, e.g. an id reused with other content) -> the same;
 - a technical fault (database or broker unreachable) -> back off and re-read, forever;
 - any other error -> re-read up to `max_attempts` times, then dead-letter with the reason.
@@ -28,8 +28,8 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from shared import metrics, topics
-from shared.events import Event, InvalidEvent, parse_event
+from shared import kafka_binding, metrics, topics
+from shared.events import Event, InvalidEvent
 from shared.limits import MAX_CLOCK_SKEW_S
 
 log = structlog.get_logger()
@@ -249,8 +249,11 @@ class RecordRunner:
         await message.nack()
 
     async def _dead_letter(self, record, reason: str) -> None:
-        """Publish the original bytes to the dead-letter topic with where they came from and why."""
+        """Publish the original bytes to the dead-letter topic with where they came from and why, keeping the
+        record's ce_ and content-type headers (in binary mode the envelope is in them)."""
+        kept, altered = kafka_binding.dead_letter_headers(record.headers)
         headers = {
+            **kept,
             "dlq.reason": reason[:2000],
             "dlq.topic": record.topic,
             "dlq.partition": str(record.partition),
@@ -258,6 +261,8 @@ class RecordRunner:
             "dlq.consumer": self._consumer_name,
             "dlq.at": datetime.now(UTC).isoformat(),
         }
+        if altered:  # the dead letter cannot be resubmitted as the record was
+            headers["dlq.headers-altered"] = ", ".join(altered)
         await self._publish_raw(topics.DLQ, record.key, record.value or b"", headers)
         self.dead_lettered += 1
         metrics.EVENTS_DEAD_LETTERED.labels(self._consumer_name).inc()
@@ -265,12 +270,13 @@ class RecordRunner:
 
 
 def parse_record(record, value: bytes | None = None, max_skew_s: float = MAX_CLOCK_SKEW_S) -> Event:
-    """A Kafka record's event, as every consumer (and a replay) judges it: on its topic, under its service's key,
-    and not claiming a time more than `max_skew_s` after the broker appended it (the topics keep the broker's
-    LogAppendTime, which no producer sets), so a replay years later refuses exactly what the live consumer did."""
+    """A Kafka record's event, as every consumer (and a replay) judges it: in either content mode (its headers
+    say which), on its topic, under its service's key, and not claiming a time more than `max_skew_s` after the
+    broker appended it (the topics keep the broker's LogAppendTime, which no producer sets), so a replay years
+    later refuses exactly what the live consumer did."""
     appended = datetime.fromtimestamp(record.timestamp / 1000, UTC)
-    return parse_event(record.value or b"" if value is None else value, expected_topic=record.topic,
-                       key=record.key, now=appended, max_skew_s=max_skew_s)
+    return kafka_binding.parse_kafka_event(record.headers, record.value or b"" if value is None else value,
+                                           record.topic, key=record.key, now=appended, max_skew_s=max_skew_s)
 
 
 class Fetched:

@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
+import pydantic_core
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, ValidationError,
                       field_validator, model_validator)
 
@@ -361,7 +362,8 @@ EVENT_TYPES: dict[str, type[EventData]] = {
 
 
 class Envelope(BaseModel):
-    """A CloudEvents 1.0 event in structured JSON mode, with its data still untyped."""
+    """A CloudEvents 1.0 event as its structured JSON form, with its data still untyped (a binary-mode record
+    is read into this same form: shared/kafka_binding.py)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     specversion: Literal["1.0"]
@@ -452,9 +454,11 @@ class _Unchecked:
 
 UNCHECKED = _Unchecked()
 """`parse_event`'s default key: not compared with the service (readers of history, tests)."""
+RecordKey = bytes | None | _Unchecked
+"""A record's Kafka key, which a consumer checks against `data.service`, or UNCHECKED."""
 
 
-def parse_event(raw: bytes, expected_topic: str | None = None, *, key: bytes | None | _Unchecked = UNCHECKED,
+def parse_event(raw: bytes, expected_topic: str | None = None, *, key: RecordKey = UNCHECKED,
                 now: datetime | None = None, max_skew_s: float = limits.MAX_CLOCK_SKEW_S) -> Event:
     """Validate wire bytes into an Event, or raise InvalidEvent with a readable one-line reason.
 
@@ -463,13 +467,42 @@ def parse_event(raw: bytes, expected_topic: str | None = None, *, key: bytes | N
     history (the CLI's event watcher, the ledger rebuild) pass neither: what a consumer accepted
     once stays readable later, whatever the clock then says.
     """
-    # Refuse before parsing: a huge record would otherwise cost the consumer its memory and time.
-    if isinstance(raw, bytes | bytearray) and len(raw) > MAX_EVENT_BYTES:
-        raise InvalidEvent(f"event of {len(raw)} bytes exceeds the limit of {MAX_EVENT_BYTES} bytes")
+    _check_size(raw)
     try:
         envelope = Envelope.model_validate_json(raw)
     except ValidationError as error:
         raise InvalidEvent(f"invalid envelope: {limits.first_reason(error)}") from None
+    return _typed(envelope, expected_topic, key, now, max_skew_s)
+
+
+def parse_binary_event(attributes: dict[str, str], data: bytes, expected_topic: str | None = None, *,
+                       key: RecordKey = UNCHECKED, now: datetime | None = None,
+                       max_skew_s: float = limits.MAX_CLOCK_SKEW_S) -> Event:
+    """`parse_event` of the structured envelope that `attributes` (every attribute but `data`) and the JSON
+    `data` make: the same limits and reasons, the same Event (shared.kafka_binding reads them off a record)."""
+    _check_size(data)
+    structured: dict[str, Any] = dict(attributes)
+    if data:  # no value: no data, refused below as a structured envelope without one would be
+        try:
+            structured["data"] = pydantic_core.from_json(data)
+        except ValueError as error:  # the parser of model_validate_json, so the same JSON is refused
+            raise InvalidEvent(f"invalid envelope: data: Invalid JSON: {error}") from None
+    try:
+        envelope = Envelope.model_validate(structured)
+    except ValidationError as error:
+        raise InvalidEvent(f"invalid envelope: {limits.first_reason(error)}") from None
+    return _typed(envelope, expected_topic, key, now, max_skew_s)
+
+
+def _check_size(raw: bytes) -> None:
+    """Refuse before parsing: a huge record would otherwise cost the consumer its memory and time."""
+    if isinstance(raw, bytes | bytearray) and len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"event of {len(raw)} bytes exceeds the limit of {MAX_EVENT_BYTES} bytes")
+
+
+def _typed(envelope: Envelope, expected_topic: str | None, key: RecordKey, now: datetime | None,
+           max_skew_s: float) -> Event:
+    """The envelope's event once its time, type, topic, data, subject and key pass, else InvalidEvent."""
     if now is not None:
         _check_time(envelope.time, now, max_skew_s)
     model = EVENT_TYPES.get(envelope.type)

@@ -1,5 +1,5 @@
 """The one definition of input limits: what a name, a config entry, a secret reference, a version,
-free text, an event time and a pipeline file may be.
+free text, an event time, a record's headers and a pipeline file may be.
 
 The event models (shared/events.py), the pipeline model (shared/pipeline.py) and the CLI take their
 rules from here, so a value refused by one is refused by all, with the same one-line reason. Each
@@ -37,6 +37,8 @@ MAX_TEXT_CHARS = 1024
 """Free text a person writes: comments, reasons."""
 MAX_CLOCK_SKEW_S = 300.0
 """How far in the future an event's `time` may be (consumers' clocks); the default of the setting."""
+MAX_HEADER_BYTES = 16 * 1024
+"""A Kafka record's headers, names and values together: in binary mode they carry the envelope's attributes."""
 MAX_PIPELINE_BYTES = 256 * 1024
 MAX_YAML_NODES = 10_000
 """Scalars, mappings and sequences in a pipeline file, every alias counted as the nodes it expands to."""

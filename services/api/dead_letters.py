@@ -1,7 +1,9 @@
 """Dead letters: list the records of `promotion.dlq` and resubmit one to the topic it came from.
 
 Dead letters are read without a consumer group, so looking commits nothing. A dead letter's
-ID is `<partition>:<offset>` on `promotion.dlq`; its `dlq.*` headers say where it came from.
+ID is `<partition>:<offset>` on `promotion.dlq`; its `dlq.*` headers say where it came from, and it
+keeps the original's `ce_` and `content-type` headers (a binary-mode event's envelope), which a
+resubmission sends again.
 """
 
 import base64
@@ -14,6 +16,7 @@ from aiokafka.structs import RecordMetadata
 from shared import topics
 from shared.client import partitions_of, start_client, unreachable
 from shared.credentials import kafka_options
+from shared.kafka_binding import CONTENT_TYPE, is_binding_header
 from shared.settings import Settings
 
 READ_TIMEOUT_S = 10.0
@@ -29,7 +32,8 @@ class DeadLetterError(Exception):
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """One record of `promotion.dlq`: the original key and bytes, and the dlq.* headers."""
+    """One record of `promotion.dlq`: the original key and bytes, its ce_ and content-type headers, and the
+    dlq.* headers."""
 
     partition: int
     offset: int
@@ -47,6 +51,13 @@ class DeadLetter:
         """Where the consumer read the original record: `topic partition:offset`."""
         return f"{self.headers.get('dlq.topic', '?')} {self.headers.get('dlq.partition', '?')}:" \
                f"{self.headers.get('dlq.offset', '?')}"
+
+    def binding_headers(self) -> list[tuple[str, bytes]]:
+        """The original record's ce_ and content-type headers (in binary mode its envelope), as it had them.
+
+        An empty content-type means none: the dead-letter producer writes one on every record."""
+        return [(name, value.encode()) for name, value in self.headers.items()
+                if is_binding_header(name) and (value or name != CONTENT_TYPE)]
 
     def text(self) -> str:
         """The bytes as text (invalid UTF-8 replaced)."""
@@ -146,7 +157,8 @@ async def read_dead_letter(settings: Settings, letter_id: str) -> DeadLetter:
 
 
 async def resubmit(settings: Settings, letter: DeadLetter, who: str) -> RecordMetadata:
-    """Publish the original key and bytes to the original topic; return where the broker stored them."""
+    """Publish the original key, bytes and binding headers to the original topic; return where the broker
+    stored them."""
     topic = letter.headers.get("dlq.topic")
     if not topic or topic == topics.DLQ:
         raise DeadLetterError(f"dead letter {letter.id} does not say which topic it came from (no dlq.topic header)",
@@ -155,11 +167,15 @@ async def resubmit(settings: Settings, letter: DeadLetter, who: str) -> RecordMe
         raise DeadLetterError(f"dead letter {letter.id} came from {topic}, which only its producer may write to "
                               f"(operators resubmit {' and '.join(topics.principal('api').produces)}): "
                               "publish it again there", 403)
+    if altered := letter.headers.get("dlq.headers-altered"):
+        raise DeadLetterError(f"dead letter {letter.id} could not keep its headers {altered} as they were (repeated, "
+                              "null or not UTF-8): publish a corrected event there instead", 409)
     producer = AIOKafkaProducer(**kafka_options(settings, "api"), acks="all", enable_idempotence=True,
                                 request_timeout_ms=10_000)
     await start_client(producer, settings.kafka_bootstrap)
     try:
-        headers = [("dlq.replayed-from", letter.id.encode()), ("dlq.replayed-by", who.encode())]
+        headers = [*letter.binding_headers(), ("dlq.replayed-from", letter.id.encode()),
+                   ("dlq.replayed-by", who.encode())]
         return await producer.send_and_wait(topic, letter.value, key=letter.key, headers=headers)
     finally:
         await producer.stop()

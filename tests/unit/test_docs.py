@@ -9,6 +9,7 @@ import pytest
 from cli import asyncapi
 from shared import topics
 from shared.events import EVENT_TYPES, parse_event
+from shared.kafka_binding import parse_kafka_event
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 CATALOGUE = (DOCS / "events.md").read_text()
@@ -26,6 +27,19 @@ def test_every_example_in_the_event_catalogue_is_a_valid_event_on_its_topic():
     for text in examples:
         event = parse_event(text.encode())
         assert event.envelope.type in EVENT_TYPES
+
+
+def test_the_binary_mode_example_is_the_build_completed_example_in_the_other_content_mode():
+    [example] = re.findall(r"```text\nkey: (.*?)\nheaders:\n(.*?)\nvalue:\n  (.*?)\n```", CATALOGUE, flags=re.S)
+    key, header_lines, value = example
+    headers = [tuple(line.strip().split(": ", 1)) for line in header_lines.splitlines()]
+    structured = next(text for text in re.findall(r"```json\n(.*?)\n```", CATALOGUE, flags=re.S)
+                      if '"type": "build.completed"' in text)
+    event = parse_kafka_event([(name, text.encode()) for name, text in headers], value.encode(), topics.BUILDS,
+                              key=key.encode())
+    assert event == parse_event(structured.encode())
+    assert [name for name, _ in headers if name.startswith("ce_")] == [
+        f"ce_{name}" for name in ("specversion", "id", "source", "type", "time", "subject", "correlationid")]
 
 
 @pytest.mark.parametrize("service", asyncapi.SERVICE_NAMES)

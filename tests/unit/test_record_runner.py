@@ -39,6 +39,8 @@ class FakeRecord:
     value: bytes | None
     timestamp: int = field(default_factory=lambda: int(time.time() * 1000))
     """When the broker appended it (LogAppendTime), in milliseconds."""
+    headers: tuple[tuple[str, bytes | None], ...] = ()
+    """(name, value) in order, as aiokafka gives them."""
 
 
 class Acknowledgeable:
