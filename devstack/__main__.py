@@ -19,6 +19,7 @@ def print_status(st: dict) -> None:
 
     line("kafka", st["kafka"], f"127.0.0.1:{st['kafka']['port']}")
     line("postgres", st["postgres"], f"127.0.0.1:{st['postgres']['port']}")
+    line("registry", st["registry"], f"127.0.0.1:{st['registry']['port']}")
     line("router", st["router"], "nginx")
     for name, info in st["services"].items():
         health = "healthy" if info["healthy"] else ("unhealthy" if info["running"] else "")
@@ -37,9 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     """Parse argv and run the sub-command; exit code 1 on a stack error."""
     ap = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    up = sub.add_parser("up", help="start kafka + postgres (+ services), create topics")
-    up.add_argument("--no-services", action="store_true", help="only kafka, postgres and topics")
-    sub.add_parser("down", help="stop apps, services, kafka, postgres")
+    up = sub.add_parser("up", help="start kafka, postgres, the registry, the router (+ services), create topics")
+    up.add_argument("--no-services", action="store_true", help="only kafka, postgres, the registry, the router "
+                                                                "and topics")
+    sub.add_parser("down", help="stop apps, services, the router, the registry, kafka, postgres")
     st = sub.add_parser("status", help="what runs")
     st.add_argument("--json", action="store_true")
     sub.add_parser("fetch", help=f"only fetch the Kafka {kafka.KAFKA_VERSION} jars")

@@ -63,18 +63,12 @@ def bin_dir() -> Path:
     ver = data_dir() / "PG_VERSION"
     if ver.exists() and Path(f"/usr/lib/postgresql/{ver.read_text().strip()}/bin/initdb").exists():
         return Path(f"/usr/lib/postgresql/{ver.read_text().strip()}/bin")
+    if not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
+        p.apt_install("postgres", ("postgresql",), Path("/usr/share/postgresql-common/pg_wrapper"))
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda s: int(s.split("/")[4]))
-    if found:
-        return Path(found[-1]).parent
-    if not IS_ROOT:
+    if not found:
         raise p.StackError("postgres: no /usr/lib/postgresql/*/bin/initdb; run: sudo apt-get install -y postgresql")
-    p.say("postgres: installing with apt-get…")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], env=env, check=False, capture_output=True)
-    res = subprocess.run(["apt-get", "install", "-y", "-q", "postgresql"], env=env, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise p.StackError(f"postgres: apt-get install postgresql failed\n{res.stderr[-2000:]}")
-    return bin_dir()
+    return Path(found[-1]).parent
 
 
 def _as_pg(argv: list[str]) -> list[str]:

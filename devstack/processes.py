@@ -165,3 +165,23 @@ def log_tail(component: str, lines: int = 25) -> str:
 def fail(component: str, what: str) -> StackError:
     """A StackError carrying a one-line reason and the component's log tail."""
     return StackError(f"{component}: {what} (log: {log_path(component)})\n{log_tail(component)}")
+
+
+def apt_install(component: str, packages: tuple[str, ...], installed: Path) -> Path:
+    """`installed` (a binary), installed with apt-get from the first of `packages` that provides it when we
+    are root; StackError naming the command to run otherwise."""
+    if installed.exists():
+        return installed
+    if os.geteuid() != 0:
+        raise StackError(f"{component}: {installed} not found; run: sudo apt-get install -y {packages[0]}")
+    say(f"{component}: installing {packages[0]} with apt-get…")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    subprocess.run(["apt-get", "update", "-q"], env=env, check=False, capture_output=True)
+    error = ""
+    for package in packages:
+        res = subprocess.run(["apt-get", "install", "-y", "-q", package], env=env,
+                             capture_output=True, text=True)
+        if res.returncode == 0 and installed.exists():
+            return installed
+        error = res.stderr[-2000:]
+    raise StackError(f"{component}: apt-get install {' '.join(packages)} failed\n{error}")

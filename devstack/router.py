@@ -34,18 +34,7 @@ def router_dir() -> Path:
 
 def ensure_installed() -> Path:
     """/usr/sbin/nginx, installed with apt-get (nginx-light, else nginx) when we are root."""
-    if NGINX.exists():
-        return NGINX
-    if os.geteuid() != 0:
-        raise p.StackError(f"router: {NGINX} not found; run: sudo apt-get install -y nginx-light")
-    p.say("router: installing nginx with apt-get…")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    subprocess.run(["apt-get", "update", "-q"], env=env, check=False, capture_output=True)
-    for package in ("nginx-light", "nginx"):
-        res = subprocess.run(["apt-get", "install", "-y", "-q", package], env=env, capture_output=True, text=True)
-        if res.returncode == 0 and NGINX.exists():
-            return NGINX
-    raise p.StackError(f"router: apt-get install nginx-light (and nginx) failed\n{res.stderr[-2000:]}")
+    return p.apt_install("router", ("nginx-light", "nginx"), NGINX)
 
 
 def main_config(root: Path, user: str | None) -> str:

@@ -46,6 +46,17 @@ def kafka_login(settings: Settings, principal: str | None = None) -> tuple[str, 
     return name, read_credential(settings, "kafka", name)
 
 
+def registry_login(settings: Settings, user: str | None = None) -> tuple[str | None, str | None]:
+    """(username, password) for the registry: `user`'s from var/credentials/registry, this process's own from
+    settings, or (None, None) when neither is given (anonymous pulls)."""
+    if user is None or user == settings.registry_username:
+        if settings.registry_username and settings.registry_password is not None:
+            return settings.registry_username, settings.registry_password.get_secret_value()
+        if user is None:
+            return None, None
+    return user, read_credential(settings, "registry", user)
+
+
 def kafka_options(settings: Settings, principal: str | None = None) -> dict[str, str]:
     """aiokafka client keyword arguments that authenticate as `principal` (see kafka_login)."""
     username, password = kafka_login(settings, principal)

@@ -48,6 +48,29 @@ class Settings(BaseSettings):
     handler_stuck_after_s: float = Field(30.0, gt=0)
     """A handler (or a batch's preparation) running longer than this shows the service `degraded` on /health."""
 
+    registry: str = "127.0.0.1:18500"
+    """The OCI registry the stack runs (host:port, plain HTTP on loopback); image references naming it are
+    fetched over HTTP, every other registry over HTTPS."""
+    image_registries: list[str] = Field(default_factory=lambda data: [data["registry"]])
+    """The registries images may come from (default: only the stack's own). A build naming another is rejected
+    unread: intake never connects to a host a publisher chose, and waits out an outage only of these."""
+    insecure_registries: list[str] = Field(default_factory=lambda data: [data["registry"]])
+    """Registries spoken to over plain HTTP (default: only the stack's own, on loopback)."""
+    registry_username: str | None = None
+    """This process's registry login (intake and the deployer pull; CI pushes); devstack hands it over."""
+    registry_password: SecretStr | None = None
+    """Its password. Without one, a tool on the stack's host reads var/credentials/registry/<user>."""
+    image_max_manifest_bytes: int = Field(4 * 2**20, ge=1024)
+    """Largest manifest or index intake reads from a registry."""
+    image_max_bytes: int = Field(8 * 2**30, ge=1)
+    """Largest image (the sum of its config and layer sizes, as its manifest states) intake accepts."""
+
+    tag_check_interval_s: float = Field(10.0, ge=0)
+    """How often intake asks the registry what the tags of registered images name now (0: never); a tag found
+    moved to other bytes is reported once per new digest (artifact.tag_moved)."""
+    tag_checks_per_round: int = Field(50, ge=1)
+    """Tags asked about per round, least recently checked first."""
+
     api_url: str = "http://127.0.0.1:18070"
     """Where the operator API listens (the service binds the URL's host and port; the CLI calls it)."""
     api_bootstrap_token_file: Path | None = None
