@@ -49,9 +49,10 @@ def statements(event: Event) -> list[Statement]:
         case GatePassed():
             out.append(("waiting", "delete from waiting where service = $1 and env = $2 and version = $3",
                         (data.service, data.env, data.version)))
-        case EnvironmentPruned():  # the environment is gone: status no longer lists it, nothing waits for it
-            for table in ("environments", "waiting"):
-                out.append((table, f"delete from {table} where service = $1 and env = $2", (data.service, data.env)))
+        case EnvironmentPruned():  # the environment is gone: status no longer lists it. (Its `waiting` rows stay:
+            # that table is fed by promotion.gates only, which is what keeps a rebuild equal to the live state.)
+            out.append(("environments", "delete from environments where service = $1 and env = $2",
+                        (data.service, data.env)))
     state = DEPLOYMENT_STATES.get(type(data))
     if state is not None:
         if state == "deploying" and data.purpose == "rollback":
