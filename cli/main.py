@@ -168,19 +168,27 @@ def build_completed(
                                               exists=True, dir_okay=False)] = None,
     uri: Annotated[str | None, typer.Option(help="The artifact URI, if not --file.")] = None,
     digest: Annotated[str | None, typer.Option(help="sha256:<hex>, required with --uri.")] = None,
+    image: Annotated[str | None, typer.Option(help="An image, registry/repository:tag (or @sha256:…): its "
+                                                    "manifest digest is asked of the registry (login `ci`).")] = None,
     check: Annotated[list[str], typer.Option(help="NAME=passed|failed, repeatable.")] = [],  # noqa: B006
 ) -> None:
     """Publish build.completed, as CI does after building an artifact once (Kafka principal `ci`)."""
-    if file is None and (uri is None or digest is None):
-        raise CliError("give --file PATH, or --uri URI with --digest sha256:<hex>")
+    if sum(given is not None for given in (file, uri, image)) != 1 or (uri is not None and digest is None):
+        raise CliError("give one of --file PATH, --image REGISTRY/REPOSITORY:TAG, or --uri URI with --digest "
+                       "sha256:<hex>")
     import asyncio
 
     from cli import ops
     from shared.settings import Settings
 
     checks = dict(_split_check(item) for item in check)
-    data = ops.build_completed(service, version, file, uri, digest, commit, author, checks)
-    event = asyncio.run(ops.publish(Settings(), data))
+    settings = Settings()
+    if image is not None:
+        data = asyncio.run(ops.image_build_completed(settings, service, version, image, digest, commit, author,
+                                                     checks))
+    else:
+        data = ops.build_completed(service, version, file, uri, digest, commit, author, checks)
+    event = asyncio.run(ops.publish(settings, data))
     print(f"build.completed {service} {version} {event.data.artifact.digest} ({event.id})")
 
 

@@ -57,6 +57,27 @@ def build_completed(service: str, version: str, path: Path | None, uri: str | No
                           commit=commit, author=author, checks=checks)
 
 
+async def image_build_completed(settings: Settings, service: str, version: str, image: str, digest: str | None,
+                                commit: str, author: str, checks: dict[str, str]) -> BuildCompleted:
+    """What CI publishes after pushing an image: its manifest digest as the registry gives it now (asked as
+    the registry user `ci`), or `digest` when CI knows it (intake checks it either way)."""
+    from shared.credentials import MissingCredential
+    from shared.oci import Registry, RegistryError, RegistryUnavailable, parse_reference
+
+    try:
+        ref = parse_reference(image)
+    except ValueError as error:
+        raise CliError(str(error)) from None
+    if digest is None:
+        try:
+            async with Registry.from_settings(settings, "ci") as registry:
+                digest = await registry.digest_of(ref)
+        except (RegistryError, RegistryUnavailable, MissingCredential) as error:
+            raise CliError(str(error)) from None
+    return BuildCompleted(service=service, version=version, artifact=Artifact(kind="oci", uri=image, digest=digest),
+                          commit=commit, author=author, checks=checks)
+
+
 def into_drop(settings: Settings, path: Path) -> Path:
     """The artifact file where intake may read it: itself when under an artifact root, else a copy the
     caller makes (with its own permissions) in the drop directory."""

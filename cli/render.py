@@ -22,20 +22,24 @@ def status_table(status: dict) -> Table:
     for env, entry in status["environments"].items():
         style = STATE_STYLE.get(entry["state"], "")
         waiting = "; ".join(f"{w['version']} {w['outcome']}: {', '.join(w['reasons'])}" for w in entry["waiting"])
-        table.add_row(env, entry["version"] or "-", short(entry["digest"]),
-                      f"[{style}]{entry['state']}[/]", waiting or "")
+        digest = short(entry["digest"])
+        moved = entry.get("tag_moved")
+        if moved:  # the release keeps its digest; say that its tag names other bytes now
+            digest += f"\n[yellow]tag moved: {moved['tag']} now names {short(moved['now_names'])}[/]"
+        table.add_row(env, entry["version"] or "-", digest, f"[{style}]{entry['state']}[/]", waiting or "")
     return table
 
 
 def summary(event: dict) -> str:
     """A one-line gist of an event's data for history and audit listings."""
     data = event.get("data", {})
-    keys = ("digest", "reason", "reasons", "approver", "requested_by", "who", "check", "result", "author", "port")
+    keys = ("digest", "moved_to", "reason", "reasons", "approver", "requested_by", "who", "check", "result", "author",
+            "port")
     parts = []
     for key in keys:
         if key in data and data[key] not in (None, [], ""):
             value = data[key]
-            value = short(value) if key == "digest" else value
+            value = short(value) if key in ("digest", "moved_to") else value
             parts.append(f"{key}={', '.join(value) if isinstance(value, list) else value}")
     return " ".join(parts)
 

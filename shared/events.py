@@ -118,6 +118,25 @@ class ArtifactRegistered(EventData):
     author: str
     checks: dict[str, Literal["passed", "failed"]]
     build_event_id: str
+    location: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    """Where the artifact is fetched from by digest: `registry/repository@sha256:…` for an image (the tag is
+    never used again); None for a file (the store keeps it under its digest)."""
+    tag: Annotated[str, StringConstraints(max_length=1024)] | None = None
+    """The image reference CI gave (`registry/repository:tag`), kept to notice a tag moved to other bytes."""
+
+
+class ArtifactTagMoved(EventData):
+    """An image's tag now names other bytes than the digest registered for the release: the release keeps its
+    digest (nothing is redeployed); the audit and status say the tag moved."""
+
+    event_type = "artifact.tag_moved"
+    topic = topics.ARTIFACTS
+    version: Version
+    digest: Digest
+    """The registered digest, which every environment keeps running."""
+    tag: Annotated[str, StringConstraints(max_length=1024)]
+    moved_to: Digest
+    """What the tag names now."""
 
 
 class ArtifactRejected(EventData):
@@ -128,7 +147,8 @@ class ArtifactRejected(EventData):
     version: Version
     digest: Digest
     reason: Literal[
-        "immutability-violation", "digest-mismatch", "artifact-unreachable", "unsupported-artifact-kind"
+        "immutability-violation", "digest-mismatch", "artifact-unreachable", "unsupported-artifact-kind",
+        "registry-denied"
     ]
     detail: str
     build_event_id: str
@@ -352,7 +372,7 @@ class RollbackFailed(EventData):
 EVENT_TYPES: dict[str, type[EventData]] = {
     model.event_type: model
     for model in (
-        BuildCompleted, EvidenceRecorded, PipelineApplied, ArtifactRegistered, ArtifactRejected,
+        BuildCompleted, EvidenceRecorded, PipelineApplied, ArtifactRegistered, ArtifactRejected, ArtifactTagMoved,
         PromotionRequested, GatePassed, GatePending, GateFailed, DeploymentStarted,
         DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed, EnvironmentPruned,
         ApprovalGranted, ApprovalRejected, RollbackRequested, OperationRefused, RollbackOrdered,

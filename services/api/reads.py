@@ -44,6 +44,9 @@ class LedgerReader:
                                                             service)}
         waiting = await self.conn.fetch(
             "select env, version, outcome, reasons from ledger.waiting where service = $1 order by version", service)
+        moved = {r["version"]: {"tag": r["tag"], "now_names": r["tag_moved_to"]} for r in await self.conn.fetch(
+            "select version, tag, tag_moved_to from ledger.artifacts where service = $1 and tag_moved_to is not null",
+            service)}
         result: dict = {"service": service, "environments": {}}
         for env in envs:
             row = rows.get(env)
@@ -52,6 +55,7 @@ class LedgerReader:
                 "digest": row["digest"] if row else None,
                 "state": row["state"] if row else "empty",
                 "config_version": row["config_version"] if row else None,
+                "tag_moved": moved.get(row["version"]) if row else None,
                 "waiting": [{"version": w["version"], "outcome": w["outcome"], "reasons": json.loads(w["reasons"])}
                             for w in waiting if w["env"] == env],
             }

@@ -5,7 +5,7 @@ from faststream import FastStream
 from services.intake.handlers import IntakeHandlers
 from shared import topics
 from shared.artifacts import ArtifactStore
-from shared.events import ArtifactRegistered, ArtifactRejected, PromotionRequested
+from shared.events import ArtifactRegistered, ArtifactRejected, ArtifactTagMoved, PromotionRequested
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
 
@@ -20,5 +20,6 @@ def create_app(settings: Settings | None = None) -> FastStream:
         description="build.completed from CI; pipeline.applied to learn each service's first environment.",
         prepare=handlers.prepare,
     )
-    runtime.emits(ArtifactRegistered, ArtifactRejected, PromotionRequested)
+    runtime.background("tags", handlers.check_tags)
+    runtime.emits(ArtifactRegistered, ArtifactRejected, ArtifactTagMoved, PromotionRequested)
     return runtime.app

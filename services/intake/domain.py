@@ -11,9 +11,12 @@ from shared.events import ArtifactRegistered, ArtifactRejected, BuildCompleted, 
 class Fetched:
     """What the store did with the artifact's URI (it compares the bytes with the claimed digest)."""
 
-    outcome: Literal["stored", "mismatch", "unreachable"]
+    outcome: Literal["stored", "mismatch", "unreachable", "denied"]
     detail: str = ""
-    """Why the store could not read the file, for `unreachable` (never the file's content)."""
+    """Why the store could not read the file or the registry refused the image, for `unreachable` (never the
+    file's content, nor the digest of bytes the publisher may not read)."""
+    location: str | None = None
+    """An image's `registry/repository@digest` once checked."""
 
 
 def decide_build(
@@ -36,15 +39,16 @@ def decide_build(
             return []  # the same artifact announced again: already registered, nothing to do
         return reject("immutability-violation",
                       f"{build.service}:{build.version} is already registered as {registered_digest}")
-    if build.artifact.kind != "file":
-        return reject("unsupported-artifact-kind", f"artifact kind {build.artifact.kind!r} is not supported yet")
     if fetched is None or fetched.outcome == "unreachable":
         return reject("artifact-unreachable", fetched.detail if fetched else "not fetched")
+    if fetched.outcome == "denied":
+        return reject("registry-denied", fetched.detail)
     if fetched.outcome == "mismatch":
-        return reject("digest-mismatch", MISMATCH)  # no more: not the hash of bytes the publisher may not read
+        return reject("digest-mismatch", fetched.detail or MISMATCH)  # never the hash of bytes the publisher may not read
     registered = ArtifactRegistered(
         service=build.service, version=build.version, digest=claimed, kind=build.artifact.kind,
         commit=build.commit, author=build.author, checks=build.checks, build_event_id=build_event_id,
+        location=fetched.location, tag=build.artifact.uri if build.artifact.kind == "oci" else None,
     )
     if first_env is None:
         return [registered]  # promotion is requested once a pipeline is applied

@@ -3,20 +3,28 @@
 import asyncio
 
 import asyncpg
+import structlog
 
 from services.intake import domain, repository
 from shared.artifacts import ArtifactStore, ArtifactUnreachable, DigestMismatch
-from shared.events import ArtifactRegistered, BuildCompleted, Event, PipelineApplied, PromotionRequested
+from shared.events import (Artifact, ArtifactRegistered, ArtifactTagMoved, BuildCompleted, Event, PipelineApplied,
+                           PromotionRequested)
+from shared.oci import (ImageMismatch, ImageUnknown, Registry, RegistryDenied, RegistryError, RegistryUnavailable,
+                        parse_reference)
+from shared.outbox import enqueue
 from shared.pipeline import PipelineDefinition
 from shared.runtime import ServiceRuntime
+
+log = structlog.get_logger()
 
 
 class IntakeHandlers:
     """Reacts to builds and pipeline changes."""
 
-    def __init__(self, runtime: ServiceRuntime, store: ArtifactStore) -> None:
+    def __init__(self, runtime: ServiceRuntime, store: ArtifactStore, registry: Registry | None = None) -> None:
         self.runtime = runtime
         self.store = store
+        self._registry = registry
         self._fetched: dict[str, domain.Fetched] = {}
         """Artifacts copied by `prepare` for the batch being handled, by build event id."""
 
@@ -26,16 +34,81 @@ class IntakeHandlers:
         self._fetched = await self._copy_new([event for event in events if isinstance(event.data, BuildCompleted)])
 
     async def _copy_new(self, builds: list[Event]) -> dict[str, domain.Fetched]:
-        """Copy the files of the builds whose release is not registered yet; the outcome by event id."""
-        builds = [event for event in builds if event.data.artifact.kind == "file"]
+        """Copy the files (check the images) of the builds whose release is not registered yet; the outcome by
+        event id. A registry outage raises RegistryUnavailable: the batch is read again later, nothing lost."""
         if not builds:
             return {}
         async with self.runtime.pool.acquire() as conn:
             known = await repository.registered(conn, [(event.data.service, event.data.version) for event in builds])
         new = [event for event in builds if (event.data.service, event.data.version) not in known]
-        copies = await asyncio.gather(*(asyncio.to_thread(self._fetch, event.data.artifact.uri,
-                                                          event.data.artifact.digest) for event in new))
-        return {event.id: fetched for event, fetched in zip(new, copies)}
+        outcomes = await asyncio.gather(*(self._obtain(event.data.artifact) for event in new))
+        return {event.id: fetched for event, fetched in zip(new, outcomes)}
+
+    async def _obtain(self, artifact: Artifact) -> domain.Fetched:
+        if artifact.kind == "file":
+            return await asyncio.to_thread(self._fetch, artifact.uri, artifact.digest)
+        return await self._check_image(artifact.uri, artifact.digest)
+
+    async def _check_image(self, uri: str, claimed: str) -> domain.Fetched:
+        """The image's manifest (by its reference) has the claimed digest and every blob it names exists."""
+        try:
+            ref = parse_reference(uri)
+        except ValueError as error:
+            return domain.Fetched("unreachable", str(error))
+        if ref.registry not in self.runtime.settings.image_registries:
+            return domain.Fetched("unreachable", f"registry {ref.registry} is not one images may come from "
+                                                 f"(image_registries: {', '.join(self.runtime.settings.image_registries)})")
+        try:
+            checked = await self.registry.check(ref, expected=claimed)
+        except ImageMismatch as error:
+            return domain.Fetched("mismatch", str(error))
+        except RegistryDenied as error:
+            return domain.Fetched("denied", str(error))
+        except RegistryError as error:
+            return domain.Fetched("unreachable", str(error))
+        return domain.Fetched("stored", location=checked.location)
+
+    async def check_tags(self) -> float:
+        """Ask the registry what the tags of registered images name now (a round of the least recently checked);
+        a tag found naming other bytes is reported once per new digest. The releases keep their digests.
+        Returns the seconds until the next round."""
+        interval = self.runtime.settings.tag_check_interval_s
+        if interval <= 0:
+            return 3600.0
+        async with self.runtime.pool.acquire() as conn:
+            rows = await repository.tags_to_check(conn, self.runtime.settings.tag_checks_per_round)
+        for row in rows:
+            ref = parse_reference(row["tag"])
+            names = None
+            if ref.digest is None:  # a reference by digest cannot move
+                try:
+                    names = await self.registry.digest_of(ref)
+                except RegistryUnavailable as error:
+                    log.warning("tags.registry_unavailable", error=str(error))
+                    break  # the next round asks again
+                except (ImageUnknown, RegistryError) as error:
+                    log.info("tags.unreadable", tag=row["tag"], error=str(error))
+            moved = names is not None and names != row["tag_digest"] and names != row["digest"]
+            async with self.runtime.pool.acquire() as conn, conn.transaction():
+                await repository.tag_checked(conn, row["service"], row["version"], names)
+                emitted = []
+                if moved:
+                    data = ArtifactTagMoved(service=row["service"], version=row["version"], digest=row["digest"],
+                                            tag=row["tag"], moved_to=names)
+                    emitted = [self.runtime.timed_event(data, f"tag-moved/{row['service']}/{row['version']}/{names}")]
+                    await enqueue(conn, emitted)
+            if emitted:
+                self.runtime.committed(emitted)
+                log.warning("artifact.tag_moved", artifact=f"{row['service']}:{row['version']}", tag=row["tag"],
+                            moved_to=names)
+        return interval
+
+    @property
+    def registry(self) -> Registry:
+        """The registry client, logged in as intake (made at the first image)."""
+        if self._registry is None:
+            self._registry = Registry.from_settings(self.runtime.settings)
+        return self._registry
 
     async def handle(self, event: Event) -> None:
         """Dispatch by event type; other types on our topics are not ours to act on."""

@@ -28,11 +28,25 @@ async def first_env(conn: asyncpg.Connection, service: str) -> str | None:
 async def add_artifact(conn: asyncpg.Connection, artifact: ArtifactRegistered, promotion_requested: bool) -> None:
     """Record a newly registered artifact."""
     await conn.execute(
-        "insert into artifacts (service, version, digest, kind, author, commit, build_event_id, promotion_requested) "
-        "values ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "insert into artifacts (service, version, digest, kind, author, commit, build_event_id, promotion_requested, "
+        "location, tag, tag_digest) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $3)",
         artifact.service, artifact.version, artifact.digest, artifact.kind, artifact.author,
-        artifact.commit, artifact.build_event_id, promotion_requested,
+        artifact.commit, artifact.build_event_id, promotion_requested, artifact.location, artifact.tag,
     )
+
+
+async def tags_to_check(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    """Registered images with a tag, least recently checked first."""
+    return await conn.fetch(
+        "select service, version, digest, tag, tag_digest from artifacts where tag is not null "
+        "order by tag_checked_at nulls first limit $1", limit)
+
+
+async def tag_checked(conn: asyncpg.Connection, service: str, version: str, names: str | None) -> None:
+    """The tag was looked at now; `names`: the digest it named (None: unknown, or not asked)."""
+    await conn.execute(
+        "update artifacts set tag_checked_at = now(), tag_digest = coalesce($3, tag_digest) "
+        "where service = $1 and version = $2", service, version, names)
 
 
 async def save_pipeline(conn: asyncpg.Connection, service: str, pipeline_version: str, first: str) -> None:

@@ -4,9 +4,9 @@ import json
 
 import asyncpg
 
-from shared.events import (ArtifactRegistered, DeploymentFailed, DeploymentStarted, DeploymentSucceeded,
-                           EnvironmentPruned, Event, GateFailed, GatePassed, GatePending, PipelineApplied,
-                           VerificationFailed, VerificationPassed)
+from shared.events import (ArtifactRegistered, ArtifactTagMoved, DeploymentFailed, DeploymentStarted,
+                           DeploymentSucceeded, EnvironmentPruned, Event, GateFailed, GatePassed, GatePending,
+                           PipelineApplied, VerificationFailed, VerificationPassed)
 
 DEPLOYMENT_STATES = {
     DeploymentStarted: "deploying",
@@ -36,9 +36,12 @@ def statements(event: Event) -> list[Statement]:
                         (data.service, data.pipeline_version, json.dumps(names))))
         case ArtifactRegistered():
             out.append(("artifacts",
-                        "insert into artifacts (service, version, digest, author) values ($1, $2, $3, $4) "
+                        "insert into artifacts (service, version, digest, author, tag) values ($1, $2, $3, $4, $5) "
                         "on conflict do nothing",
-                        (data.service, data.version, data.digest, data.author)))
+                        (data.service, data.version, data.digest, data.author, data.tag)))
+        case ArtifactTagMoved():
+            out.append(("artifacts", "update artifacts set tag_moved_to = $3 where service = $1 and version = $2",
+                        (data.service, data.version, data.moved_to)))
         case GatePending() | GateFailed():
             outcome = "pending" if isinstance(data, GatePending) else "failed"
             out.append(("waiting",

@@ -59,7 +59,7 @@ async def test_malformed_events_go_to_the_dead_letter_topic_with_their_reason_an
     (["status"], {"PROMOTE_TOKEN": "pmt_000000000000_forged"}, "not authenticated: unknown API token"),
     (["status", "Bad Name"], None, "promote: error: service name 'Bad Name': must be 1-63 lowercase letters"),
     (["build-completed", "--service", "p", "--version", "1", "--commit", "c", "--author", "a"], None,
-     "give --file PATH"),
+     "give one of --file PATH, --image REGISTRY/REPOSITORY:TAG, or --uri URI with --digest"),
     (["pipeline", "validate", "/no/such/file.yaml"], None, "/no/such/file.yaml"),
 ])
 def test_cli_errors_are_one_readable_line_with_a_non_zero_exit(stack, args, env, expected):

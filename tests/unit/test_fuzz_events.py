@@ -35,7 +35,7 @@ SAMPLE_FIELDS: dict[str, Any] = {
     "config_version": OTHER_DIGEST, "reasons": ["waiting for 1 approval(s)"], "deployment_id": "dep-1",
     "purpose": "promotion", "rollback_id": "rb-1", "port": 18100, "approver": "bob", "comment": "ok",
     "requested_by": "carol", "from_version": "2.4.0", "who": "mallory", "action": "approve", "status": 403,
-    "stopped": ["qa.blue"],
+    "stopped": ["qa.blue"], "tag": "127.0.0.1:18500/payments:2.4.1", "moved_to": OTHER_DIGEST,
 }
 TOPICS = [spec.name for spec in topics.ALL_TOPICS if spec.name != topics.DLQ]
 # Any field name (line breaks included) and any float (NaN and infinities included).

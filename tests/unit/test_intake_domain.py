@@ -48,8 +48,10 @@ def test_the_same_version_announced_again_with_the_same_digest_changes_nothing()
                  id="an artifact the store cannot read is unreachable"),
     pytest.param(dict(fetched=None), "artifact-unreachable", "not fetched",
                  id="an artifact that was not fetched is unreachable"),
-    pytest.param(dict(build=a_build(kind="oci")), "unsupported-artifact-kind", "'oci'",
-                 id="an OCI image is not supported yet"),
+    pytest.param(dict(build=a_build(kind="oci"), fetched=Fetched("mismatch", "the image resolves to other bytes")),
+                 "digest-mismatch", "the image resolves to other bytes", id="an image of other bytes is a mismatch"),
+    pytest.param(dict(build=a_build(kind="oci"), fetched=Fetched("denied", "registry r refused the login")),
+                 "registry-denied", "registry r refused the login", id="an image the registry denies is refused so"),
 ])
 def test_a_build_that_cannot_be_registered_is_rejected_with_its_reason_and_never_promoted(changes, reason, detail_says):
     decided = decide(**changes)
