@@ -59,6 +59,9 @@ class Batch:
         self.run = f"{label}-{uuid.uuid4().hex[:6]}"
         self.dist = settings.drop_dir / "e2e" / dist.name / self.run  # intake reads only under its roots
         self.services = [f"b-{self.run}-{i:03d}" for i in range(size)]
+        self.published = asyncio.Event()
+        """Set once every pipeline and build was acknowledged by the broker (a fault injected later hits the
+        services, not this publisher)."""
 
     def artifacts(self) -> list[tuple[Path, str]]:
         """One small file per index; the same index gives the same bytes (and digest) in every run."""
@@ -82,6 +85,7 @@ class Batch:
                                        artifact=Artifact(kind="file", uri=path.as_uri(), digest=digest),
                                        commit="batch", author="ci", checks={})
                 await publisher.publish(new_event(build, source="/tests/batch"))
+        self.published.set()
         wanted = set(self.services)
         done: set[str] = set()
 

@@ -42,6 +42,7 @@ async def run_with_outage(stack, tmp_path, label: str, stop_it, start_it) -> tup
         monitor = asyncio.create_task(sample_health(samples, done))
         run = asyncio.create_task(batch.run_through(watcher, timeout=200))
         await batch.wait_until_part_in_dev(watcher, 0.25)
+        await batch.published.wait()  # on a slow machine the last builds may still be on their way
         await asyncio.to_thread(stop_it)
         await asyncio.sleep(OUTAGE_S)  # the outage itself: its length is the point, nothing to await
         await asyncio.to_thread(start_it)
