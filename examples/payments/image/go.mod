@@ -1,0 +1,3 @@
+module promote.example/payments
+
+go 1.22
