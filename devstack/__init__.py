@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from devstack import kafka, keycloak, postgres, registry, router, topics, users
+from devstack import containers, kafka, keycloak, postgres, registry, router, topics, users
 from devstack import processes as p
 from devstack.processes import StackError
 from devstack.services import (
@@ -37,8 +37,8 @@ __all__ = [
 
 
 def up(services: bool = True, ready_timeout: float = 90.0) -> None:
-    """Start PostgreSQL, Kafka, the registry and the router (nginx), create topics, then (optionally) start the
-    services and wait for /health."""
+    """Start PostgreSQL, Kafka, the registry, podman's API service and the router (nginx), create topics, then
+    (optionally) start the services and wait for /health."""
     t0 = time.monotonic()
     p.ensure_dirs()
     users.ensure_app_user()
@@ -50,6 +50,7 @@ def up(services: bool = True, ready_timeout: float = 90.0) -> None:
     kafka.sync_access()
     topics.ensure_topics()
     registry.up()
+    containers.up()
     router.up()
     if services:
         for name in COMPONENTS:
@@ -59,12 +60,13 @@ def up(services: bool = True, ready_timeout: float = 90.0) -> None:
 
 
 def down() -> None:
-    """Stop deployed apps, services, the router, the registry, Keycloak, Kafka, then PostgreSQL (only what this
-    stack started)."""
+    """Stop deployed apps, services, the router, podman's API service, the registry, Keycloak, Kafka, then
+    PostgreSQL (only what this stack started)."""
     t0 = time.monotonic()
     stop_apps()
     stop_services()
     router.stop()
+    containers.stop()
     registry.stop()
     keycloak.stop()
     kafka.stop()
@@ -84,6 +86,8 @@ def status() -> dict:
         "kafka": _entry(kafka.running_pid(), kafka.PORT),
         "postgres": _entry(postgres.running_pid(), postgres.dsn_parts()[0]),
         "registry": _entry(registry.running_pid(), registry.address()[1]),
+        "podman": {"running": containers.running_pid() is not None, "pid": containers.running_pid(),
+                   "socket": str(containers.socket_path())},
         "router": {"running": router.running_pid() is not None, "pid": router.running_pid(),
                    "config": str(router.router_dir() / "nginx.conf")},
         "services": {},

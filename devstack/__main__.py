@@ -20,6 +20,7 @@ def print_status(st: dict) -> None:
     line("kafka", st["kafka"], f"127.0.0.1:{st['kafka']['port']}")
     line("postgres", st["postgres"], f"127.0.0.1:{st['postgres']['port']}")
     line("registry", st["registry"], f"127.0.0.1:{st['registry']['port']}")
+    line("podman", st["podman"], st["podman"]["socket"])
     line("router", st["router"], "nginx")
     for name, info in st["services"].items():
         health = "healthy" if info["healthy"] else ("unhealthy" if info["running"] else "")
