@@ -119,10 +119,7 @@ def up() -> int:
     socket_path().unlink(missing_ok=True)
     pid = p.spawn(COMPONENT, [str(PODMAN), "system", "service", "--time=0", f"unix://{socket_path()}"],
                   env={**os.environ, **environment()})
-    while not ready():
-        if not p.is_alive(pid) or time.monotonic() - t0 > READY_TIMEOUT:
-            raise p.fail(COMPONENT, f"the API socket {socket_path()} did not answer within {READY_TIMEOUT:.0f} s")
-        time.sleep(0.1)
+    p.wait_until_ready(COMPONENT, pid, ready, t0, READY_TIMEOUT, f"the API socket {socket_path()}")
     p.say(f"podman: serving the Docker Engine API on {socket_path()} (pid {pid}, {time.monotonic() - t0:.1f} s)")
     return pid
 

@@ -160,17 +160,15 @@ def start() -> int | None:
 def wait_ready(pid: int, t0: float, timeout: float = READY_TIMEOUT) -> None:
     """Block until the master realm's discovery document answers; raise with the log tail otherwise."""
     url = f"{BASE_URL}/realms/master/.well-known/openid-configuration"
-    while time.monotonic() < t0 + timeout:
-        if not p.is_alive(pid):
-            raise p.fail(COMPONENT, f"pid {pid} exited during startup")
+
+    def ready() -> bool:
         try:
-            if httpx.get(url, timeout=2.0).status_code == 200:
-                p.say(f"keycloak: started pid {pid} ({time.monotonic() - t0:.1f} s)")
-                return
+            return httpx.get(url, timeout=2.0).status_code == 200
         except httpx.TransportError:
-            pass
-        time.sleep(0.5)
-    raise p.fail(COMPONENT, f"not answering on {BASE_URL} after {timeout:.0f} s")
+            return False
+
+    p.wait_until_ready(COMPONENT, pid, ready, t0, timeout, BASE_URL, interval=0.5)
+    p.say(f"keycloak: started pid {pid} ({time.monotonic() - t0:.1f} s)")
 
 
 def stop(timeout: float = 30.0) -> None:

@@ -162,6 +162,18 @@ def log_tail(component: str, lines: int = 25) -> str:
     return "\n".join("    " + line for line in text)
 
 
+def wait_until_ready(component: str, pid: int, ready, t0: float, timeout: float, where: str,
+                     interval: float = 0.1) -> None:
+    """Poll `ready()` until it is true; StackError with the log tail if `pid` exits first or `timeout` s since
+    `t0` pass (`where`: what did not answer, for the message)."""
+    while not ready():
+        if not is_alive(pid):
+            raise fail(component, f"pid {pid} exited during startup")
+        if time.monotonic() - t0 > timeout:
+            raise fail(component, f"{where} did not answer within {timeout:.0f} s")
+        time.sleep(interval)
+
+
 def fail(component: str, what: str) -> StackError:
     """A StackError carrying a one-line reason and the component's log tail."""
     return StackError(f"{component}: {what} (log: {log_path(component)})\n{log_tail(component)}")

@@ -136,10 +136,7 @@ def up() -> int:
     if user is not None:
         argv = ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", *argv]
     pid = p.spawn(COMPONENT, argv, env={"PATH": "/usr/bin:/bin", "HOME": str(registry_dir())})
-    while not ready():
-        if not p.is_alive(pid) or time.monotonic() - t0 > READY_TIMEOUT:
-            raise p.fail(COMPONENT, f"did not answer on {host}:{port} within {READY_TIMEOUT:.0f} s")
-        time.sleep(0.05)
+    p.wait_until_ready(COMPONENT, pid, ready, t0, READY_TIMEOUT, f"{host}:{port}", interval=0.05)
     p.say(f"registry: started pid {pid} on {host}:{port} ({time.monotonic() - t0:.1f} s)")
     return pid
 
