@@ -100,8 +100,9 @@ class PipelineApplied(EventData):
     @model_validator(mode="after")
     def _prunes_only_dropped_environments(self) -> "PipelineApplied":
         kept = {environment["name"] for environment in self.definition.get("environments", [])}
-        if kept & set(self.prune):
-            raise ValueError(f"prune names environments the pipeline keeps: {', '.join(sorted(kept & set(self.prune)))}")
+        both = kept & set(self.prune)
+        if both:
+            raise ValueError(f"prune names environments the pipeline keeps: {', '.join(sorted(both))}")
         return self
 
 

@@ -297,31 +297,23 @@ class Registry:
         return "sha256:" + hashlib.sha256(raw).hexdigest()
 
     async def _send(self, ref: ImageReference, method: str, url: str, headers: dict, *, push: bool = False,
-                    content: bytes | None = None) -> httpx.Response:
-        request = self._request(ref, method, url, headers, push, content)
+                    content: bytes | None = None, stream: bool = False) -> httpx.Response:
+        """One request, sent again once with a token when the registry answers with a bearer challenge;
+        `stream`: the body is left to read (and the response to close) by the caller."""
         try:
-            answer = await self._client.send(request)
+            answer = await self._client.send(self._request(ref, method, url, headers, push, content), stream=stream)
             if answer.status_code == 401 and await self._token_for(ref, answer, push):
-                answer = await self._client.send(self._request(ref, method, url, headers, push, content))
+                await answer.aclose()
+                answer = await self._client.send(self._request(ref, method, url, headers, push, content),
+                                                 stream=stream)
             return answer
         except httpx.TransportError as error:
             raise RegistryUnavailable(f"registry {ref.registry} unreachable: {type(error).__name__}: {error}") \
                 from None
 
-    async def _stream(self, ref: ImageReference, method: str, url: str, headers: dict):
-        """A streamed request (the body read within the limit), retried once with a token when challenged."""
-        first = await self._send_stream(ref, method, url, headers)
-        if first.status_code == 401 and await self._token_for(ref, first, False):
-            await first.aclose()
-            return _Closing(await self._send_stream(ref, method, url, headers))
-        return _Closing(first)
-
-    async def _send_stream(self, ref: ImageReference, method: str, url: str, headers: dict) -> httpx.Response:
-        try:
-            return await self._client.send(self._request(ref, method, url, headers, False, None), stream=True)
-        except httpx.TransportError as error:
-            raise RegistryUnavailable(f"registry {ref.registry} unreachable: {type(error).__name__}: {error}") \
-                from None
+    async def _stream(self, ref: ImageReference, method: str, url: str, headers: dict) -> "_Closing":
+        """A streamed request (the body read within the limit), closed when the `async with` ends."""
+        return _Closing(await self._send(ref, method, url, headers, stream=True))
 
     def _request(self, ref: ImageReference, method: str, url: str, headers: dict, push: bool,
                  content: bytes | None) -> httpx.Request:

@@ -8,6 +8,7 @@ verified subject, never a name the caller chose.
 
 import asyncio
 import json
+from collections.abc import Callable
 
 from services.api.auth import Identity
 from services.api.context import Context
@@ -20,17 +21,25 @@ from shared.pipeline import ApprovalGate, Environment, PipelineDefinition, Pipel
 async def wait_for(ctx: Context, outcomes: dict[str, dict], publish, timeout: float) -> tuple[str, Event | None]:
     """Publish (after registering the wait) and return (event id, the first matching outcome or None)."""
     checks = [matches(kind, **fields) for kind, fields in outcomes.items()]
-    future = ctx.outcomes.expect(lambda event: any(check(event) for check in checks))
+    event_id, arrived = await wait_for_each(ctx, {"outcome": lambda event: any(check(event) for check in checks)},
+                                            publish, timeout)
+    return event_id, arrived.get("outcome")
+
+
+async def wait_for_each(ctx: Context, expected: dict[str, Callable[[Event], bool]], publish,
+                        timeout: float) -> tuple[str, dict[str, Event]]:
+    """Publish (after registering the waits) and return (event id, {key: the first event matching that key's
+    predicate}) for those that arrived within `timeout` seconds."""
+    futures = {key: ctx.outcomes.expect(check) for key, check in expected.items()}
     try:
         event_id = await publish()
-        if timeout <= 0:
-            return event_id, None
-        try:
-            return event_id, await asyncio.wait_for(asyncio.shield(future), timeout)
-        except TimeoutError:
-            return event_id, None
+        if futures and timeout > 0:
+            await asyncio.wait(futures.values(), timeout=timeout)  # on timeout nothing is cancelled
+        return event_id, {key: future.result() for key, future in futures.items()
+                          if future.done() and not future.cancelled()}
     finally:
-        ctx.outcomes.forget(future)
+        for future in futures.values():
+            ctx.outcomes.forget(future)
 
 
 async def current_pipeline(ctx: Context, service: str) -> PipelineDefinition:
@@ -139,26 +148,14 @@ async def apply_pipeline(ctx: Context, who: Identity, text: str, filename: str, 
     dropped = [env for env, _version in running]
     data = PipelineApplied(service=definition.service, pipeline_version=definition.content_hash,
                            definition=definition.model_dump(mode="json"), applied_by=who.subject, prune=dropped)
-    futures = {env: ctx.outcomes.expect(matches("environment.pruned", service=definition.service, env=env,
-                                                pipeline_version=definition.content_hash)) for env in dropped}
-    try:
-        event_id = await ctx.publish(data)
-        done = await _arrived(futures, wait)
-    finally:
-        for future in futures.values():
-            ctx.outcomes.forget(future)
+    expected = {env: matches("environment.pruned", service=definition.service, env=env,
+                             pipeline_version=definition.content_hash) for env in dropped}
+    event_id, done = await wait_for_each(ctx, expected, lambda: ctx.publish(data), wait)
     return {"event_id": event_id, "service": definition.service, "pipeline_version": definition.content_hash,
             "environments": definition.environment_names, "applied_by": who.subject,
             "pruned": [{"env": env, "version": version,
                         "stopped": list(done[env].data.stopped) if env in done else None}
                        for env, version in running]}
-
-
-async def _arrived(futures: dict[str, asyncio.Future], timeout: float) -> dict[str, Event]:
-    """The events among `futures` that arrive within `timeout` seconds, by key."""
-    if futures and timeout > 0:
-        await asyncio.wait([asyncio.shield(future) for future in futures.values()], timeout=timeout)
-    return {key: future.result() for key, future in futures.items() if future.done() and not future.cancelled()}
 
 
 async def _running_outside(ctx: Context, definition: PipelineDefinition) -> list[tuple[str, str]]:

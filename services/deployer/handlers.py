@@ -26,7 +26,8 @@ from services.deployer.routed import RoutedDeployer, lane_slot
 from services.deployer.router import Router
 from shared.artifacts import file_digest
 from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, EnvironmentPruned, Event,
-                           EventData, GatePassed, PipelineApplied, RollbackOrdered, VerificationFailed, VerificationPassed)
+                           EventData, GatePassed, PipelineApplied, RollbackOrdered, VerificationFailed,
+                           VerificationPassed)
 from shared import inbox
 from shared.outbox import enqueue
 from shared.pipeline import BlueGreen, Canary, PipelineDefinition, Strategy

@@ -44,7 +44,8 @@ def decide_build(
     if fetched.outcome == "denied":
         return reject("registry-denied", fetched.detail)
     if fetched.outcome == "mismatch":
-        return reject("digest-mismatch", fetched.detail or MISMATCH)  # never the hash of bytes the publisher may not read
+        # never the hash of bytes the publisher may not read
+        return reject("digest-mismatch", fetched.detail or MISMATCH)
     registered = ArtifactRegistered(
         service=build.service, version=build.version, digest=claimed, kind=build.artifact.kind,
         commit=build.commit, author=build.author, checks=build.checks, build_event_id=build_event_id,

@@ -9,8 +9,7 @@ from services.intake import domain, repository
 from shared.artifacts import ArtifactStore, ArtifactUnreachable, DigestMismatch
 from shared.events import (Artifact, ArtifactRegistered, ArtifactTagMoved, BuildCompleted, Event, PipelineApplied,
                            PromotionRequested)
-from shared.oci import (ImageMismatch, ImageUnknown, Registry, RegistryDenied, RegistryError, RegistryUnavailable,
-                        parse_reference)
+from shared.oci import ImageMismatch, Registry, RegistryDenied, RegistryError, RegistryUnavailable, parse_reference
 from shared.outbox import enqueue
 from shared.pipeline import PipelineDefinition
 from shared.runtime import ServiceRuntime
@@ -55,9 +54,10 @@ class IntakeHandlers:
             ref = parse_reference(uri)
         except ValueError as error:
             return domain.Fetched("unreachable", str(error))
-        if ref.registry not in self.runtime.settings.image_registries:
+        allowed = self.runtime.settings.image_registries
+        if ref.registry not in allowed:
             return domain.Fetched("unreachable", f"registry {ref.registry} is not one images may come from "
-                                                 f"(image_registries: {', '.join(self.runtime.settings.image_registries)})")
+                                                 f"(image_registries: {', '.join(allowed)})")
         try:
             checked = await self.registry.check(ref, expected=claimed)
         except ImageMismatch as error:
@@ -86,7 +86,7 @@ class IntakeHandlers:
                 except RegistryUnavailable as error:
                     log.warning("tags.registry_unavailable", error=str(error))
                     break  # the next round asks again
-                except (ImageUnknown, RegistryError) as error:
+                except RegistryError as error:  # unknown now, or refused: asked again next round
                     log.info("tags.unreadable", tag=row["tag"], error=str(error))
             moved = names is not None and names != row["tag_digest"] and names != row["digest"]
             async with self.runtime.pool.acquire() as conn, conn.transaction():

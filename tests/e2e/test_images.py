@@ -97,7 +97,7 @@ async def test_a_registry_outage_holds_the_build_until_the_registry_is_back_with
     assert registered.data.digest == digest
     assert scenario.seen("artifact.rejected") == []
     letters = await dead_letters(scenario.settings, start, lambda found: False, timeout=2)
-    assert [headers for _, headers in letters if scenario.service.encode() in (_.value or b"")] == []
+    assert [record for record, _headers in letters if scenario.service.encode() in (record.value or b"")] == []
 
 
 async def intake_reports(words: str, timeout: float) -> str:
