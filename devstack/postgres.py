@@ -174,7 +174,13 @@ def roles_sql(db: str) -> str:
                 f"CREATE ROLE \"{name}\"; END IF; END $$;\n"
                 f"ALTER ROLE \"{name}\" LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD '{password}';\n")
 
-    sql = [f'ALTER DATABASE "{db}" OWNER TO {PG_USER};\n', f'REVOKE ALL ON DATABASE "{db}" FROM PUBLIC;\n',
+    # psql -c runs these in one transaction. A GRANT on a schema's tables while its service migrates (an
+    # ALTER TABLE) fails with "tuple concurrently updated", as do two of these at once (services starting
+    # together): one at a time, and never during a migration (shared.db.migrate holds migrate:<schema>).
+    schemas = sorted({schema for service in SERVICE_ROLES for schema in (service, *EXTRA_SCHEMAS.get(service, ()))})
+    sql = ["SELECT pg_advisory_xact_lock(hashtext('devstack:roles'));\n",
+           *(f"SELECT pg_advisory_xact_lock(hashtext('migrate:{schema}'));\n" for schema in schemas),
+           f'ALTER DATABASE "{db}" OWNER TO {PG_USER};\n', f'REVOKE ALL ON DATABASE "{db}" FROM PUBLIC;\n',
            "REVOKE ALL ON SCHEMA public FROM PUBLIC;\n", role(READER), f'GRANT CONNECT ON DATABASE "{db}" TO {READER};\n']
     for service in SERVICE_ROLES:
         sql.append(role(service))
