@@ -16,7 +16,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StringConstra
 from shared import limits, topics
 from shared.limits import (CheckName, ConfigKey, ConfigText, EnvironmentName, SecretReference, ServiceName, Text,
                            Version, Who, Identity)
-from shared.pipeline import PipelineDefinition
+from shared.pipeline import PipelineDefinition, Resources
 
 Digest = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
 ConfigValue = Annotated[
@@ -25,7 +25,10 @@ ConfigValue = Annotated[
 """A config value: a string, or {"secret": REF}; the pipeline's rules (shared.limits)."""
 Config = dict[ConfigKey, ConfigValue]
 Purpose = Literal["promotion", "rollback", "reconfigure"]
-Driver = Literal["local", "noop"]
+Driver = Literal["local", "noop", "container"]
+ImageLocation = Annotated[str, StringConstraints(max_length=1024, pattern=r"^[^\s@:/]+(:[0-9]{1,5})?/[a-z0-9._/-]+@sha256:[0-9a-f]{64}$")]
+"""Where an image is pulled from, by digest only: `registry/repository@sha256:…`."""
+Replicas = Annotated[int, Field(ge=1, le=limits.MAX_REPLICAS)]
 MAX_EVENT_BYTES = 256 * 1024
 """The largest record `parse_event` accepts; a bigger one is refused before it is parsed."""
 
@@ -178,6 +181,10 @@ class GatePassed(EventData):
     strategy: str | dict[str, Any] = "rolling"
     """The environment's rollout: "rolling", or {"blue_green": {...}} / {"canary": {...}} as in the pipeline."""
     driver: Driver = "local"
+    location: ImageLocation | None = None
+    """The image to pull (`artifact.registered`'s location) for the container driver; None for a file."""
+    replicas: Replicas = 1
+    resources: Resources | None = None
     config: Config
     config_version: Digest
     pipeline_version: Digest
@@ -216,6 +223,9 @@ class _Deployment(EventData):
     config: Config
     config_version: Digest
     driver: Driver = "local"
+    location: ImageLocation | None = None
+    replicas: Replicas = 1
+    resources: Resources | None = None
     purpose: Purpose = "promotion"
     rollback_id: str | None = None
 
@@ -344,6 +354,9 @@ class RollbackOrdered(EventData):
     config: Config
     config_version: Digest
     driver: Driver = "local"
+    location: ImageLocation | None = None
+    replicas: Replicas = 1
+    resources: Resources | None = None
     from_version: str | None
     reason: str
     requested_by: str

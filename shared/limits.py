@@ -45,6 +45,10 @@ MAX_YAML_NODES = 10_000
 MAX_YAML_DEPTH = 32
 MAX_ENVIRONMENTS = 64
 """Environments in one pipeline (and so in a pipeline.applied's `prune` list)."""
+MAX_REPLICAS = 16
+"""Containers per lane of an environment."""
+MAX_CPUS = 64.0
+"""The largest CPU limit of a container."""
 _NAME, _CONFIG_KEY = re.compile(NAME_PATTERN), re.compile(CONFIG_KEY_PATTERN)
 _SECRET_REF, _VERSION = re.compile(SECRET_REF_PATTERN), re.compile(VERSION_PATTERN)
 _IDENTITY = re.compile(IDENTITY_PATTERN)

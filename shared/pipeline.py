@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field,
-                      PlainSerializer, Tag, ValidationError, field_validator, model_serializer, model_validator)
+                      PlainSerializer, Tag, ValidationError, ValidationInfo, field_validator, model_serializer, model_validator)
 from pydantic_core import PydanticCustomError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -29,7 +30,7 @@ from shared.time_gates import ChangeWindowGate, Freeze, SoakGate, format_duratio
 
 __all__ = ["Analysis", "ApprovalGate", "Artifact", "BlueGreen", "Canary", "ChangeWindowGate", "Duration",
            "Environment", "EvidenceGate", "Freeze", "Gate", "PipelineDefinition", "PipelineError", "Problem",
-           "SecretRef", "SoakGate", "Strategy", "load_pipeline_file", "parse_pipeline"]
+           "Resources", "SecretRef", "SoakGate", "Strategy", "load_pipeline_file", "parse_pipeline"]
 
 RESERVED_CONFIG_KEYS = frozenset({"PORT", "BUILD_VERSION", "ARTIFACT_DIGEST", "CONFIG_VERSION"})
 """Config keys the deployer sets itself."""
@@ -250,21 +251,56 @@ class Artifact(_Frozen):
     kind: Literal["file", "oci"] = "file"
 
 
+def _memory(value: str) -> str:
+    if not re.fullmatch(r"[1-9][0-9]{0,5}[kmg]", value):
+        raise ValueError(f"memory {value!r} is not a size; write it like 256m or 1g (k, m or g: KiB, MiB, GiB)")
+    return value
+
+
+class Resources(_Frozen):
+    """Limits of each container of an environment (the container driver): memory and CPUs."""
+
+    memory: Annotated[str, AfterValidator(_memory)] | None = None
+    """"256m", "1g": a container using more is killed by the engine (its verification then fails)."""
+    cpus: Annotated[float, Field(gt=0, le=limits.MAX_CPUS)] | None = None
+    """CPU time as a number of CPUs ("0.5": half of one)."""
+
+    @property
+    def memory_bytes(self) -> int | None:
+        """The memory limit in bytes."""
+        if self.memory is None:
+            return None
+        return int(self.memory[:-1]) * 1024 ** ("kmg".index(self.memory[-1]) + 1)
+
+
+ROUTED_DRIVERS = ("local", "container")
+"""Drivers whose releases serve real traffic, so that the router can move it (blue/green, canary)."""
+
+
 class Environment(_Frozen):
-    """One step of the promotion path: its gates, rollout strategy and config."""
+    """One step of the promotion path: its gates, rollout strategy, how it runs and its config."""
 
     name: limits.EnvironmentName
     gates: tuple[Gate, ...] = ()
     strategy: Strategy = "rolling"
-    driver: Literal["local", "noop"] = "local"
-    """How the deployer makes it real: `local` runs the artifact as a process; `noop` only records the order."""
+    driver: Literal["local", "noop", "container"] = "local"
+    """How the deployer makes it real: `local` runs the artifact file as a process, `container` runs the image
+    on a container engine, `noop` only records the order."""
+    replicas: Annotated[int, Field(ge=1, le=limits.MAX_REPLICAS)] = 1
+    """Containers per lane (the container driver), behind the router: more than one needs blue_green or canary."""
+    resources: Resources | None = None
     config: dict[Annotated[limits.ConfigKey, AfterValidator(_not_reserved)], _ConfigValue] = {}
 
     @model_validator(mode="after")
-    def _router_needs_local(self) -> "Environment":
-        if self.strategy != "rolling" and self.driver != "local":
-            raise ValueError(f"strategy {_strategy_kind(self.strategy)} needs the local driver "
+    def _router_needs_real_traffic(self) -> "Environment":
+        if self.strategy != "rolling" and self.driver not in ROUTED_DRIVERS:
+            raise ValueError(f"strategy {_strategy_kind(self.strategy)} needs the local or container driver "
                              "(it routes real traffic)")
+        if self.replicas > 1 and (self.driver != "container" or self.strategy == "rolling"):
+            raise ValueError("replicas above 1 need the container driver and a blue_green or canary strategy "
+                             "(the router spreads the traffic over them)")
+        if self.resources is not None and self.driver != "container":
+            raise ValueError("resources apply to the container driver only")
         return self
 
     @property
@@ -274,8 +310,12 @@ class Environment(_Frozen):
 
     @property
     def config_version(self) -> str:
-        """`sha256:<hex>` of the canonical JSON of this config (secret references, never values)."""
-        return _sha256(self.model_dump(mode="json")["config"])
+        """`sha256:<hex>` of the canonical JSON of this config (secret references, never values), with the
+        replicas and resources when they are set: a change of any of them redeploys (reconfigure)."""
+        dumped = self.model_dump(mode="json")
+        if self.replicas == 1 and self.resources is None:
+            return _sha256(dumped["config"])  # as before replicas existed: no redeployment on upgrade
+        return _sha256({key: dumped[key] for key in ("config", "replicas", "resources")})
 
 
 class PipelineDefinition(_Frozen):
@@ -298,6 +338,30 @@ class PipelineDefinition(_Frozen):
             if name in names[:index]:  # "at" extends the error's loc to the duplicate's name
                 raise PydanticCustomError("duplicate_environment", "environment name '{name}' is "
                                           "used more than once", {"name": name, "at": [index, "name"]})
+        return environments
+
+    @model_validator(mode="before")
+    @classmethod
+    def _images_run_as_containers(cls, data: Any) -> Any:
+        """An image pipeline's environments run on the container driver unless they name another."""
+        if isinstance(data, dict) and isinstance(data.get("artifact"), dict) and data["artifact"].get("kind") == "oci" \
+                and isinstance(data.get("environments"), (list, tuple)):
+            environments = [{**env, "driver": "container"} if isinstance(env, dict) and "driver" not in env else env
+                            for env in data["environments"]]
+            data = {**data, "environments": environments}
+        return data
+
+    @field_validator("environments")
+    @classmethod
+    def _drivers_run_the_artifact_kind(cls, environments: tuple[Environment, ...],
+                                       info: ValidationInfo) -> tuple[Environment, ...]:
+        kind = info.data["artifact"].kind if "artifact" in info.data else "file"
+        for index, environment in enumerate(environments):
+            if (environment.driver, kind) in (("local", "oci"), ("container", "file")):
+                runs = "an artifact file as a process" if environment.driver == "local" else "an image"
+                raise PydanticCustomError(
+                    "driver_kind", "driver {driver} runs {runs}, and this pipeline's artifact kind is {kind}",
+                    {"driver": environment.driver, "runs": runs, "kind": kind, "at": [index, "driver"]})
         return environments
 
     @field_validator("environments")

@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     image_max_bytes: int = Field(8 * 2**30, ge=1)
     """Largest image (the sum of its config and layer sizes, as its manifest states) intake accepts."""
 
+    container_engine: str = Field(default_factory=lambda data: f"unix://{data['var_dir'] / 'containers' / 'podman.sock'}")
+    """The Docker Engine API the container driver speaks to: a Docker host's `unix:///var/run/docker.sock`, or
+    (default) the podman service ./dev-stack runs on var/containers/podman.sock."""
+    container_port: int = Field(8080, gt=0, lt=65536)
+    """The port an app listens on inside its container (its PORT); published on a loopback port of the host."""
+    container_user: str = Field("65534:65534", pattern=r"^[0-9]+(:[0-9]+)?$")
+    """Who a container runs as when its image names no user or root (numeric uid:gid): never root."""
+    container_stop_timeout_s: int = Field(5, ge=0, le=300)
+    """Seconds a container has to stop after SIGTERM before it is killed."""
+
     tag_check_interval_s: float = Field(10.0, ge=0)
     """How often intake asks the registry what the tags of registered images name now (0: never); a tag found
     moved to other bytes is reported once per new digest (artifact.tag_moved)."""

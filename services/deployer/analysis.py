@@ -7,6 +7,7 @@ urt list every attempt ("127.0.0.1:8101, 127.0.0.1:8102"); the request counts fo
 """
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,11 +57,12 @@ def _last(listed: str) -> str:
     return listed.rsplit(",", 1)[-1].strip()
 
 
-def parse_line(line: str, upstream_port: int) -> Outcome | None:
-    """The outcome of one access-log line if the slot on `upstream_port` answered it (else None)."""
+def parse_line(line: str, upstream_ports: int | Collection[int]) -> Outcome | None:
+    """The outcome of one access-log line if the slot on one of `upstream_ports` answered it (else None)."""
+    ports = {str(upstream_ports)} if isinstance(upstream_ports, int) else {str(port) for port in upstream_ports}
     try:
         entry = json.loads(line)
-        if entry["uri"].startswith("/_router/") or not _last(entry["upstream"]).endswith(f":{upstream_port}"):
+        if entry["uri"].startswith("/_router/") or _last(entry["upstream"]).rpartition(":")[2] not in ports:
             return None
         status = _last(entry["upstream_status"])  # "-" if the slot sent no answer
         seconds = _last(entry["urt"])
@@ -77,8 +79,9 @@ def _number(text: str, fallback: float) -> float:
         return fallback
 
 
-def read_outcomes(path: Path, offset: int, upstream_port: int) -> tuple[list[Outcome], int]:
-    """The slot's outcomes among the complete lines appended to `path` since byte `offset`, and the new offset.
+def read_outcomes(path: Path, offset: int, upstream_ports: int | Collection[int]) -> tuple[list[Outcome], int]:
+    """The slot's outcomes (its port, or the ports of its replicas) among the complete lines appended to `path`
+    since byte `offset`, and the new offset.
 
     A line nginx is still writing stays for the next read. A log shorter than `offset` was
     replaced, and is read from its start.
@@ -92,7 +95,7 @@ def read_outcomes(path: Path, offset: int, upstream_port: int) -> tuple[list[Out
     except FileNotFoundError:
         return [], 0
     complete = data[: data.rfind(b"\n") + 1]
-    outcomes = [parse_line(line, upstream_port) for line in complete.decode(errors="replace").splitlines()]
+    outcomes = [parse_line(line, upstream_ports) for line in complete.decode(errors="replace").splitlines()]
     return [outcome for outcome in outcomes if outcome is not None], offset + len(complete)
 
 

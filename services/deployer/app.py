@@ -2,6 +2,7 @@
 
 from faststream import FastStream
 
+from services.deployer.container import ContainerDriver
 from services.deployer.driver import LocalDriver
 from services.deployer.handlers import DeployerHandlers
 from services.deployer.noop import NoopDriver
@@ -9,6 +10,7 @@ from services.deployer.router import Router
 from shared import topics
 from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, EnvironmentPruned,
                            VerificationFailed, VerificationPassed)
+from shared.credentials import registry_login
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
 
@@ -21,6 +23,9 @@ def create_app(settings: Settings | None = None) -> FastStream:
     drivers = {
         "local": LocalDriver(s.store_dir, run_dir, s.var_dir / "log" / "apps", app_user=s.app_user),
         "noop": NoopDriver(s.store_dir, run_dir),
+        "container": ContainerDriver(s.container_engine, registries=s.image_registries, login=registry_login(s),
+                                     container_port=s.container_port, user=s.container_user,
+                                     stop_timeout=s.container_stop_timeout_s),
     }
     handlers = DeployerHandlers(runtime, drivers, s.secrets_dir, s.app_port_base, Router(s.var_dir / "router"))
     runtime.consume(

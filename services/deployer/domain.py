@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+from shared.pipeline import Resources
+
 Config = dict[str, str | dict[str, str]]
 
 
@@ -19,6 +21,10 @@ class Target:
     purpose: str = "promotion"
     rollback_id: str | None = None
     driver: str = "local"
+    location: str | None = None
+    """The image, `registry/repository@digest` (the container driver); None for a file."""
+    replicas: int = 1
+    resources: Resources | None = None
 
 
 @dataclass(frozen=True)
@@ -29,6 +35,8 @@ class Running:
     digest: str
     config_version: str
     alive: bool
+    leftover: bool = False
+    """Something of the release remains though it does not run (an exited container): stop clears it."""
 
 
 class MissingSecret(Exception):

@@ -13,11 +13,12 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import httpx
 
-from services.deployer.domain import Running
+from services.deployer.domain import Running, Target
 from shared.app_user import AppUser, AppUserMissing, app_user, unreachable_at
 from shared.artifacts import file_digest
 
@@ -26,18 +27,39 @@ APP_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 
 class Driver(Protocol):
-    """What the deployer needs from a driver (local processes, noop, later gitops or kubernetes)."""
+    """What the deployer needs from a driver (local processes, containers, noop; later gitops or kubernetes).
 
-    def artifact_path(self, digest: str) -> Path: ...
-    def launched(self, service: str, env: str) -> Running | None: ...
-    def start(self, service: str, env: str, digest: str, config_version: str, variables: dict[str, str]) -> int: ...
-    def preflight(self, service: str, env: str, digest: str) -> None: ...
-    def stop(self, pid: int, timeout: float = 5.0) -> None: ...
-    async def verify(self, pid: int, port: int, digest: str, version: str, timeout: float = 15.0) -> dict[str, str]: ...
+    A slot is where one release runs: an environment (`prod`) or one lane of it (`prod.blue`). The pid
+    a start returns identifies what it started (for a container driver, the first container's process).
+    Blocking methods are called through asyncio.to_thread.
+    """
+
+    def launched(self, service: str, slot: str) -> Running | None:
+        """What the driver last started in the slot, and whether it still runs."""
+    def preflight(self, target: Target, slot: str) -> None:
+        """What can be known before anything running is stopped (the artifact is at hand and can run);
+        StartFailed with the reason if not."""
+    def start(self, target: Target, slot: str, variables: dict[str, str]) -> int:
+        """Run the release in the slot with `variables` as its environment; the pid."""
+    def stop(self, service: str, slot: str, pid: int, timeout: float = 5.0) -> None:
+        """Stop what runs in the slot (pid: what `launched` reported)."""
+    async def verify(self, target: Target, slot: str, pid: int, port: int,
+                     timeout: float = 15.0) -> dict[str, str]:
+        """The checks: process, digest, health, version ("passed" or why not)."""
+    def ports(self, service: str, slot: str, port: int) -> list[int]:
+        """The loopback ports the slot serves on (its own port, and one per further replica)."""
+    def describe(self, target: Target) -> str:
+        """What the deployer records as the slot's artifact: a store path, an image location."""
 
 
 class StartFailed(Exception):
-    """The operating system refused to run the artifact (not executable, bad format…)."""
+    """The artifact cannot run: not executable, bad format, refused by the container engine…"""
+
+
+def check_stored(path: Path, digest: str) -> None:
+    """The store holds the artifact file intact (its bytes have `digest`); StartFailed if not."""
+    if not path.is_file() or file_digest(path) != digest:
+        raise StartFailed(f"the store does not hold {digest} intact")
 
 
 class LocalDriver:
@@ -53,9 +75,17 @@ class LocalDriver:
         """Where the store keeps the artifact with `digest`."""
         return self.store_dir / "sha256" / digest.removeprefix("sha256:")
 
-    def launched(self, service: str, env: str) -> Running | None:
+    def describe(self, target: Target) -> str:
+        """The store path of the artifact file."""
+        return str(self.artifact_path(target.digest))
+
+    def ports(self, service: str, slot: str, port: int) -> list[int]:
+        """One process, on the slot's port."""
+        return [port]
+
+    def launched(self, service: str, slot: str) -> Running | None:
         """What this driver last launched in the slot (from its run file), and whether it still runs it."""
-        record_path = self.run_dir / f"{service}--{env}.json"
+        record_path = self.run_dir / f"{service}--{slot}.json"
         try:
             record = json.loads(record_path.read_text())
         except (OSError, ValueError):
@@ -66,12 +96,13 @@ class LocalDriver:
         alive = self.is_alive(pid) and str(self.artifact_path(digest)) in self.command_line(pid)
         return Running(pid=pid, digest=digest, config_version=record.get("config_version", ""), alive=alive)
 
-    def start(self, service: str, env: str, digest: str, config_version: str, variables: dict[str, str]) -> int:
+    def start(self, target: Target, slot: str, variables: dict[str, str]) -> int:
         """Run the artifact file with `variables` as its environment; returns the pid.
 
         The run file is written right after the fork, so that a deployer killed at any later
         instruction finds the process again (re-attach) instead of starting a second copy.
         """
+        service, env, digest, config_version = target.service, slot, target.digest, target.config_version
         self.calls += 1
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -100,12 +131,14 @@ class LocalDriver:
         temporary.replace(target)
         return child.pid
 
-    def preflight(self, service: str, env: str, digest: str) -> None:
-        """What can be known before anything running is stopped: the app user can reach the artifact and
-        its working directory, and the kernel can execute the file (ELF, or a `#!` line naming an
-        interpreter that exists). StartFailed with the reason if not."""
-        self._user_for(digest, self.log_dir / f"{service}--{env}.log")
+    def preflight(self, target: Target, slot: str) -> None:
+        """What can be known before anything running is stopped: the store holds the file intact, the app
+        user can reach it and its working directory, and the kernel can execute it (ELF, or a `#!` line
+        naming an interpreter that exists). StartFailed with the reason if not."""
+        digest = target.digest
         path = self.artifact_path(digest)
+        check_stored(path, digest)
+        self._user_for(digest, self.log_dir / f"{target.service}--{slot}.log")
         try:
             with path.open("rb") as file:
                 head = file.read(256)
@@ -134,7 +167,7 @@ class LocalDriver:
                     raise StartFailed(f"cannot start {digest}: the app user {user.name} may not enter {blocked}")
         return user
 
-    def stop(self, pid: int, timeout: float = 5.0) -> None:
+    def stop(self, service: str, slot: str, pid: int, timeout: float = 5.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`; reaps the process if it is our child."""
         try:
             os.kill(pid, signal.SIGTERM)
@@ -167,12 +200,17 @@ class LocalDriver:
         except OSError:
             return []
 
-    async def verify(self, pid: int, port: int, digest: str, version: str, timeout: float = 15.0) -> dict[str, str]:
+    async def verify(self, target: Target, slot: str, pid: int, port: int,
+                     timeout: float = 15.0) -> dict[str, str]:
         """Check the process, the digest of the file it runs, /health and /version."""
-        checks = {}
+        checks, digest = {}, target.digest
+
+        async def alive() -> bool:
+            return self.is_alive(pid)
+
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=2.0) as client:
-            checks["health"] = await self._wait_healthy(client, pid, timeout)
-            checks["version"] = await self._check_version(client, version)
+            checks["health"] = await wait_healthy(client, alive, timeout)
+            checks["version"] = await check_version(client, target.version)
         # Checked once the app answers: while `env` execs the interpreter, /proc/<pid>/cmdline can be empty.
         checks["process"] = "passed" if self.is_alive(pid) else f"exited with code {self._exit_code(pid)}"
         path = str(self.artifact_path(digest))
@@ -183,30 +221,35 @@ class LocalDriver:
             checks["digest"] = "passed" if actual == digest else f"the running file has {actual}"
         return checks
 
-    async def _wait_healthy(self, client: httpx.AsyncClient, pid: int, timeout: float) -> str:
-        deadline, unhealthy, last = time.monotonic() + timeout, 0, "no answer"
-        while time.monotonic() < deadline and self.is_alive(pid):
-            try:
-                response = await client.get("/health")
-            except httpx.TransportError:
-                await asyncio.sleep(0.05)
-                continue
-            if response.status_code == 200:
-                return "passed"
-            unhealthy, last = unhealthy + 1, f"GET /health answered {response.status_code}"
-            if unhealthy >= 5:
-                return last
-            await asyncio.sleep(0.1)
-        return last if self.is_alive(pid) else "process exited"
-
-    async def _check_version(self, client: httpx.AsyncClient, version: str) -> str:
-        try:
-            response = await client.get("/version")
-            answered = response.json().get("version")
-        except (httpx.HTTPError, ValueError, AttributeError) as error:
-            return f"GET /version failed: {type(error).__name__}"
-        return "passed" if answered == version else f"answered version {answered!r}, expected {version!r}"
-
     def _exit_code(self, pid: int) -> int | None:
         child = self._children.get(pid)
         return child.poll() if child is not None else None
+
+
+async def wait_healthy(client: httpx.AsyncClient, alive: Callable[[], Awaitable[bool]], timeout: float) -> str:
+    """"passed" once GET /health answers 200 within `timeout`; else what it answered (five non-200 answers
+    end the wait) or that the app exited (`alive` says whether it still runs)."""
+    deadline, unhealthy, last = time.monotonic() + timeout, 0, "no answer"
+    while time.monotonic() < deadline and await alive():
+        try:
+            response = await client.get("/health")
+        except httpx.TransportError:
+            await asyncio.sleep(0.05)
+            continue
+        if response.status_code == 200:
+            return "passed"
+        unhealthy, last = unhealthy + 1, f"GET /health answered {response.status_code}"
+        if unhealthy >= 5:
+            return last
+        await asyncio.sleep(0.1)
+    return last if await alive() else "process exited"
+
+
+async def check_version(client: httpx.AsyncClient, version: str) -> str:
+    """"passed" if GET /version answers {"version": version}; else what it answered."""
+    try:
+        response = await client.get("/version")
+        answered = response.json().get("version")
+    except (httpx.HTTPError, ValueError, AttributeError) as error:
+        return f"GET /version failed: {type(error).__name__}"
+    return "passed" if answered == version else f"answered version {answered!r}, expected {version!r}"

@@ -24,13 +24,12 @@ from services.deployer.domain import LANES, MissingSecret, Target, needs_start, 
 from services.deployer.driver import Driver, StartFailed
 from services.deployer.routed import RoutedDeployer, lane_slot
 from services.deployer.router import Router
-from shared.artifacts import file_digest
 from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, EnvironmentPruned, Event,
                            EventData, GatePassed, PipelineApplied, RollbackOrdered, VerificationFailed,
                            VerificationPassed)
 from shared import inbox
 from shared.outbox import enqueue
-from shared.pipeline import BlueGreen, Canary, PipelineDefinition, Strategy
+from shared.pipeline import ROUTED_DRIVERS, BlueGreen, Canary, PipelineDefinition, Strategy
 from shared.runtime import ServiceRuntime
 
 log = structlog.get_logger()
@@ -51,7 +50,7 @@ class DeployerHandlers:
         self.drivers = drivers
         self.secrets_dir = secrets_dir
         self.port_base = port_base
-        self.routed = RoutedDeployer(runtime, drivers["local"], router, port_base, self._secret)
+        self.routed = RoutedDeployer(runtime, drivers, router, port_base, self._secret)
 
     async def handle(self, event: Event) -> None:
         """Turn a deployment order into a deployment."""
@@ -59,12 +58,14 @@ class DeployerHandlers:
         strategy: Strategy = "rolling"
         if isinstance(data, GatePassed):
             target = Target(event.id, data.service, data.env, data.version, data.digest, dict(data.config),
-                            data.config_version, driver=data.driver)
+                            data.config_version, driver=data.driver, location=data.location,
+                            replicas=data.replicas, resources=data.resources)
             strategy = STRATEGY.validate_python(data.strategy)
         elif isinstance(data, RollbackOrdered):
             target = Target(event.id, data.service, data.env, data.version, data.digest, dict(data.config),
                             data.config_version, purpose="rollback", rollback_id=data.rollback_id,
-                            driver=data.driver)
+                            driver=data.driver, location=data.location, replicas=data.replicas,
+                            resources=data.resources)
         elif isinstance(data, PipelineApplied):
             await self.prune(event, data)
             await self.reconfigure(event, data)
@@ -92,7 +93,8 @@ class DeployerHandlers:
             cause = _derived(event, f"reconfigure/{environment.name}")
             target = Target(cause.id, data.service, environment.name, now["version"], now["digest"],
                             dumped["config"], environment.config_version, purpose="reconfigure",
-                            driver=environment.driver)
+                            driver=environment.driver, location=now["location"], replicas=environment.replicas,
+                            resources=environment.resources)
             log.info("deployment.reconfigure", env=environment.name, config_version=environment.config_version)
             await self._deploy_locked(cause, target, environment.strategy)
 
@@ -108,9 +110,9 @@ class DeployerHandlers:
                 stopped = []
                 for slot in (env, *(lane_slot(env, lane) for lane in LANES)):
                     for driver in self.drivers.values():
-                        running = driver.launched(data.service, slot)
-                        if running is not None and running.alive and running.pid:  # noop's pid 0: nothing runs
-                            await asyncio.to_thread(driver.stop, running.pid)
+                        running = await asyncio.to_thread(driver.launched, data.service, slot)
+                        if running is not None and (running.alive and running.pid or running.leftover):
+                            await asyncio.to_thread(driver.stop, data.service, slot, running.pid)  # noop: pid 0
                             stopped.append(slot)
                 await asyncio.to_thread(self.routed.router.remove, data.service, env)
                 pruned = EnvironmentPruned(
@@ -139,7 +141,7 @@ class DeployerHandlers:
     async def _deploy_locked(self, event: Event, target: Target, strategy: Strategy) -> None:
         """Deploy with the environment's lock held: one deployment at a time per environment."""
         async with self._environment_lock(target.service, target.env) as holder:
-            if strategy == "rolling" and target.purpose == "rollback" and target.driver == "local" \
+            if strategy == "rolling" and target.purpose == "rollback" and target.driver in ROUTED_DRIVERS \
                     and await repository.is_routed(holder, target.service, target.env):
                 strategy = ROLLBACK_SWITCH  # a routed environment rolls back by switching lanes
             if strategy == "rolling":
@@ -164,7 +166,7 @@ class DeployerHandlers:
             await self._save(event, target, None, "failed", str(problem),
                              [DeploymentFailed(**fields, reason=str(problem))])
             return
-        checks = await self.drivers[target.driver].verify(pid, port, target.digest, target.version)
+        checks = await self.drivers[target.driver].verify(target, target.env, pid, port)
         failure = verification_failure(target, checks)
         await self._save(event, target, pid, "verified" if failure is None else "failed", failure,
                          _outcome_events(fields, port, checks, failure))
@@ -177,7 +179,6 @@ class DeployerHandlers:
             return
         route, lanes = claimed
         try:
-            await asyncio.to_thread(self._check_artifact, target)
             outcome = await self.routed.deploy(target, strategy, route, lanes)
         except (MissingSecret, _ArtifactProblem, StartFailed) as problem:
             await self._save(event, target, None, "failed", str(problem),
@@ -203,46 +204,40 @@ class DeployerHandlers:
         self.runtime.relay.wake()
         return allocated
 
-    def _check_artifact(self, target: Target) -> None:
-        path = self.drivers[target.driver].artifact_path(target.digest)
-        if not path.is_file() or file_digest(path) != target.digest:
-            raise _ArtifactProblem(f"the store does not hold {target.digest} intact")
-
     @staticmethod
     def _fields(target: Target) -> dict:
         return dict(deployment_id=target.deployment_id, service=target.service, version=target.version,
                     digest=target.digest, env=target.env, config=target.config,
-                    config_version=target.config_version, driver=target.driver, purpose=target.purpose,
+                    config_version=target.config_version, driver=target.driver, location=target.location,
+                    replicas=target.replicas, resources=target.resources, purpose=target.purpose,
                     rollback_id=target.rollback_id)
 
     async def _run(self, target: Target, port: int) -> int:
         """Start the release unless it already runs; returns the pid that serves it."""
         driver = self.drivers[target.driver]
-        running = driver.launched(target.service, target.env)
+        running = await asyncio.to_thread(driver.launched, target.service, target.env)
         if not needs_start(target, running):
             log.info("deployment.reattached", pid=running.pid)
             return running.pid
         variables = process_environment(target, port, self._secret)
-        await asyncio.to_thread(self._check_artifact, target)
         try:
-            await asyncio.to_thread(driver.preflight, target.service, target.env, target.digest)
+            await asyncio.to_thread(driver.preflight, target, target.env)
         except StartFailed as problem:
             raise _ArtifactProblem(str(problem)) from None
-        if running is not None and running.alive:
-            await asyncio.to_thread(driver.stop, running.pid)
+        if running is not None and (running.alive or running.leftover):
+            await asyncio.to_thread(driver.stop, target.service, target.env, running.pid)
         async with self.runtime.pool.acquire() as conn:
             await repository.record_start(conn, target)
-        # In a thread: a start forks a process (local) or fsyncs a journal line (noop), and the other
-        # services' deployments go on meanwhile.
-        pid = await asyncio.to_thread(driver.start, target.service, target.env, target.digest,
-                                      target.config_version, variables)
+        # In a thread: a start forks a process (local), runs containers (container) or fsyncs a journal
+        # line (noop), and the other services' deployments go on meanwhile.
+        pid = await asyncio.to_thread(driver.start, target, target.env, variables)
         log.info("deployment.process_started", pid=pid, port=port)
         return pid
 
     async def _save(self, event: Event, target: Target, pid: int | None, state: str, reason: str | None,
                     outcome: list[EventData], *, slot_changed: bool = True,
                     also: Callable[[asyncpg.Connection], Awaitable[None]] | None = None) -> None:
-        path = str(self.drivers[target.driver].artifact_path(target.digest))
+        path = self.drivers[target.driver].describe(target)
 
         async def work(conn: asyncpg.Connection) -> list[Event]:
             await repository.finish(conn, target, pid, path, state, reason, slot_changed=slot_changed)

@@ -1,7 +1,7 @@
 """The `noop` driver: records each deployment order durably and runs nothing.
 
 For dry runs, benchmarks and crash tests: every start is one appended, fsynced line in
-var/run/apps/<service>--<env>.noop.jsonl, so the number of lines is the number of real
+var/run/apps/<service>--<slot>.noop.jsonl, so the number of lines is the number of real
 driver calls, and the last line is what "runs" (re-attach works as with processes).
 """
 
@@ -9,7 +9,8 @@ import json
 import os
 from pathlib import Path
 
-from services.deployer.domain import Running
+from services.deployer.domain import Running, Target
+from services.deployer.driver import check_stored
 from shared.artifacts import file_digest
 
 
@@ -23,14 +24,22 @@ class NoopDriver:
         """Where the store keeps the artifact with `digest`."""
         return self.store_dir / "sha256" / digest.removeprefix("sha256:")
 
-    def journal(self, service: str, env: str) -> Path:
-        """The slot's journal of starts."""
-        return self.run_dir / f"{service}--{env}.noop.jsonl"
+    def describe(self, target: Target) -> str:
+        """The image's location, or the store path of the file."""
+        return target.location or str(self.artifact_path(target.digest))
 
-    def launched(self, service: str, env: str) -> Running | None:
+    def ports(self, service: str, slot: str, port: int) -> list[int]:
+        """Nothing listens; the slot's port is what it would be."""
+        return [port]
+
+    def journal(self, service: str, slot: str) -> Path:
+        """The slot's journal of starts."""
+        return self.run_dir / f"{service}--{slot}.noop.jsonl"
+
+    def launched(self, service: str, slot: str) -> Running | None:
         """The last release started in the slot (always 'alive': nothing can die)."""
         try:
-            lines = self.journal(service, env).read_text().splitlines()
+            lines = self.journal(service, slot).read_text().splitlines()
         except OSError:
             return None
         if not lines:
@@ -38,12 +47,12 @@ class NoopDriver:
         last = json.loads(lines[-1])
         return Running(pid=0, digest=last["digest"], config_version=last["config_version"], alive=True)
 
-    def start(self, service: str, env: str, digest: str, config_version: str, variables: dict[str, str]) -> int:
+    def start(self, target: Target, slot: str, variables: dict[str, str]) -> int:
         """Append the start to the journal (one write, fsynced); returns pid 0."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"digest": digest, "config_version": config_version,
+        line = json.dumps({"digest": target.digest, "config_version": target.config_version,
                            "version": variables.get("BUILD_VERSION")}) + "\n"
-        fd = os.open(self.journal(service, env), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = os.open(self.journal(target.service, slot), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             os.write(fd, line.encode())
             os.fsync(fd)
@@ -51,14 +60,19 @@ class NoopDriver:
             os.close(fd)
         return 0
 
-    def preflight(self, service: str, env: str, digest: str) -> None:
-        """Nothing will run, so nothing can fail to start."""
+    def preflight(self, target: Target, slot: str) -> None:
+        """A file must be in the store intact; an image was resolved by intake, and nothing will pull it."""
+        if target.location is None:
+            check_stored(self.artifact_path(target.digest), target.digest)
 
-    def stop(self, pid: int, timeout: float = 5.0) -> None:
+    def stop(self, service: str, slot: str, pid: int, timeout: float = 5.0) -> None:
         """Nothing runs, so nothing stops."""
 
-    async def verify(self, pid: int, port: int, digest: str, version: str, timeout: float = 15.0) -> dict[str, str]:
-        """Only the digest can be checked: the stored file must still have it."""
-        matches = file_digest(self.artifact_path(digest)) == digest
-        return {"process": "passed", "health": "passed", "version": "passed",
-                "digest": "passed" if matches else "the stored file no longer has this digest"}
+    async def verify(self, target: Target, slot: str, pid: int, port: int,
+                     timeout: float = 15.0) -> dict[str, str]:
+        """Only a file's digest can be checked: the stored file must still have it (an image is not pulled)."""
+        checks = {"process": "passed", "health": "passed", "version": "passed"}
+        if target.location is not None:
+            return {**checks, "digest": "passed"}
+        matches = file_digest(self.artifact_path(target.digest)) == target.digest
+        return {**checks, "digest": "passed" if matches else "the stored file no longer has this digest"}

@@ -69,8 +69,9 @@ async def set_lane(conn: asyncpg.Connection, target: Target, lane: str, pid: int
     """Record what runs in a lane (pid None: nothing)."""
     await conn.execute(
         "update lanes set pid = $4, version = $5, digest = $6, config_version = $7, state = $8, retire_at = null, "
-        "updated_at = now() where service = $1 and env = $2 and lane = $3",
-        target.service, target.env, lane, pid, target.version, target.digest, target.config_version, state)
+        "location = $9, updated_at = now() where service = $1 and env = $2 and lane = $3",
+        target.service, target.env, lane, pid, target.version, target.digest, target.config_version, state,
+        target.location)
 
 
 async def due_for_retirement(conn: asyncpg.Connection) -> list[asyncpg.Record]:
@@ -87,11 +88,12 @@ async def retired(conn: asyncpg.Connection, service: str, env: str, lane: str) -
 
 
 async def running_releases(conn: asyncpg.Connection, service: str) -> dict[str, asyncpg.Record]:
-    """{env: the verified release that serves it (version, digest, config_version)} for a service."""
+    """{env: the verified release that serves it (version, digest, config_version, location)} for a service."""
     rows = await conn.fetch(
-        "select env, version, digest, config_version from slots where service = $1 and state = 'verified' "
+        "select env, version, digest, config_version, location from slots where service = $1 "
+        "and state = 'verified' "
         "and not exists (select 1 from routes r where r.service = slots.service and r.env = slots.env) "
-        "union all select l.env, l.version, l.digest, l.config_version from lanes l "
+        "union all select l.env, l.version, l.digest, l.config_version, l.location from lanes l "
         "join routes r on r.service = l.service and r.env = l.env and r.live = l.lane where l.service = $1",
         service)
     return {row["env"]: row for row in rows}
@@ -127,8 +129,9 @@ async def finish(conn: asyncpg.Connection, target: Target, pid: int | None, path
         return
     await conn.execute(
         "update slots set pid = $3, version = $4, digest = $5, config_version = $6, artifact_path = $7, "
-        "state = $8, updated_at = now() where service = $1 and env = $2",
+        "state = $8, location = $9, updated_at = now() where service = $1 and env = $2",
         target.service, target.env, pid, target.version, target.digest, target.config_version, path, state,
+        target.location,
     )
 
 

@@ -20,8 +20,8 @@ from services.deployer import repository
 from services.deployer.analysis import Figures, Thresholds, judge, read_outcomes, summarise
 from services.deployer.domain import LANES, Target, choose_lane, process_environment, traffic_steps, \
     verification_failure
-from services.deployer.driver import LocalDriver
-from services.deployer.router import Backend, Router, RouterError
+from services.deployer.driver import Driver
+from services.deployer.router import Router, RouterError, spread
 from shared.pipeline import Analysis, BlueGreen, Canary
 from shared.runtime import ServiceRuntime
 
@@ -47,18 +47,19 @@ def lane_slot(env: str, lane: str) -> str:
 
 
 class RoutedDeployer:
-    """Deploys into routed environments through the local driver and the router."""
+    """Deploys into routed environments through a driver whose releases serve traffic, and the router."""
 
-    def __init__(self, runtime: ServiceRuntime, driver: LocalDriver, router: Router, port_base: int,
+    def __init__(self, runtime: ServiceRuntime, drivers: dict[str, Driver], router: Router, port_base: int,
                  resolve_secret) -> None:
-        self.runtime, self.driver, self.router = runtime, driver, router
+        self.runtime, self.drivers, self.router = runtime, drivers, router
         self.port_base, self.resolve_secret = port_base, resolve_secret
 
     async def deploy(self, target: Target, strategy: BlueGreen | Canary, route: asyncpg.Record,
                      lanes: dict[str, asyncpg.Record]) -> Outcome:
         """Start (or find) the release in a lane, verify it there, then move the traffic to it."""
-        live = route["live"]
-        running = {lane: self.driver.launched(target.service, lane_slot(target.env, lane)) for lane in LANES}
+        live, driver = route["live"], self.drivers[target.driver]
+        running = {lane: await asyncio.to_thread(driver.launched, target.service, lane_slot(target.env, lane))
+                   for lane in LANES}
         lane, start = choose_lane(live, running, target)
         port = lanes[lane]["port"]
         if start:
@@ -67,11 +68,11 @@ class RoutedDeployer:
             pid = running[lane].pid
             log.info("deployment.reattached", pid=pid, lane=lane)
         outcome = Outcome(lane, pid, port=route["port"])
-        outcome.checks = await self.driver.verify(pid, port, target.digest, target.version)
+        outcome.checks = await driver.verify(target, lane_slot(target.env, lane), pid, port)
         outcome.failure = verification_failure(target, outcome.checks)
         if outcome.failure is not None:
             if lane != live:
-                await asyncio.to_thread(self.driver.stop, pid)
+                await asyncio.to_thread(driver.stop, target.service, lane_slot(target.env, lane), pid)
                 outcome.pid = None
             return outcome
         live_alive = live is not None and runs_anything(running.get(live))
@@ -101,18 +102,21 @@ class RoutedDeployer:
                 await self._publish(target, route, lanes, serving, 100, None)
             except RouterError as error:
                 log.error("router.restore_failed", error=str(error))
-        await asyncio.to_thread(self.driver.stop, outcome.pid)
+        await asyncio.to_thread(self.drivers[target.driver].stop, target.service,
+                                lane_slot(target.env, outcome.lane), outcome.pid)
         outcome.pid = None
         return outcome
 
     async def _start(self, target: Target, lane: str, port: int, previous) -> int:
+        """Start the release in the idle lane (what is left there stops first); the pid."""
+        driver, slot = self.drivers[target.driver], lane_slot(target.env, lane)
         variables = process_environment(target, port, self.resolve_secret)
-        if previous is not None and previous.alive:
-            await asyncio.to_thread(self.driver.stop, previous.pid)
+        await asyncio.to_thread(driver.preflight, target, slot)
+        if previous is not None and (previous.alive or previous.leftover):
+            await asyncio.to_thread(driver.stop, target.service, slot, previous.pid)
         async with self.runtime.pool.acquire() as conn:
             await repository.record_start(conn, target)
-        pid = self.driver.start(target.service, lane_slot(target.env, lane), target.digest, target.config_version,
-                                variables)
+        pid = await asyncio.to_thread(driver.start, target, slot, variables)
         log.info("deployment.process_started", pid=pid, port=port, lane=lane)
         return pid
 
@@ -127,7 +131,8 @@ class RoutedDeployer:
             outcome.checks["switch"] = f"all traffic to {lane} in {(time.monotonic() - started) * 1000:.0f} ms"
             return None
         assert analysis is not None
-        figures = await self._analyse(log_path, offset, lanes[lane]["port"], analysis)
+        ports = await self._ports(target, lanes, lane)
+        figures = await self._analyse(log_path, offset, ports, analysis)
         outcome.checks.update({f"step_{share}_{key}": value for key, value in figures.as_checks().items()})
         failure = judge(figures, Thresholds(analysis.max_error_rate, analysis.max_p99_ms, analysis.min_requests))
         log.info("canary.step", share=share, failure=failure, requests=figures.requests, errors=figures.errors)
@@ -139,20 +144,22 @@ class RoutedDeployer:
 
     async def _publish(self, target: Target, route, lanes, live: str | None, live_share: int,
                        canary: str | None, canary_share: int = 0) -> None:
-        backends = []
-        if live is not None:
-            backends.append(Backend(lanes[live]["port"], live_share))
-        if canary is not None:
-            backends.append(Backend(lanes[canary]["port"], canary_share))
+        backends = spread((await self._ports(target, lanes, live), live_share) if live is not None else None,
+                          (await self._ports(target, lanes, canary), canary_share) if canary is not None else None)
         await asyncio.to_thread(self.router.publish, target.service, target.env, route["port"], backends)
 
-    async def _analyse(self, log_path, offset: int, port: int, analysis: Analysis) -> Figures:
+    async def _ports(self, target: Target, lanes, lane: str) -> list[int]:
+        """Where the lane's release serves: its port, and one per further replica."""
+        return await asyncio.to_thread(self.drivers[target.driver].ports, target.service,
+                                       lane_slot(target.env, lane), lanes[lane]["port"])
+
+    async def _analyse(self, log_path, offset: int, ports: list[int], analysis: Analysis) -> Figures:
         """Collect the canary's requests for `interval` (longer, up to `max_wait`, until `min_requests`)."""
         started, outcomes = time.monotonic(), []
         while True:
             await asyncio.sleep(0.25)
             if log_path.exists():
-                new, offset = await asyncio.to_thread(read_outcomes, log_path, offset, port)
+                new, offset = await asyncio.to_thread(read_outcomes, log_path, offset, ports)
                 outcomes += new
             elapsed = time.monotonic() - started
             if elapsed >= analysis.interval and (len(outcomes) >= analysis.min_requests
@@ -186,9 +193,11 @@ class RoutedDeployer:
                 if not await conn.fetchval("select pg_try_advisory_lock(hashtext($1))", lock):
                     continue  # a deployment is busy in this environment; next time
                 try:
-                    running = self.driver.launched(lane["service"], lane_slot(lane["env"], lane["lane"]))
-                    if running is not None and running.alive and running.pid == lane["pid"]:
-                        await asyncio.to_thread(self.driver.stop, running.pid)
+                    slot = lane_slot(lane["env"], lane["lane"])
+                    for driver in self.drivers.values():
+                        running = await asyncio.to_thread(driver.launched, lane["service"], slot)
+                        if running is not None and running.alive and running.pid == lane["pid"]:
+                            await asyncio.to_thread(driver.stop, lane["service"], slot, running.pid)
                     await repository.retired(conn, lane["service"], lane["env"], lane["lane"])
                     log.info("lane.retired", service=lane["service"], env=lane["env"], lane=lane["lane"])
                 finally:

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import httpx
 
+from shared.limits import MAX_REPLICAS
+
 NGINX = "/usr/sbin/nginx"
 RELOAD_TIMEOUT = 5.0
 NOT_RUNNING = "router: nginx is not running (start the stack: ./dev-stack up)"
@@ -40,12 +42,31 @@ class RouterError(Exception):
     """nginx refused a config, did not take it, or does not run; the message is one line."""
 
 
+MAX_WEIGHT = 100 * MAX_REPLICAS
+"""A server's largest weight: a share of 100 times the replicas of the other lane (see `spread`)."""
+
+
 @dataclass(frozen=True)
 class Backend:
-    """One slot behind the router: its loopback port and its share of the traffic (0..100; 0: none)."""
+    """One server behind the router: its loopback port and its weight (0: none of the traffic)."""
 
     port: int
     weight: int
+
+
+def spread(live: tuple[list[int], int] | None, canary: tuple[list[int], int] | None) -> list[Backend]:
+    """Backends giving each lane (its servers' ports, its share of 100) exactly its share of the traffic.
+
+    nginx weighs servers, not lanes: each server of a lane gets the lane's share times the other lane's
+    number of servers, so 3 live and 2 canary servers at 90/10 are weighted 180 each and 30 each
+    (540:60 = 90:10). With one server each, the weights are the shares.
+    """
+    lanes = [lane for lane in (live, canary) if lane is not None]
+    backends = []
+    for index, (ports, share) in enumerate(lanes):
+        others = len(lanes[1 - index][0]) if len(lanes) == 2 else 1
+        backends += [Backend(port, share * others) for port in ports]
+    return backends
 
 
 def upstream_name(service: str, env: str) -> str:
@@ -60,8 +81,8 @@ def upstream_name(service: str, env: str) -> str:
 def _server_line(backend: Backend) -> str:
     if not 0 < backend.port < 65536:
         raise ValueError(f"backend port {backend.port} is not a TCP port")
-    if not 0 <= backend.weight <= 100:
-        raise ValueError(f"weight {backend.weight} of port {backend.port} is not within 0..100")
+    if not 0 <= backend.weight <= MAX_WEIGHT:
+        raise ValueError(f"weight {backend.weight} of port {backend.port} is not within 0..{MAX_WEIGHT}")
     share = f"weight={backend.weight}" if backend.weight else "down"
     # max_fails=0: a failed request must not bench the server for 10 s, which would skew the weights
     return f"    server 127.0.0.1:{backend.port} {share} max_fails=0;\n"

@@ -24,6 +24,8 @@ class Release:
     digest: str
     author: str
     checks: dict[str, str] = field(default_factory=dict)
+    location: str | None = None
+    """`registry/repository@digest` of an image; None for a file."""
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,8 @@ class GatesHandlers:
                 await repository.save_pipeline(conn, data.service, data.pipeline_version, data.definition)
                 return await self._judge(conn, data.service)
             case ArtifactRegistered():
-                release = Release(data.service, data.version, data.digest, data.author, dict(data.checks))
+                release = Release(data.service, data.version, data.digest, data.author, dict(data.checks),
+                                  data.location)
                 await repository.save_artifact(conn, release)
                 return await self._judge(conn, data.service, version=data.version)
             case PromotionRequested():
@@ -97,6 +98,8 @@ class GatesHandlers:
                 dumped = environment.model_dump(mode="json")
                 emitted.append(GatePassed(
                     **ident, strategy=dumped["strategy"], driver=environment.driver, config=dumped["config"],
+                    location=facts.release.location, replicas=environment.replicas,
+                    resources=environment.resources,
                     config_version=environment.config_version, pipeline_version=pipeline_version,
                 ))
             elif verdict.outcome == "failed":

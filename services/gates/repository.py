@@ -39,9 +39,10 @@ async def load_pipeline(conn: asyncpg.Connection, service: str) -> tuple[str, Pi
 async def save_artifact(conn: asyncpg.Connection, release: Release) -> None:
     """Remember a registered artifact's digest, author and CI checks."""
     await conn.execute(
-        "insert into artifacts (service, version, digest, author, checks) values ($1, $2, $3, $4, $5::jsonb) "
-        "on conflict do nothing",
+        "insert into artifacts (service, version, digest, author, checks, location) "
+        "values ($1, $2, $3, $4, $5::jsonb, $6) on conflict do nothing",
         release.service, release.version, release.digest, release.author, json.dumps(release.checks),
+        release.location,
     )
 
 
@@ -147,7 +148,7 @@ async def load_facts(conn: asyncpg.Connection, service: str, version: str, env: 
                      pipeline: PipelineDefinition | None) -> Facts:
     """Everything the gates of `env` need to judge this release (one round trip)."""
     row = await conn.fetchrow(
-        "select (select jsonb_build_object('digest', digest, 'author', author, 'checks', checks) from artifacts "
+        "select (select jsonb_build_object('digest', digest, 'author', author, 'checks', checks, 'location', location) from artifacts "
         "        where service = $1 and version = $2) as artifact, "
         "  (select coalesce(jsonb_agg(jsonb_build_array(env, version, verified_at)), '[]') from verifications "
         "        where service = $1 and digest = $3) as verified, "
@@ -160,7 +161,8 @@ async def load_facts(conn: asyncpg.Connection, service: str, version: str, env: 
     artifact = json.loads(row["artifact"]) if row["artifact"] is not None else None
     release = None
     if artifact is not None:
-        release = Release(service, version, artifact["digest"], artifact["author"], artifact["checks"])
+        release = Release(service, version, artifact["digest"], artifact["author"], artifact["checks"],
+                          artifact["location"])
     verified = [(e, v, datetime.fromisoformat(at)) for e, v, at in json.loads(row["verified"])]
     evidence = json.loads(row["evidence"])
     approvals = json.loads(row["approvals"])

@@ -12,6 +12,9 @@ class VerifiedRelease:
     config: dict
     config_version: str
     driver: str = "local"
+    location: str | None = None
+    replicas: int = 1
+    resources: dict | None = None
 
 
 def choose_target(history: list[VerifiedRelease], current: tuple[str, str] | None) -> VerifiedRelease | None:

@@ -31,8 +31,9 @@ class RollbackHandlers:
         data = event.data
         match data:
             case VerificationPassed():
-                release = VerifiedRelease(data.version, data.digest, dict(data.config), data.config_version,
-                                          data.driver)
+                release = VerifiedRelease(
+                    data.version, data.digest, dict(data.config), data.config_version, data.driver, data.location,
+                    data.replicas, None if data.resources is None else data.resources.model_dump(mode="json"))
                 await repository.add_verified(conn, data.service, data.env, release)
                 await repository.set_current(conn, data.service, data.env, data.version, data.digest,
                                              data.config_version, "verified")
@@ -67,5 +68,6 @@ class RollbackHandlers:
         return [RollbackOrdered(
             service=service, rollback_id=rollback_id, env=env, version=target.version, digest=target.digest,
             config=target.config, config_version=target.config_version, driver=target.driver,
+            location=target.location, replicas=target.replicas, resources=target.resources,
             from_version=now["version"] if now else None, reason=reason, requested_by=requested_by,
         )]

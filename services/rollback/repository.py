@@ -10,21 +10,23 @@ from services.rollback.domain import VerifiedRelease
 async def add_verified(conn: asyncpg.Connection, service: str, env: str, release: VerifiedRelease) -> None:
     """Append a verified release to the environment's history."""
     await conn.execute(
-        "insert into verified_releases (service, env, version, digest, config, config_version, driver) "
-        "values ($1, $2, $3, $4, $5::jsonb, $6, $7)",
+        "insert into verified_releases (service, env, version, digest, config, config_version, driver, location, "
+        "replicas, resources) values ($1, $2, $3, $4, $5::jsonb, $6, $7, $8, $9, $10::jsonb)",
         service, env, release.version, release.digest, json.dumps(release.config), release.config_version,
-        release.driver,
+        release.driver, release.location, release.replicas,
+        None if release.resources is None else json.dumps(release.resources),
     )
 
 
 async def history(conn: asyncpg.Connection, service: str, env: str) -> list[VerifiedRelease]:
     """Verified releases of the environment, newest first."""
     rows = await conn.fetch(
-        "select version, digest, config, config_version, driver from verified_releases "
-        "where service = $1 and env = $2 order by seq desc",
+        "select version, digest, config, config_version, driver, location, replicas, resources "
+        "from verified_releases where service = $1 and env = $2 order by seq desc",
         service, env,
     )
-    return [VerifiedRelease(r["version"], r["digest"], json.loads(r["config"]), r["config_version"], r["driver"])
+    return [VerifiedRelease(r["version"], r["digest"], json.loads(r["config"]), r["config_version"], r["driver"],
+                            r["location"], r["replicas"], None if r["resources"] is None else json.loads(r["resources"]))
             for r in rows]
 
 

@@ -7,9 +7,11 @@ import signal
 import tempfile
 from pathlib import Path
 
+import docker
 import pytest
 
 import devstack
+from devstack import containers
 from shared.client import EventWatcher, Publisher
 from shared.settings import Settings
 from tests.e2e.support import Scenario
@@ -46,7 +48,7 @@ def _drop_folder(settings: Settings, tmp_path: Path) -> Path:
 
 
 def _stop_apps_of(settings: Settings, service: str) -> None:
-    """Stop the app processes the deployer started for this test's service."""
+    """Stop the app processes and remove the containers the deployer started for this test's service."""
     for record in (settings.var_dir / "run" / "apps").glob(f"{service}--*.json"):
         pid = json.loads(record.read_text())["pid"]
         try:
@@ -54,6 +56,13 @@ def _stop_apps_of(settings: Settings, service: str) -> None:
         except ProcessLookupError:
             pass
         record.unlink()
+    if containers.running_pid() is not None:
+        engine = docker.DockerClient(base_url=settings.container_engine)
+        try:
+            for container in engine.containers.list(all=True, filters={"label": f"promote.service={service}"}):
+                container.remove(force=True)
+        finally:
+            engine.close()
 
 
 # Modules that kill services, restart the broker or the database, or replay history run last,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from services.deployer.domain import Target
 from services.deployer.driver import LocalDriver, StartFailed
 from shared.artifacts import ArtifactStore
 
@@ -64,7 +65,7 @@ def test_an_app_started_by_a_root_deployer_runs_as_the_app_user_with_no_extra_gr
     driver = LocalDriver(base / "store", base / "run", base / "log", app_user="nobody")
     nobody = pwd.getpwnam("nobody")
 
-    pid = driver.start("svc", "dev", DIGEST, "cfg", {"PORT": "1"})
+    pid = driver.start(target(DIGEST), "dev", {"PORT": "1"})
     try:
         status = status_of(pid)
         assert status["Uid"].split() == [str(nobody.pw_uid)] * 4
@@ -72,7 +73,7 @@ def test_an_app_started_by_a_root_deployer_runs_as_the_app_user_with_no_extra_gr
         assert status["Groups"] == ""
         assert str(driver.artifact_path(DIGEST)) in settled_command_line(driver, pid)  # what verify and re-attach read
     finally:
-        driver.stop(pid)
+        driver.stop("svc", "dev", pid)
 
 
 async def test_the_example_app_runs_as_the_app_user_and_passes_the_driver_s_verification(base):
@@ -84,14 +85,18 @@ async def test_the_example_app_runs_as_the_app_user_and_passes_the_driver_s_veri
     driver = LocalDriver(base / "store", base / "run", base / "log", app_user="nobody")
     port = free_port()
 
-    pid = driver.start("svc", "dev", digest, "cfg", {"PORT": str(port)})
+    pid = driver.start(target(digest), "dev", {"PORT": str(port)})
     try:
-        checks = await driver.verify(pid, port, digest, "9.9.9")
+        checks = await driver.verify(target(digest, "9.9.9"), "dev", pid, port)
         assert checks == {"health": "passed", "version": "passed", "process": "passed", "digest": "passed"}, \
             (base / "log" / "svc--dev.log").read_text()
         assert status_of(pid)["Uid"].split()[0] == str(pwd.getpwnam("nobody").pw_uid)
     finally:
-        driver.stop(pid)
+        driver.stop("svc", "dev", pid)
+
+
+def target(digest: str, version: str = "1.0.0") -> Target:
+    return Target("deployment-1", "svc", "dev", version, digest, {}, "cfg")
 
 
 def free_port() -> int:
@@ -105,7 +110,7 @@ def test_a_missing_app_user_fails_the_start_instead_of_running_the_app_as_root(b
     driver = LocalDriver(base / "store", base / "run", base / "log", app_user="no-such-user-here")
 
     with pytest.raises(StartFailed, match="the app user 'no-such-user-here' does not exist"):
-        driver.start("svc", "dev", DIGEST, "cfg", {"PORT": "1"})
+        driver.start(target(DIGEST), "dev", {"PORT": "1"})
 
 
 def test_a_store_the_app_user_cannot_enter_fails_the_start_with_the_directory_that_blocks_it(base):
@@ -114,7 +119,7 @@ def test_a_store_the_app_user_cannot_enter_fails_the_start_with_the_directory_th
     driver = LocalDriver(base / "store", base / "run", base / "log", app_user="nobody")
 
     with pytest.raises(StartFailed, match=f"the app user nobody may not enter {base}"):
-        driver.start("svc", "dev", DIGEST, "cfg", {"PORT": "1"})
+        driver.start(target(DIGEST), "dev", {"PORT": "1"})
 
 
 @pytest.mark.parametrize(("content", "says"), [
@@ -126,9 +131,9 @@ def test_what_the_kernel_could_not_execute_is_refused_before_anything_is_stopped
     digest = stored_script(base, content)
     driver = LocalDriver(base / "store", base / "run", base / "log", app_user="nobody")
     with pytest.raises(StartFailed, match=re.escape(f"cannot start {digest}: {says}")):
-        driver.preflight("svc", "dev", digest)
+        driver.preflight(target(digest), "dev")
 
 
 def test_a_script_with_an_interpreter_that_exists_passes_the_preflight(base):
     digest = stored_script(base)
-    LocalDriver(base / "store", base / "run", base / "log", app_user="nobody").preflight("svc", "dev", digest)
+    LocalDriver(base / "store", base / "run", base / "log", app_user="nobody").preflight(target(digest), "dev")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.pipeline import (ApprovalGate, BlueGreen, Environment, EvidenceGate, PipelineDefinition, PipelineError,
+from shared.pipeline import (_sha256, ApprovalGate, BlueGreen, Environment, EvidenceGate, PipelineDefinition, PipelineError,
                              Problem, SecretRef, load_pipeline_file, parse_pipeline)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "payments" / "pipeline.yaml"
@@ -121,6 +121,7 @@ def test_the_first_environment_is_where_digests_enter(example):
 
 
 ENV = HEADER + "  - name: dev\n"  # line 3: "  - name: dev", line 4 onwards: the environment's keys
+OCI = "service: payments\nartifact: {kind: oci}\nenvironments:\n  - name: dev\n"  # its keys from line 5
 KINDS = "approval, change_window, evidence, soak"
 NAME_RULE = "must be 1-63 lowercase letters, digits or dashes, starting with a letter or digit"
 SECRET_RULE = ("must be 1-255 lowercase letters, digits, '.', '_', '-' in '/'-separated parts that start with a "
@@ -156,8 +157,24 @@ ERRORS = [  # (sentence, yaml, line, column, path, message)
      "2h or 1h30m"),
     ("an error rate above 1", ENV + "    strategy: {canary: {analysis: {max_error_rate: 2}}}\n", 4, 52,
      "environments[0].strategy.canary.analysis.max_error_rate", "Input should be less than or equal to 1"),
+    ("a container driver for a file artifact", ENV + "    driver: container\n", 4, 13, "environments[0].driver",
+     "driver container runs an image, and this pipeline's artifact kind is file"),
+    ("a local driver for an image", OCI + "    driver: local\n", 5, 13, "environments[0].driver",
+     "driver local runs an artifact file as a process, and this pipeline's artifact kind is oci"),
+    ("replicas on a rolling environment", OCI + "    replicas: 3\n", 4, 5, "environments[0]",
+     "replicas above 1 need the container driver and a blue_green or canary strategy (the router spreads the "
+     "traffic over them)"),
+    ("more replicas than the limit", OCI + "    replicas: 17\n    strategy: {blue_green: {}}\n", 5, 15,
+     "environments[0].replicas", "Input should be less than or equal to 16"),
+    ("resources for a process", ENV + "    resources: {memory: 64m}\n", 3, 5, "environments[0]",
+     "resources apply to the container driver only"),
+    ("a memory limit that is not a size", OCI + "    resources: {memory: 64 MB}\n", 5, 25,
+     "environments[0].resources.memory", "memory '64 MB' is not a size; write it like 256m or 1g (k, m or g: "
+     "KiB, MiB, GiB)"),
+    ("no CPU at all", OCI + "    resources: {cpus: 0}\n", 5, 23, "environments[0].resources.cpus",
+     "Input should be greater than 0"),
     ("a routed strategy on the noop driver", ENV + "    driver: noop\n    strategy: {blue_green: {}}\n", 3, 5,
-     "environments[0]", "strategy blue_green needs the local driver (it routes real traffic)"),
+     "environments[0]", "strategy blue_green needs the local or container driver (it routes real traffic)"),
     ("a config number", ENV + "    config:\n      APP_ENV: dev\n      REPLICAS: 3\n", 6, 17,
      "environments[0].config.REPLICAS",
      'config value 3 is a number; quote it ("3"): environment variables are strings'),
@@ -283,3 +300,18 @@ def test_strategies_parse_with_defaults_and_dump_to_a_valid_pipeline():
     dump = defn.model_dump(mode="json")
     assert dump["environments"][1]["strategy"] == {"blue_green": {"retire_after": "1h30m"}}
     assert PipelineDefinition.model_validate(dump) == defn
+
+
+def test_an_image_pipeline_runs_its_environments_on_the_container_driver_unless_they_name_another():
+    defn = parse_pipeline(OCI + "  - {name: prod, driver: noop}\n")
+    assert [environment.driver for environment in defn.environments] == ["container", "noop"]
+    assert PipelineDefinition.model_validate(defn.model_dump(mode="json")) == defn
+
+
+def test_replicas_and_resources_are_part_of_the_config_version_only_when_set():
+    plain = parse_pipeline(OCI).first_environment
+    assert plain.config_version == _sha256({})  # as before replicas existed: nothing redeploys on upgrade
+    scaled = parse_pipeline(OCI + "    replicas: 3\n    strategy: {blue_green: {}}\n").first_environment
+    limited = parse_pipeline(OCI + "    resources: {memory: 1g, cpus: 1.5}\n").first_environment
+    assert len({plain.config_version, scaled.config_version, limited.config_version}) == 3
+    assert limited.resources.memory_bytes == 2**30 and scaled.replicas == 3

@@ -14,7 +14,8 @@ import pytest
 from devstack import router as nginx_router
 from devstack.processes import StackError
 from services.deployer.analysis import read_outcomes
-from services.deployer.router import NOT_RUNNING, Backend, Router, RouterError, render_server, upstream_name
+from services.deployer.router import (MAX_WEIGHT, NOT_RUNNING, Backend, Router, RouterError, render_server, spread,
+                                     upstream_name)
 
 
 class NamedServer(ThreadingHTTPServer):
@@ -109,8 +110,23 @@ def test_a_slot_with_weight_0_is_listed_down_and_the_fragment_carries_its_genera
 def test_weights_that_give_no_slot_any_traffic_are_refused(tmp_path: Path):
     with pytest.raises(ValueError, match="at least one backend"):
         render_server("payments", "prod", 8080, [Backend(9001, 0), Backend(9002, 0)], 1, tmp_path / "a.log")
-    with pytest.raises(ValueError, match="0..100"):
-        render_server("payments", "prod", 8080, [Backend(9001, 101)], 1, tmp_path / "a.log")
+    with pytest.raises(ValueError, match=f"0..{MAX_WEIGHT}"):
+        render_server("payments", "prod", 8080, [Backend(9001, MAX_WEIGHT + 1)], 1, tmp_path / "a.log")
+
+
+@pytest.mark.parametrize(("live", "canary", "weights"), [
+    (([1], 95), ([2], 5), [95, 5]),
+    (([1, 2, 3], 90), ([4, 5], 10), [180, 180, 180, 30, 30]),  # 540:60 = 90:10
+    (([1, 2], 100), None, [100, 100]),
+    (None, ([4, 5, 6], 100), [100, 100, 100]),
+    (([1, 2, 3], 0), ([4, 5, 6], 100), [0, 0, 0, 300, 300, 300]),
+])
+def test_each_lane_gets_its_share_of_the_traffic_whatever_its_replicas(live, canary, weights):
+    backends = spread(live, canary)
+    assert [backend.weight for backend in backends] == weights
+    if live and canary and live[1]:
+        live_total = sum(b.weight for b in backends[:len(live[0])])
+        assert live_total / sum(b.weight for b in backends) == live[1] / 100
 
 
 def test_publish_without_nginx_says_how_to_start_it(tmp_path: Path):
@@ -137,6 +153,8 @@ def test_weights_5_and_95_send_exactly_5_of_100_requests_to_the_canary(router: R
     wait_for_lines(log, 100)
     canary, offset = read_outcomes(log, 0, green)
     assert [outcome.status for outcome in canary] == [200] * 5 and offset == log.stat().st_size
+    assert len(read_outcomes(log, 0, [blue, green])[0]) == 100  # a lane of replicas: each of its ports counts
+    assert read_outcomes(log, 0, [free_port()])[0] == []
 
 
 def test_a_dead_slot_costs_no_request_nginx_answers_from_the_other(router: Router, slots: tuple[int, int]):

@@ -1,0 +1,261 @@
+"""The `container` driver: runs an image, by digest, on a container engine through the Docker Engine API.
+
+The docker SDK speaks to a Docker host and to podman's API service alike (settings.container_engine).
+A slot (an environment, or one lane of it) is one container per replica, each labelled with what it
+runs (service, env, lane, slot, digest, config version, deployment id): after a restart the deployer
+re-attaches by those labels, and a container that exited or was removed shows as not alive. Replica 0
+is published on the slot's own loopback port, the others on ports the engine picks (the router sends
+traffic to all of them). A container never runs as root (the image's user, or settings.container_user),
+with every capability dropped, no new privileges, a read-only root file system and, when the pipeline
+says so, memory and CPU limits.
+
+Blocking (HTTP over the engine's socket): the deployer calls it through asyncio.to_thread.
+"""
+
+import asyncio
+import threading
+
+import docker
+import docker.errors
+import httpx
+import requests.exceptions
+import structlog
+
+from services.deployer.domain import Running, Target
+from services.deployer.driver import StartFailed, check_version, wait_healthy
+
+log = structlog.get_logger()
+
+LABEL = "promote."
+"""Prefix of the labels the driver puts on (and finds) its containers."""
+
+
+class EngineUnavailable(ConnectionError):
+    """The container engine does not answer: the order is retried (nothing is lost, nothing is stopped)."""
+
+
+def container_name(service: str, slot: str, replica: int) -> str:
+    """`promote-payments--prod.blue--0`: readable in `podman ps`, distinct per slot and replica."""
+    return f"promote-{service}--{slot}--{replica}"
+
+
+def _one_line(error: Exception) -> str:
+    text = getattr(error, "explanation", None) or str(error)
+    return " ".join(str(text).split())[:300]
+
+
+class ContainerDriver:
+    """Pulls, starts, stops and inspects the containers of each slot."""
+
+    def __init__(self, engine: str, *, registries: list[str], login: tuple[str | None, str | None],
+                 container_port: int = 8080, user: str = "65534:65534", stop_timeout: int = 5) -> None:
+        self.engine, self.registries, self.login = engine, registries, login
+        self.container_port, self.user, self.stop_timeout = container_port, user, stop_timeout
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> docker.DockerClient:
+        """The engine's client, made on first use (a deployer without containers never connects)."""
+        with self._lock:
+            if self._client is None:
+                self._client = self._call(docker.DockerClient, base_url=self.engine, timeout=60)
+            return self._client
+
+    def _call(self, what, *args, **kwargs):
+        """`what(*args, **kwargs)`, with an unreachable engine as EngineUnavailable."""
+        try:
+            return what(*args, **kwargs)
+        except (requests.exceptions.ConnectionError, docker.errors.DockerException) as error:
+            if isinstance(error, docker.errors.APIError):
+                raise
+            raise EngineUnavailable(f"the container engine at {self.engine} does not answer: "
+                                    f"{_one_line(error)}") from None
+
+    def describe(self, target: Target) -> str:
+        """The image, by digest."""
+        return target.location or ""
+
+    def _containers(self, service: str, slot: str) -> list:
+        """The slot's containers, running or not, by replica."""
+        found = self._call(self.client.containers.list, all=True,
+                           filters={"label": [f"{LABEL}service={service}", f"{LABEL}slot={slot}"]})
+        return sorted(found, key=lambda container: int(container.labels.get(f"{LABEL}replica", "0")))
+
+    def launched(self, service: str, slot: str) -> Running | None:
+        """What runs in the slot by its containers' labels; alive when every replica runs."""
+        found = self._containers(service, slot)
+        if not found:
+            return None
+        labels = found[0].labels
+        expected = int(labels.get(f"{LABEL}replicas", "1"))
+        running = [container for container in found if container.status == "running"]
+        alive = len(running) == expected == len(found) and \
+            len({container.labels.get(f"{LABEL}digest") for container in found}) == 1
+        pid = found[0].attrs.get("State", {}).get("Pid") or 0
+        return Running(pid=pid, digest=labels.get(f"{LABEL}digest", ""),
+                       config_version=labels.get(f"{LABEL}config_version", ""), alive=alive,
+                       leftover=not alive)
+
+    def preflight(self, target: Target, slot: str) -> None:
+        """The image is pulled (by digest, from an allowed registry, with the deployer's login) before anything
+        running is stopped."""
+        location = target.location
+        if location is None:
+            raise StartFailed(f"cannot start {target.digest}: the container driver runs images, and this "
+                              "release is a file")
+        registry, _, rest = location.partition("/")
+        if registry not in self.registries:
+            raise StartFailed(f"cannot start {location}: registry {registry} is not one the deployer pulls from")
+        if rest.rpartition("@")[2] != target.digest:
+            raise StartFailed(f"cannot start {location}: it does not name digest {target.digest}")
+        try:
+            if location in (self._call(self.client.images.get, location).attrs.get("RepoDigests") or []):
+                return  # pulled before from this repository: an image by digest never changes
+            # podman finds an image by its digest alone, pulled from another repository: this one's
+            # registry must be asked (it may refuse us), and the pull records the location for verify.
+        except docker.errors.ImageNotFound:
+            pass
+        except docker.errors.APIError:
+            pass  # podman answers some unknown references with 500: pull decides
+        username, password = self.login
+        auth = {"username": username, "password": password} if username and password else None
+        repository, _, digest = location.rpartition("@")
+        try:
+            # The progress stream, not images.pull: an engine reports a registry's refusal in the stream
+            # (podman: "manifest unknown"), which images.pull does not raise.
+            for line in self._call(self.client.api.pull, repository, tag=digest, auth_config=auth, stream=True,
+                                   decode=True):
+                if isinstance(line, dict) and line.get("error"):
+                    raise StartFailed(f"cannot pull {location}: {_one_line(Exception(line['error']))}")
+            pulled = self._call(self.client.images.get, location)
+        except docker.errors.APIError as error:
+            raise StartFailed(f"cannot pull {location}: {_one_line(error)}") from None
+        if location not in (pulled.attrs.get("RepoDigests") or []):
+            raise StartFailed(f"cannot pull {location}: the engine holds it under "
+                              f"{', '.join(pulled.attrs.get('RepoDigests') or []) or 'no repository'}")
+        log.info("image.pulled", location=location)
+
+    def start(self, target: Target, slot: str, variables: dict[str, str]) -> int:
+        """One container per replica; replica 0 on the slot's port (variables["PORT"]); replica 0's pid."""
+        self._remove(target.service, slot)  # what is left of a release that stopped or exited
+        port = int(variables["PORT"])
+        environment = {**variables, "PORT": str(self.container_port)}
+        lane = slot.partition(".")[2]
+        image = self._call(self.client.images.get, target.location)
+        user = image.attrs.get("Config", {}).get("User") or ""
+        if user.split(":")[0] in ("", "0", "root"):
+            user = self.user  # never root
+        options = {}
+        if target.resources is not None:
+            if target.resources.memory_bytes is not None:
+                options["mem_limit"] = target.resources.memory_bytes
+            if target.resources.cpus is not None:
+                options["nano_cpus"] = int(target.resources.cpus * 1e9)
+        first = None
+        for replica in range(target.replicas):
+            labels = {f"{LABEL}service": target.service, f"{LABEL}env": target.env, f"{LABEL}lane": lane,
+                      f"{LABEL}slot": slot, f"{LABEL}digest": target.digest,
+                      f"{LABEL}config_version": target.config_version,
+                      f"{LABEL}deployment_id": target.deployment_id, f"{LABEL}version": target.version,
+                      f"{LABEL}replica": str(replica), f"{LABEL}replicas": str(target.replicas)}
+            published = ("127.0.0.1", port) if replica == 0 else ("127.0.0.1",)
+            try:
+                container = self._call(
+                    self.client.containers.run, target.location, detach=True,
+                    name=container_name(target.service, slot, replica), environment=environment, labels=labels,
+                    ports={f"{self.container_port}/tcp": published}, user=user, cap_drop=["ALL"],
+                    security_opt=["no-new-privileges"], read_only=True, **options)
+            except docker.errors.APIError as error:
+                raise StartFailed(f"cannot start {target.location}: {_one_line(error)}") from None
+            first = first or container
+        assert first is not None
+        self._call(first.reload)
+        return first.attrs.get("State", {}).get("Pid") or 0
+
+    def stop(self, service: str, slot: str, pid: int, timeout: float | None = None) -> None:
+        """Stop and remove every container of the slot (SIGTERM, SIGKILL after the stop timeout)."""
+        self._remove(service, slot, self.stop_timeout if timeout is None else int(timeout))
+
+    def _remove(self, service: str, slot: str, timeout: int = 0) -> None:
+        for container in self._containers(service, slot):
+            try:
+                if container.status == "running":
+                    self._call(container.stop, timeout=timeout)
+                self._call(container.remove, force=True)
+            except docker.errors.NotFound:
+                pass  # gone meanwhile (removed by hand, or by another call)
+
+    def ports(self, service: str, slot: str, port: int) -> list[int]:
+        """The host ports the slot's running replicas are published on."""
+        found = []
+        for container in self._containers(service, slot):
+            if container.status == "running" and (published := self._published(container)) is not None:
+                found.append(published)
+        return found or [port]
+
+    def _published(self, container) -> int | None:
+        bindings = (container.attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{self.container_port}/tcp")
+        for binding in bindings or ():
+            if binding.get("HostPort"):
+                return int(binding["HostPort"])
+        return None
+
+    async def verify(self, target: Target, slot: str, pid: int, port: int,
+                     timeout: float = 15.0) -> dict[str, str]:
+        """Each replica: its container runs, from the promoted image (its repo digests name the location),
+        answers /health and the release's /version on its published port."""
+        found = await asyncio.to_thread(self._containers, target.service, slot)
+        if len(found) != target.replicas:
+            return {"process": f"{len(found)} of {target.replicas} containers exist", "digest": "not run",
+                    "health": "not run", "version": "not run"}
+        checks: dict[str, str] = {}
+        for container in found:
+            replica = container.labels.get(f"{LABEL}replica", "0")
+            result = await self._verify_one(target, container, timeout)
+            for name, outcome in result.items():
+                if checks.get(name, "passed") == "passed" and outcome != "passed":
+                    checks[name] = outcome if target.replicas == 1 else f"replica {replica}: {outcome}"
+                checks.setdefault(name, outcome)
+        if target.replicas > 1:
+            checks["replicas"] = f"{target.replicas} of {target.replicas} verified" \
+                if all(value == "passed" for value in checks.values()) else "not all verified"
+        return checks
+
+    async def _verify_one(self, target: Target, container, timeout: float) -> dict[str, str]:
+        checks: dict[str, str] = {}
+        checks["digest"] = await asyncio.to_thread(self._image_check, container, target)
+
+        async def alive() -> bool:
+            return await asyncio.to_thread(self._state, container) == "running"
+
+        published = self._published(container)
+        if published is None:
+            checks.update(health="no published port", version="not run")
+        else:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{published}", timeout=2.0) as client:
+                checks["health"] = await wait_healthy(client, alive, timeout)
+                checks["version"] = await check_version(client, target.version)
+        state = await asyncio.to_thread(self._state, container)
+        checks["process"] = "passed" if state == "running" else f"container {container.name} {state}"
+        return checks
+
+    def _state(self, container) -> str:
+        """running, `exited with code N`, or removed."""
+        try:
+            self._call(container.reload)
+        except docker.errors.NotFound:
+            return "removed"
+        if container.status == "running":
+            return "running"
+        return f"exited with code {container.attrs.get('State', {}).get('ExitCode')}"
+
+    def _image_check(self, container, target: Target) -> str:
+        try:
+            image = self._call(self.client.images.get, container.attrs["Image"])
+        except docker.errors.NotFound:
+            return f"the image of container {container.name} is gone"
+        digests = image.attrs.get("RepoDigests") or []
+        if target.location in digests:
+            return "passed"
+        return f"container {container.name} runs an image whose digests are {', '.join(digests) or 'none'}"
