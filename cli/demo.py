@@ -7,6 +7,11 @@ blue/green). A bad 2.4.2 fails verification in dev, which returns to 2.4.1 while
 untouched; a faulty 2.4.3 passes dev and test and is caught by the canary analysis in staging
 after a small share of traffic; a flag change redeploys prod's digest with its new config;
 2.4.1 re-published with other bytes is rejected.
+
+By default every build is an OCI image (built from source by examples/payments/build_image.py, pushed to
+the stack's registry as CI) and runs as containers on podman, prod as two replicas behind the router; the
+rebuilt 2.4.1 is pushed under the same tag, which intake reports moved while prod keeps its digest.
+`--artifacts file` runs the same scenario with artifact files as local processes.
 """
 
 import asyncio
@@ -18,16 +23,17 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
-from cli import api, ops, render
+from cli import api, render
 from cli.errors import CliError
 from shared.client import EventWatcher, Publisher, matches
-from shared.events import Event, EventData, EvidenceRecorded, new_event
+from shared.events import Artifact, BuildCompleted, Event, EventData, EvidenceRecorded, new_event
 from shared.loadgen import LoadReport, generate
 from shared.pipeline import PipelineDefinition, load_pipeline_file, parse_pipeline
 from shared.settings import REPO_ROOT, Settings
 
 sys.path.insert(0, str(REPO_ROOT / "examples" / "payments"))
 from build import build as build_artifact  # noqa: E402  (the example's own build script)
+from build_image import build_image, push  # noqa: E402  (and its image build)
 
 console = Console(highlight=False)
 PIPELINE_FILE = REPO_ROOT / "examples" / "payments" / "pipeline.yaml"
@@ -71,9 +77,9 @@ class Demo:
     """Publishes as CI does, acts as operators do (through the API), and waits for each outcome on the bus."""
 
     def __init__(self, settings: Settings, service: str, publisher: Publisher, watcher: EventWatcher,
-                 operators: Operators) -> None:
+                 operators: Operators, images: bool = True) -> None:
         self.settings, self.service, self.publisher, self.watcher = settings, service, publisher, watcher
-        self.operators = operators
+        self.operators, self.images = operators, images
         self.dist = settings.drop_dir / "demo" / service  # intake takes artifacts only from its roots
         self.t0 = time.monotonic()
         self.traffic: asyncio.Task[LoadReport] | None = None
@@ -92,12 +98,22 @@ class Demo:
             return await self.watcher.wait_for(matches(event_type, service=self.service, **fields),
                                                STEP_TIMEOUT, f"{event_type} {fields}")
 
-    def build(self, version: str, *, bad: bool = False, faulty: bool = False, label: str = "") -> tuple[Path, str]:
+    async def build(self, version: str, *, bad: bool = False, faulty: bool = False,
+                    label: str = "") -> tuple[str, str]:
+        """CI's build: an image pushed under the tag `version` (or a file in the drop folder); (where, digest)."""
+        kind = " (bad build)" if bad else " (fails half its requests, healthy otherwise)" if faulty else ""
+        if self.images:
+            with console.status(f"building the {version} image from source"):
+                image = await asyncio.to_thread(build_image, version, bad=bad, faulty=faulty, label=label)
+            where = f"{self.settings.registry}/{self.service}:{version}"
+            digest = await push(image, where, self.settings)
+            self.say(f"CI built the {self.service} {version} image{kind}{' ' + label if label else ''} and pushed "
+                     f"it to {where}: {render.short(digest)}")
+            return where, digest
         path = self.dist / f"{self.service}-{version}{'-' + label if label else ''}.pyz"
         digest = build_artifact(version, path, bad=bad, faulty=faulty, label=label)
-        kind = " (bad build)" if bad else " (fails half its requests, healthy otherwise)" if faulty else ""
         self.say(f"CI built {self.service} {version}{kind}{' ' + label if label else ''}: {render.short(digest)}")
-        return path, digest
+        return path.as_uri(), digest
 
     def start_traffic(self, env: str, port: int) -> None:
         """Users: steady loopback traffic through the environment's router for the rest of the demo."""
@@ -111,9 +127,11 @@ class Demo:
         self.stop_traffic.set()
         return await self.traffic
 
-    async def publish_build(self, version: str, path: Path, digest: str, author: str) -> None:
-        data = ops.build_completed(self.service, version, path, None, digest, "c0ffee" + version.replace(".", ""),
-                                   author, {"unit-tests": "passed"})
+    async def publish_build(self, version: str, where: str, digest: str, author: str) -> None:
+        data = BuildCompleted(service=self.service, version=version,
+                              artifact=Artifact(kind="oci" if self.images else "file", uri=where, digest=digest),
+                              commit="c0ffee" + version.replace(".", ""), author=author,
+                              checks={"unit-tests": "passed"})
         await self.send(data)
         self.say(f"CI published build.completed for {version} (author {author})")
 
@@ -154,41 +172,45 @@ class Demo:
             await self.wait("gate.passed", env="prod", version=version)
         self.say(f"  {approver} approves: prod gate passed (approver recorded: {answer['approver']}, from the token)")
         verified = await self.wait("verification.passed", env="prod", version=version)
-        self.say(f"  {version} verified in [bold]prod[/] (blue/green: {verified.data.checks.get('switch', '')})")
+        replicas = f"; {verified.data.checks['replicas']} containers" if "replicas" in verified.data.checks else ""
+        self.say(f"  {version} verified in [bold]prod[/] (blue/green: {verified.data.checks.get('switch', '')}"
+                 f"{replicas})")
 
     async def _port(self, env: str) -> int | str:
         found = self.watcher.seen(matches("deployment.succeeded", service=self.service, env=env))
         return found[-1].data.port if found else "?"
 
 
-async def run_demo(settings: Settings, service: str) -> None:
+async def run_demo(settings: Settings, service: str, images: bool = True) -> None:
     """Run the whole scenario and end with the status table and where to look next."""
     operators = Operators()
     service = await _fresh_service_name(operators, service)
     definition = _pipeline_for(service)
+    if not images:
+        definition = as_files(definition)
     definition = PipelineDefinition.model_validate(definition.model_dump(mode="json"))
     _write_secret(settings, definition)
     async with Publisher(settings) as publisher, EventWatcher(settings) as watcher:
-        demo = Demo(settings, service, publisher, watcher, operators)
+        demo = Demo(settings, service, publisher, watcher, operators, images)
         console.rule(f"[bold]promote demo: {service}")
         await operators.apply(definition)
         demo.say(f"pipeline applied: {' -> '.join(definition.environment_names)} "
                  f"({definition.content_hash[:19]}…)")
 
         console.rule("1. the previous release, 2.4.0, goes all the way to prod")
-        path, digest = demo.build("2.4.0")
+        path, digest = await demo.build("2.4.0")
         await demo.publish_build("2.4.0", path, digest, author="dana")
         await demo.through_staging("2.4.0", digest)
         await demo.approve_prod("2.4.0", author="", approver="erin")
 
         console.rule("2. 2.4.1: the same bytes from dev to prod, approval required")
-        path, good = demo.build("2.4.1")
+        path, good = await demo.build("2.4.1")
         await demo.publish_build("2.4.1", path, good, author="alice")
         await demo.through_staging("2.4.1", good)
         await demo.approve_prod("2.4.1", author="alice", approver="bob")
 
         console.rule("3. a bad 2.4.2 fails verification in dev and dev returns to 2.4.1")
-        path, bad = demo.build("2.4.2", bad=True)
+        path, bad = await demo.build("2.4.2", bad=True)
         await demo.publish_build("2.4.2", path, bad, author="carol")
         failed = await demo.wait("verification.failed", env="dev", version="2.4.2")
         demo.say(f"  [red]verification failed[/] in dev: {failed.data.reason}")
@@ -198,7 +220,7 @@ async def run_demo(settings: Settings, service: str) -> None:
         demo.say(f"  [green]rollback completed[/]: dev runs {done.data.version} ({render.short(done.data.digest)})")
 
         console.rule("4. a faulty 2.4.3 passes dev and test; the canary analysis catches it in staging")
-        path, faulty = demo.build("2.4.3", faulty=True)
+        path, faulty = await demo.build("2.4.3", faulty=True)
         await demo.publish_build("2.4.3", path, faulty, author="carol")
         for env in ("dev", "test"):
             await demo.wait("verification.passed", env=env, version="2.4.3")
@@ -231,15 +253,19 @@ async def run_demo(settings: Settings, service: str) -> None:
         demo.say(f"  GET / in prod now answers ui={await _ui(await demo._port('prod'))}")
 
         console.rule("6. 2.4.1 published again with other bytes is rejected")
-        path, other = demo.build("2.4.1", label="rebuilt")
+        path, other = await demo.build("2.4.1", label="rebuilt")
         await demo.publish_build("2.4.1", path, other, author="alice")
         rejected = await demo.wait("artifact.rejected", version="2.4.1")
         demo.say(f"  [red]artifact.rejected[/] ({rejected.data.reason}): {rejected.data.detail}")
+        if images:
+            moved = await demo.wait("artifact.tag_moved", version="2.4.1")
+            demo.say(f"  the tag {moved.data.tag} now names {render.short(moved.data.moved_to)}: reported "
+                     f"(artifact.tag_moved); prod keeps running {render.short(moved.data.digest)}")
 
-    await _finish(operators, service, good, redeployed.data.config_version)
+    await _finish(operators, service, good, redeployed.data.config_version, images)
 
 
-async def _finish(operators: Operators, service: str, good: str, prod_config: str) -> None:
+async def _finish(operators: Operators, service: str, good: str, prod_config: str, images: bool) -> None:
     """Print the status table (from the ledger, through the API) and where to look next."""
     async def status() -> dict:
         return (await operators.call("admin", "GET", "/v1/status", params={"service": service}))["services"][0]
@@ -266,8 +292,19 @@ async def _finish(operators: Operators, service: str, good: str, prod_config: st
   .venv/bin/promote audit {service} 2.4.1       build -> gates -> approvals -> deployments, hash chain
   .venv/bin/promote token create you --role promoter:prod    a token (then: promote login)
   .venv/bin/promote rollback {service} --env prod            a blue/green switch back, as you
-  ./dev-stack status                            processes, ports; logs in var/log/ (apps in var/log/apps/)
-  docs/operator-guide.md                        everything an operator does""")
+  ./dev-stack status                            processes, ports; logs in var/log/ (apps in var/log/apps/)""")
+    if images:
+        console.print(f"  ./dev-stack podman ps --filter label=promote.service={service}   its containers, by lane")
+    console.print("  docs/operator-guide.md                        everything an operator does")
+
+
+def as_files(definition: PipelineDefinition) -> PipelineDefinition:
+    """The same pipeline for artifact files run as local processes (one per lane: no replicas, no limits)."""
+    dumped = definition.model_dump(mode="json")
+    dumped["artifact"]["kind"] = "file"
+    for environment in dumped["environments"]:
+        environment.update(driver="local", replicas=1, resources=None)
+    return PipelineDefinition.model_validate(dumped)
 
 
 def _with_prod_flag(definition: PipelineDefinition, value: str) -> PipelineDefinition:

@@ -5,6 +5,7 @@ Operator commands are calls to the API with your token (`promote login`, PROMOTE
 token's verified identity. Only what needs more imports it at its own start (read commands stay fast).
 """
 
+import enum
 import json
 import sys
 from pathlib import Path
@@ -355,16 +356,26 @@ def asyncapi(out: Annotated[Path, typer.Option(help="Folder for <service>.json."
         print(f"wrote {path}")
 
 
+class DemoArtifacts(str, enum.Enum):
+    """What the demo's builds are."""
+
+    image = "image"
+    file = "file"
+
+
 @app.command()
 def demo(service: Annotated[str, typer.Option(help="Service name for the demo (a fresh one is picked "
-                                                       "if it already has history).")] = "payments") -> None:
+                                                       "if it already has history).")] = "payments",
+         artifacts: Annotated[DemoArtifacts, typer.Option(
+             help="image: OCI images from the stack's registry, run as containers on podman; file: artifact "
+                  "files run as local processes.")] = DemoArtifacts.image) -> None:
     """Run the walking-skeleton scenario on the local stack (./dev-stack demo starts the stack first)."""
     import asyncio
 
     from cli.demo import run_demo
     from shared.settings import Settings
 
-    asyncio.run(run_demo(Settings(), service))
+    asyncio.run(run_demo(Settings(), service, images=artifacts is DemoArtifacts.image))
 
 
 @app.command()

@@ -60,11 +60,12 @@ def up(services: bool = True, ready_timeout: float = 90.0) -> None:
 
 
 def down() -> None:
-    """Stop deployed apps, services, the router, podman's API service, the registry, Keycloak, Kafka, then
-    PostgreSQL (only what this stack started)."""
+    """Stop deployed apps, services, the apps' containers, the router, podman's API service, the registry,
+    Keycloak, Kafka, then PostgreSQL (only what this stack started)."""
     t0 = time.monotonic()
     stop_apps()
     stop_services()
+    containers.stop_apps()  # after the deployer stopped: nothing starts one again
     router.stop()
     containers.stop()
     registry.stop()

@@ -1,13 +1,14 @@
-"""CLI: python -m devstack up [--no-services] | down | status [--json] | fetch | keycloak."""
+"""CLI: python -m devstack up [--no-services] | down | status [--json] | fetch | keycloak | podman ARGS."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 import devstack
-from devstack import kafka, keycloak
+from devstack import containers, kafka, keycloak
 
 
 def print_status(st: dict) -> None:
@@ -48,7 +49,13 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("fetch", help=f"only fetch the Kafka {kafka.KAFKA_VERSION} jars")
     sub.add_parser("keycloak", help=f"start Keycloak (OIDC on 127.0.0.1:{keycloak.PORT}) with the realm "
                                     f"{keycloak.REALM!r}; prints its issuer")
+    engine = sub.add_parser("podman", help="podman against the stack's storage and configuration, e.g. "
+                                           "`podman ps --filter label=promote.service=payments`")
+    engine.add_argument("args", nargs=argparse.REMAINDER)
     args = ap.parse_args(argv)
+    if args.cmd == "podman":
+        os.execve(str(containers.PODMAN), [str(containers.PODMAN), *args.args], {**os.environ,
+                                                                              **containers.environment()})
     try:
         if args.cmd == "up":
             devstack.up(services=not args.no_services)

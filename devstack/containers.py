@@ -135,3 +135,14 @@ def podman(*args: str) -> subprocess.CompletedProcess:
     """Run `podman ARGS` against the stack's storage and configuration (for tests and drills)."""
     return subprocess.run([str(PODMAN), *args], env={**os.environ, **environment()}, capture_output=True,
                           text=True, check=False)
+
+
+def stop_apps() -> None:
+    """Remove the containers the deployer started (labelled promote.service): they outlive podman's API
+    service (conmon watches each), so `down` removes them, as it stops app processes."""
+    if not PODMAN.exists() or not (containers_dir() / "containers.conf").exists():
+        return
+    ids = podman("ps", "-aq", "--filter", "label=promote.service").stdout.split()
+    if ids:
+        podman("rm", "-f", "-t", "5", *ids)
+        p.say(f"podman: removed {len(ids)} app container{'s' if len(ids) != 1 else ''}")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.pipeline import (_sha256, ApprovalGate, BlueGreen, Environment, EvidenceGate, PipelineDefinition, PipelineError,
+from shared.pipeline import (_sha256, Resources, ApprovalGate, BlueGreen, Environment, EvidenceGate, PipelineDefinition, PipelineError,
                              Problem, SecretRef, load_pipeline_file, parse_pipeline)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "payments" / "pipeline.yaml"
@@ -23,7 +23,10 @@ def problems_of(text: str) -> list[Problem]:
 
 
 def test_the_payments_example_parses_into_four_environments_with_their_gates_and_config(example):
-    assert example.service == "payments" and example.artifact.kind == "file"
+    assert example.service == "payments" and example.artifact.kind == "oci"
+    assert {environment.driver for environment in example.environments} == {"container"}
+    assert (example.environment("prod").replicas, example.environment("prod").resources) == \
+        (2, Resources(memory="64m", cpus=0.5))
     assert example.environment_names == ("dev", "test", "staging", "prod")
     assert example.environment("dev").gates == ()
     assert example.environment("test").gates == (EvidenceGate(check="unit-tests"),)
@@ -315,3 +318,12 @@ def test_replicas_and_resources_are_part_of_the_config_version_only_when_set():
     limited = parse_pipeline(OCI + "    resources: {memory: 1g, cpus: 1.5}\n").first_environment
     assert len({plain.config_version, scaled.config_version, limited.config_version}) == 3
     assert limited.resources.memory_bytes == 2**30 and scaled.replicas == 3
+
+
+def test_the_demo_s_file_variant_of_the_example_runs_local_processes_one_per_lane(example):
+    from cli.demo import as_files
+
+    files = as_files(example)
+    assert files.artifact.kind == "file" and {environment.driver for environment in files.environments} == {"local"}
+    assert files.environment("prod").replicas == 1 and files.environment("prod").resources is None
+    assert files.environment("prod").config == example.environment("prod").config
