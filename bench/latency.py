@@ -16,6 +16,10 @@ records of the same size, observed the same way. Targets: each hop's p99 within 
 hop's p99; the chain's p99 under 50 ms.
 
     .venv/bin/python -m bench.latency --builds 1000 --rate 20 --json /tmp/latency.json
+
+--serving N adds bench/serving.py's figures: N builds as images on the container driver and N as files on
+the local driver, each timed from build.completed to verified serving /version; --starts M adds the start
+time of a container against a process (--builds 0: only those).
 """
 
 import argparse
@@ -27,7 +31,7 @@ import time
 from rich.progress import Progress
 from rich.table import Table
 
-from bench import common, echo
+from bench import common, echo, serving
 from bench.common import console
 from shared.client import Publisher
 
@@ -165,15 +169,19 @@ def show(result: dict) -> None:
 
 
 async def run(args: argparse.Namespace) -> dict:
-    """Quiet stack -> services -> quiet stack -> baseline."""
+    """Quiet stack -> services -> quiet stack -> baseline (then serving and starts, if asked)."""
     envs = tuple(args.envs.split(","))
     console.print(f"stack quiet after {await common.wait_quiet(args.timeout, 'before')} s")
-    services = await measure_services(args.builds, args.rate, envs, args.timeout)
-    drained = await common.wait_quiet(args.timeout, "after the builds")
-    baseline = await measure_baseline(args.builds, args.rate, services["message_bytes"], args.timeout)
-    result = {"benchmark": "latency", "machine": common.machine(), "rate": args.rate, "envs": envs,
-              "services": services, "drained_after_s": drained, "baseline": baseline}
-    result["targets"] = verdicts(services, baseline)
+    result = {"benchmark": "latency", "machine": common.machine(), "rate": args.rate, "envs": envs}
+    if args.builds:
+        services = await measure_services(args.builds, args.rate, envs, args.timeout)
+        drained = await common.wait_quiet(args.timeout, "after the builds")
+        baseline = await measure_baseline(args.builds, args.rate, services["message_bytes"], args.timeout)
+        result.update(services=services, drained_after_s=drained, baseline=baseline,
+                      targets=verdicts(services, baseline))
+    if args.serving:
+        await common.wait_quiet(args.timeout, "before serving")
+        result["serving"] = await serving.run(args.serving, args.starts, args.timeout)
     return result
 
 
@@ -185,12 +193,20 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20.0, help="builds per second (default 20)")
     parser.add_argument("--envs", default="dev",
                         help="the noop pipeline's environments, comma-separated (default dev: the hops are in dev)")
+    parser.add_argument("--serving", type=int, default=0, metavar="N",
+                        help="also time N image builds (container driver) and N file builds (local driver) from "
+                             "build.completed to verified serving /version (default 0: not)")
+    parser.add_argument("--starts", type=int, default=20, metavar="M",
+                        help="with --serving: start M containers and M processes, each to /version (default 20)")
     parser.add_argument("--timeout", type=float, default=1800.0, help="seconds to wait for any phase")
     parser.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
     args = parser.parse_args()
     common.up()
     result = asyncio.run(run(args))
-    show(result)
+    if "services" in result:
+        show(result)
+    if "serving" in result:
+        serving.show(result["serving"])
     common.write_json(args.json, result)
 
 
