@@ -315,3 +315,30 @@ async def test_bad_image_references_are_refused_in_one_line_before_anything_stop
     with pytest.raises(StartFailed) as refused:
         await asyncio.to_thread(driver.preflight, bad, "dev")
     assert says.format(**fields) in str(refused.value) and "\n" not in str(refused.value)
+
+
+async def test_an_image_that_would_run_as_root_runs_as_the_unprivileged_container_user(scenario):
+    import json
+
+    from build_image import LAYER_TAR, Image, image_manifest
+
+    built = await asyncio.to_thread(build_image, "3.0.0")
+    config = json.loads(built.config)
+    config["config"]["User"] = ""  # no user: an engine would run it as root
+    config_bytes = json.dumps(config, sort_keys=True, separators=(",", ":")).encode()
+    rooted = Image("3.0.0", config_bytes, built.layers, image_manifest(config_bytes, [(built.layers[0], LAYER_TAR)]))
+    reference = f"{scenario.settings.registry}/{scenario.service}:root"
+    digest = await push(rooted, reference, scenario.settings)
+    driver = ContainerDriver(scenario.settings.container_engine, registries=scenario.settings.image_registries,
+                             login=registry.credentials("deployer"))
+    target = Target("deployment-1", scenario.service, "dev", "3.0.0", digest, {}, "sha256:" + "0" * 64,
+                    driver="container", location=f"{scenario.settings.registry}/{scenario.service}@{digest}")
+    port = free_port()
+    await asyncio.to_thread(driver.preflight, target, "dev")
+    pid = await asyncio.to_thread(driver.start, target, "dev", {"PORT": str(port), "BUILD_VERSION": "3.0.0"})
+
+    assert (await driver.verify(target, "dev", pid, port))["process"] == "passed"
+    [container] = containers_of(scenario.service)
+    assert container.attrs["Config"]["User"] == "65534:65534"
+    status = Path(f"/proc/{container.attrs['State']['Pid']}/status").read_text()
+    assert next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1:] == ["65534"] * 4
