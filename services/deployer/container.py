@@ -78,7 +78,7 @@ class ContainerDriver:
 
     def _containers(self, service: str, slot: str) -> list:
         """The slot's containers, running or not, by replica."""
-        found = self._call(self.client.containers.list, all=True,
+        found = self._call(self.client.containers.list, all=True, ignore_removed=True,  # removed meanwhile: gone
                            filters={"label": [f"{LABEL}service={service}", f"{LABEL}slot={slot}"]})
         return sorted(found, key=lambda container: int(container.labels.get(f"{LABEL}replica", "0")))
 

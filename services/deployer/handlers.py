@@ -107,9 +107,11 @@ class DeployerHandlers:
                 if await inbox.handled(conn, cause):
                     continue
                 release = await repository.serving(conn, data.service, env)
+                images = await repository.ran_images(conn, data.service, env)
+                drivers = [driver for name, driver in self.drivers.items() if name != "container" or images]
                 stopped = []
                 for slot in (env, *(lane_slot(env, lane) for lane in LANES)):
-                    for driver in self.drivers.values():
+                    for driver in drivers:
                         running = await asyncio.to_thread(driver.launched, data.service, slot)
                         if running is not None and (running.alive and running.pid or running.leftover):
                             await asyncio.to_thread(driver.stop, data.service, slot, running.pid)  # noop: pid 0

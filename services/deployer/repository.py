@@ -149,3 +149,11 @@ async def forget(conn: asyncpg.Connection, service: str, env: str) -> None:
     """The environment no longer exists: its slot, route and lanes go (their ports are free again)."""
     for table in ("lanes", "routes", "slots"):
         await conn.execute(f"delete from {table} where service = $1 and env = $2", service, env)
+
+
+async def ran_images(conn: asyncpg.Connection, service: str, env: str) -> bool:
+    """An image ran in the environment (its slot or a lane names a location): the container driver has
+    something there to stop (a stack without a container engine never asks it)."""
+    return bool(await conn.fetchval(
+        "select exists (select 1 from slots where service = $1 and env = $2 and location is not null) "
+        "or exists (select 1 from lanes where service = $1 and env = $2 and location is not null)", service, env))

@@ -194,10 +194,11 @@ class RoutedDeployer:
                     continue  # a deployment is busy in this environment; next time
                 try:
                     slot = lane_slot(lane["env"], lane["lane"])
-                    for driver in self.drivers.values():
-                        running = await asyncio.to_thread(driver.launched, lane["service"], slot)
-                        if running is not None and running.alive and running.pid == lane["pid"]:
-                            await asyncio.to_thread(driver.stop, lane["service"], slot, running.pid)
+                    # An image in the lane: the container driver's; a file: the local driver's.
+                    driver = self.drivers["container" if lane["location"] else "local"]
+                    running = await asyncio.to_thread(driver.launched, lane["service"], slot)
+                    if running is not None and running.alive and running.pid == lane["pid"]:
+                        await asyncio.to_thread(driver.stop, lane["service"], slot, running.pid)
                     await repository.retired(conn, lane["service"], lane["env"], lane["lane"])
                     log.info("lane.retired", service=lane["service"], env=lane["env"], lane=lane["lane"])
                 finally:

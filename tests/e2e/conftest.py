@@ -59,8 +59,12 @@ def _stop_apps_of(settings: Settings, service: str) -> None:
     if containers.running_pid() is not None:
         engine = docker.DockerClient(base_url=settings.container_engine)
         try:
-            for container in engine.containers.list(all=True, filters={"label": f"promote.service={service}"}):
-                container.remove(force=True)
+            for container in engine.containers.list(all=True, filters={"label": f"promote.service={service}"},
+                                                   ignore_removed=True):
+                try:
+                    container.remove(force=True)
+                except docker.errors.NotFound:
+                    pass  # the deployer removed it meanwhile (a lane retiring)
         finally:
             engine.close()
 

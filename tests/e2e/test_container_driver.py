@@ -89,7 +89,7 @@ def containers_of(service: str, **labels: str) -> list:
     client = engine()
     try:
         wanted = [f"{LABEL}service={service}", *(f"{LABEL}{key}={value}" for key, value in labels.items())]
-        return client.containers.list(all=True, filters={"label": wanted})
+        return client.containers.list(all=True, filters={"label": wanted}, ignore_removed=True)
     finally:
         client.close()
 
