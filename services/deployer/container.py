@@ -39,6 +39,11 @@ def container_name(service: str, slot: str, replica: int) -> str:
     return f"promote-{service}--{slot}--{replica}"
 
 
+def _gone(error: docker.errors.APIError) -> bool:
+    """The container no longer exists: 404, or podman's 500 "no such container" while it is being removed."""
+    return isinstance(error, docker.errors.NotFound) or "no such container" in str(error.explanation or "")
+
+
 def _one_line(error: Exception) -> str:
     text = getattr(error, "explanation", None) or str(error)
     return " ".join(str(text).split())[:300]
@@ -77,9 +82,16 @@ class ContainerDriver:
         return target.location or ""
 
     def _containers(self, service: str, slot: str) -> list:
-        """The slot's containers, running or not, by replica."""
-        found = self._call(self.client.containers.list, all=True, ignore_removed=True,  # removed meanwhile: gone
-                           filters={"label": [f"{LABEL}service={service}", f"{LABEL}slot={slot}"]})
+        """The slot's containers, running or not, by replica (one removed while listed is gone)."""
+        listed = self._call(self.client.api.containers, all=True,
+                            filters={"label": [f"{LABEL}service={service}", f"{LABEL}slot={slot}"]})
+        found = []
+        for summary in listed:
+            try:
+                found.append(self._call(self.client.containers.get, summary["Id"]))
+            except docker.errors.APIError as error:
+                if not _gone(error):
+                    raise
         return sorted(found, key=lambda container: int(container.labels.get(f"{LABEL}replica", "0")))
 
     def launched(self, service: str, slot: str) -> Running | None:
@@ -183,8 +195,9 @@ class ContainerDriver:
                 if container.status == "running":
                     self._call(container.stop, timeout=timeout)
                 self._call(container.remove, force=True)
-            except docker.errors.NotFound:
-                pass  # gone meanwhile (removed by hand, or by another call)
+            except docker.errors.APIError as error:
+                if not _gone(error):  # gone meanwhile (removed by hand, or by another call)
+                    raise
 
     def ports(self, service: str, slot: str, port: int) -> list[int]:
         """The host ports the slot's running replicas are published on."""
@@ -244,8 +257,10 @@ class ContainerDriver:
         """running, `exited with code N`, or removed."""
         try:
             self._call(container.reload)
-        except docker.errors.NotFound:
-            return "removed"
+        except docker.errors.APIError as error:
+            if _gone(error):
+                return "removed"
+            raise
         if container.status == "running":
             return "running"
         return f"exited with code {container.attrs.get('State', {}).get('ExitCode')}"

@@ -7,7 +7,6 @@ import signal
 import tempfile
 from pathlib import Path
 
-import docker
 import pytest
 
 import devstack
@@ -57,16 +56,10 @@ def _stop_apps_of(settings: Settings, service: str) -> None:
             pass
         record.unlink()
     if containers.running_pid() is not None:
-        engine = docker.DockerClient(base_url=settings.container_engine)
-        try:
-            for container in engine.containers.list(all=True, filters={"label": f"promote.service={service}"},
-                                                   ignore_removed=True):
-                try:
-                    container.remove(force=True)
-                except docker.errors.NotFound:
-                    pass  # the deployer removed it meanwhile (a lane retiring)
-        finally:
-            engine.close()
+        # podman's CLI: a container the deployer removes meanwhile (a lane retiring) is no error for `rm -i`
+        ids = containers.podman("ps", "-aq", "--filter", f"label=promote.service={service}").stdout.split()
+        if ids:
+            containers.podman("rm", "-f", "-i", "-t", "0", *ids)
 
 
 # Modules that kill services, restart the broker or the database, or replay history run last,

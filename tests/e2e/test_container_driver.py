@@ -89,7 +89,13 @@ def containers_of(service: str, **labels: str) -> list:
     client = engine()
     try:
         wanted = [f"{LABEL}service={service}", *(f"{LABEL}{key}={value}" for key, value in labels.items())]
-        return client.containers.list(all=True, filters={"label": wanted}, ignore_removed=True)
+        for _ in range(20):  # podman answers 500 "no such container" for one removed while listed: list again
+            try:
+                return client.containers.list(all=True, filters={"label": wanted}, ignore_removed=True)
+            except docker.errors.APIError as error:
+                if "no such container" not in str(error):
+                    raise
+        raise AssertionError("podman kept answering 'no such container'")
     finally:
         client.close()
 
