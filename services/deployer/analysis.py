@@ -59,7 +59,15 @@ def _last(listed: str) -> str:
 
 def parse_line(line: str, upstream_ports: int | Collection[int]) -> Outcome | None:
     """The outcome of one access-log line if the slot on one of `upstream_ports` answered it (else None)."""
-    ports = {str(upstream_ports)} if isinstance(upstream_ports, int) else {str(port) for port in upstream_ports}
+    return _parse(line, _port_names(upstream_ports))
+
+
+def _port_names(upstream_ports: int | Collection[int]) -> frozenset[str]:
+    """The ports as nginx writes them after the colon of `upstream`."""
+    return frozenset({str(upstream_ports)} if isinstance(upstream_ports, int) else map(str, upstream_ports))
+
+
+def _parse(line: str, ports: frozenset[str]) -> Outcome | None:
     try:
         entry = json.loads(line)
         if entry["uri"].startswith("/_router/") or _last(entry["upstream"]).rpartition(":")[2] not in ports:
@@ -95,7 +103,8 @@ def read_outcomes(path: Path, offset: int, upstream_ports: int | Collection[int]
     except FileNotFoundError:
         return [], 0
     complete = data[: data.rfind(b"\n") + 1]
-    outcomes = [parse_line(line, upstream_ports) for line in complete.decode(errors="replace").splitlines()]
+    ports = _port_names(upstream_ports)  # once per read, not once per line
+    outcomes = [_parse(line, ports) for line in complete.decode(errors="replace").splitlines()]
     return [outcome for outcome in outcomes if outcome is not None], offset + len(complete)
 
 
