@@ -25,7 +25,7 @@ from shared.settings import Settings
 PODMAN = Path("/usr/bin/podman")
 RUNC = Path("/usr/sbin/runc")
 COMPONENT = "podman"
-READY_TIMEOUT = 30.0
+READY_TIMEOUT = 90.0  # the first start on a machine initialises its storage; under load (apt, a Go build) 30 s were seen too few
 
 
 def containers_dir() -> Path:
