@@ -177,23 +177,18 @@ class Registry:
     def base(self, registry: str) -> str:
         return f"{'http' if registry in self.insecure else 'https'}://{registry}"
 
-    async def resolve(self, ref: ImageReference, reference: str | None = None) -> Resolved:
-        """The manifest `ref` names (or `reference`, a digest in the same repository)."""
+    async def resolve(self, ref: ImageReference, reference: str | None = None, *,
+                      max_bytes: int | None = None) -> Resolved:
+        """The manifest `ref` names (or `reference`, a digest or tag in the same repository), within
+        `max_bytes` (default: image_max_manifest_bytes)."""
         asked = reference or ref.reference
+        limit = self.max_manifest_bytes if max_bytes is None else max_bytes
+        setting = "image_max_manifest_bytes" if max_bytes is None else "the limit for this manifest"
         url = f"{self.base(ref.registry)}/v2/{ref.repository}/manifests/{asked}"
         async with await self._stream(ref, "GET", url, {"Accept": ACCEPT}) as answer:
             if answer.status_code != 200:
                 self._raise_for(answer, ref, asked, body=await _bounded(answer, 64 * 1024))
-            declared = answer.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_manifest_bytes:
-                raise BadImage(f"the manifest of {ref.name}:{asked} has {declared} bytes, more than the limit of "
-                               f"{self.max_manifest_bytes} (image_max_manifest_bytes)")
-            raw = b""
-            async for chunk in answer.aiter_bytes():
-                raw += chunk
-                if len(raw) > self.max_manifest_bytes:
-                    raise BadImage(f"the manifest of {ref.name}:{asked} is larger than the limit of "
-                                   f"{self.max_manifest_bytes} bytes (image_max_manifest_bytes)")
+            raw = await _read_within(answer, limit, f"the manifest of {ref.name}:{asked}", setting)
             header_digest = answer.headers.get("docker-content-digest")
             content_type = answer.headers.get("content-type", "").split(";")[0].strip()
         digest = "sha256:" + hashlib.sha256(raw).hexdigest()
@@ -242,6 +237,20 @@ class Registry:
         if found and DIGEST.match(found):
             return found
         return (await self.resolve(ref)).digest
+
+    async def fetch_blob(self, ref: ImageReference, digest: str, max_bytes: int) -> bytes:
+        """The bytes of blob `digest` in ref's repository, at most `max_bytes`, checked against the digest
+        (ImageUnknown if the registry has no such blob; BadImage if it is too large or has other bytes)."""
+        if not DIGEST.match(digest):
+            raise BadImage(f"{digest[:80]!r} is not a sha256 digest")
+        url = f"{self.base(ref.registry)}/v2/{ref.repository}/blobs/{digest}"
+        async with await self._stream(ref, "GET", url, {}) as answer:
+            if answer.status_code != 200:
+                self._raise_for(answer, ref, digest, body=await _bounded(answer, 64 * 1024))
+            data = await _read_within(answer, max_bytes, f"blob {digest} of {ref.name}", "the limit for this blob")
+        if "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            raise BadImage(f"the registry served bytes for blob {digest} of {ref.name} whose digest is another")
+        return data
 
     async def _check_manifest(self, manifest: Resolved) -> int:
         """HEAD the config and each layer; the total size the manifest states."""
@@ -402,6 +411,19 @@ async def _bounded(answer: httpx.Response, limit: int) -> bytes:
         if len(body) >= limit:
             break
     return body[:limit]
+
+
+async def _read_within(answer: httpx.Response, limit: int, what: str, setting: str) -> bytes:
+    """The body of a streamed answer; BadImage if it states or streams more than `limit` bytes."""
+    declared = answer.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise BadImage(f"{what} has {declared} bytes, more than the limit of {limit} ({setting})")
+    body = b""
+    async for chunk in answer.aiter_bytes():
+        body += chunk
+        if len(body) > limit:
+            raise BadImage(f"{what} is larger than the limit of {limit} bytes ({setting})")
+    return body
 
 
 def _descriptors(manifest: Resolved, key: str, limit: int) -> list[dict]:
