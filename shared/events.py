@@ -109,6 +109,47 @@ class PipelineApplied(EventData):
         return self
 
 
+MAX_SUPPLY_CHAIN_BYTES = 96 * 1024
+"""The signature payloads and attestation envelopes one `artifact.registered` carries, in bytes before base64:
+what a registry holds beyond it is not taken (intake says so in `supply_chain.problems`)."""
+MAX_SUPPLY_CHAIN_ITEMS = 32
+_Base64 = Annotated[str, StringConstraints(max_length=(MAX_SUPPLY_CHAIN_BYTES + 2) // 3 * 4,
+                                           pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
+
+
+class FoundSignature(BaseModel):
+    """One signature of the artifact as intake found it in the registry (cosign's `sha256-<digest>.sig`): the
+    simple-signing payload's exact bytes and the signature over them, or why the layer could not be taken.
+    Nothing here is trusted: gates checks the signature against its own keys."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    payload: _Base64 = ""
+    signature: Annotated[str, StringConstraints(max_length=2048)] = ""
+    problem: Text | None = None
+
+
+class SupplyChain(BaseModel):
+    """The signatures and attestations kept beside the artifact when intake registered it, as found: gates judges
+    the signature and provenance gates on them, and an evidence bundle carries them for anyone to check again."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    signatures_manifest: Digest | None = None
+    """The digest of the `.sig` manifest the signatures came from; None: the image has none."""
+    signatures: tuple[FoundSignature, ...] = Field((), max_length=MAX_SUPPLY_CHAIN_ITEMS)
+    attestations: tuple[_Base64, ...] = Field((), max_length=MAX_SUPPLY_CHAIN_ITEMS)
+    """DSSE envelopes (JSON, base64): cosign's `sha256-<digest>.att` layers, or the lines of a file artifact's
+    `<file>.intoto.jsonl`."""
+    problems: tuple[Text, ...] = Field((), max_length=MAX_SUPPLY_CHAIN_ITEMS)
+    """What could not be taken as a whole (a manifest that is not what cosign writes, more than the limits)."""
+
+    @model_validator(mode="after")
+    def _within_budget(self) -> "SupplyChain":
+        size = sum(len(item.payload) for item in self.signatures) + sum(len(item) for item in self.attestations)
+        if size > (MAX_SUPPLY_CHAIN_BYTES + 2) // 3 * 4:
+            raise ValueError(f"signatures and attestations of more than {MAX_SUPPLY_CHAIN_BYTES} bytes")
+        return self
+
+
 class ArtifactRegistered(EventData):
     """Intake stored the artifact and checked its digest against its bytes."""
 
@@ -127,6 +168,9 @@ class ArtifactRegistered(EventData):
     never used again); None for a file (the store keeps it under its digest)."""
     tag: Annotated[str, StringConstraints(max_length=1024)] | None = None
     """The image reference CI gave (`registry/repository:tag`), kept to notice a tag moved to other bytes."""
+    supply_chain: SupplyChain | None = None
+    """The signatures and attestations found for the digest; None when none were looked for (an event from
+    before they were)."""
 
 
 class ArtifactTagMoved(EventData):
@@ -188,6 +232,8 @@ class GatePassed(EventData):
     config: Config
     config_version: Digest
     pipeline_version: Digest
+    evidence: list[Text] = Field(default_factory=list, max_length=64)
+    """What the signature and provenance gates accepted, one line each (e.g. which trusted key signed the digest)."""
 
 
 class GatePending(EventData):

@@ -27,14 +27,15 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 from shared import limits
 from shared.limits import Identity
 from shared.time_gates import ChangeWindowGate, Freeze, SoakGate, format_duration, parse_duration
+from shared.trust_gates import ProvenanceGate, SignatureGate
 
 __all__ = ["Analysis", "ApprovalGate", "Artifact", "BlueGreen", "Canary", "ChangeWindowGate", "Duration",
            "Environment", "EvidenceGate", "Freeze", "Gate", "PipelineDefinition", "PipelineError", "Problem",
-           "Resources", "SecretRef", "SoakGate", "Strategy", "load_pipeline_file", "parse_pipeline"]
+           "ProvenanceGate", "Resources", "SecretRef", "SignatureGate", "SoakGate", "Strategy", "load_pipeline_file", "parse_pipeline"]
 
 RESERVED_CONFIG_KEYS = frozenset({"PORT", "BUILD_VERSION", "ARTIFACT_DIGEST", "CONFIG_VERSION"})
 """Config keys the deployer sets itself."""
-GATE_KINDS = ("approval", "change_window", "evidence", "soak")
+GATE_KINDS = ("approval", "change_window", "evidence", "provenance", "signed_by", "soak")
 STRATEGIES = ("rolling", "blue_green", "canary")
 _SHAPE = "a mapping with service, artifact and environments"
 
@@ -136,7 +137,7 @@ class ApprovalGate(_Frozen):
 
 def _gate_shape(value: Any) -> Any:
     expected = ", ".join(GATE_KINDS)
-    if isinstance(value, (EvidenceGate, ApprovalGate, SoakGate, ChangeWindowGate)):
+    if isinstance(value, (EvidenceGate, ApprovalGate, SoakGate, ChangeWindowGate, SignatureGate, ProvenanceGate)):
         return value.model_dump()
     if not isinstance(value, dict) or len(value) != 1:
         raise ValueError(f"a gate is a mapping with exactly one key (one of: {expected})")
@@ -150,10 +151,12 @@ def _gate_kind(gate: Any) -> str:
 
 
 Gate = Annotated[Union[Annotated[EvidenceGate, Tag("evidence")], Annotated[ApprovalGate, Tag("approval")],
-                       Annotated[SoakGate, Tag("soak")], Annotated[ChangeWindowGate, Tag("change_window")]],
+                       Annotated[SoakGate, Tag("soak")], Annotated[ChangeWindowGate, Tag("change_window")],
+                       Annotated[SignatureGate, Tag("signed_by")], Annotated[ProvenanceGate, Tag("provenance")]],
                  Discriminator(_gate_kind), BeforeValidator(_gate_shape)]
-"""One gate: `{evidence: NAME}`, `{approval: {min, not_author, role}}`, `{soak: DURATION}` or
-`{change_window: {days, start, end, timezone, freezes}}`."""
+"""One gate: `{evidence: NAME}`, `{approval: {min, not_author, role}}`, `{soak: DURATION}`,
+`{change_window: {days, start, end, timezone, freezes}}`, `{signed_by: [KEY]}` or
+`{provenance: {builder, source, signed_by}}`."""
 _ConfigValue = Annotated[Union[Annotated[str, Tag("text")], Annotated[SecretRef, Tag("secret-ref")]],
                          Discriminator(lambda v: "text" if isinstance(v, str) else "secret-ref"),
                          BeforeValidator(_config_value)]
@@ -362,6 +365,21 @@ class PipelineDefinition(_Frozen):
                 raise PydanticCustomError(
                     "driver_kind", "driver {driver} runs {runs}, and this pipeline's artifact kind is {kind}",
                     {"driver": environment.driver, "runs": runs, "kind": kind, "at": [index, "driver"]})
+        return environments
+
+    @field_validator("environments")
+    @classmethod
+    def _signatures_are_of_images(cls, environments: tuple[Environment, ...],
+                                  info: ValidationInfo) -> tuple[Environment, ...]:
+        if "artifact" in info.data and info.data["artifact"].kind == "oci":
+            return environments
+        for index, environment in enumerate(environments):
+            for position, gate in enumerate(environment.gates):
+                if isinstance(gate, SignatureGate):
+                    raise PydanticCustomError(
+                        "signature_of_a_file", "a signed_by gate checks cosign's signature of an image; this "
+                        "pipeline's artifact kind is file (a provenance gate checks a file's attestation)",
+                        {"at": [index, "gates", position]})
         return environments
 
     @field_validator("environments")

@@ -75,6 +75,10 @@ class Settings(BaseSettings):
     container_stop_timeout_s: int = Field(5, ge=0, le=300)
     """Seconds a container has to stop after SIGTERM before it is killed."""
 
+    trusted_keys_dir: Path = Field(default_factory=lambda data: data["var_dir"] / "keys" / "trusted")
+    """The public keys gates trusts for signature and provenance gates: one PEM file `<key id>.pub` each (ECDSA
+    P-256, e.g. cosign.pub, or RSA of 2048 bits or more), read again when a file there changes."""
+
     tag_check_interval_s: float = Field(10.0, ge=0)
     """How often intake asks the registry what the tags of registered images name now (0: never); a tag found
     moved to other bytes is reported once per new digest (artifact.tag_moved)."""

@@ -6,12 +6,17 @@ that can never pass). The clock comes in as `now`: time gates (soak, change wind
 say when their answer may change (`Verdict.wake_at`), and gates sets a timer for then.
 """
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+from services.gates.supply_chain import signature_problem
 from services.gates.windows import window_problem
-from shared.pipeline import ApprovalGate, ChangeWindowGate, EvidenceGate, PipelineDefinition, SoakGate
+from shared.events import SupplyChain
+from shared.pipeline import (ApprovalGate, ChangeWindowGate, EvidenceGate, PipelineDefinition, ProvenanceGate,
+                             SignatureGate, SoakGate)
+from shared.signature_keys import TrustedKey
 from shared.time_gates import format_duration
 
 
@@ -26,6 +31,10 @@ class Release:
     checks: dict[str, str] = field(default_factory=dict)
     location: str | None = None
     """`registry/repository@digest` of an image; None for a file."""
+    commit: str | None = None
+    """The source commit the build event names (None: registered before gates kept it)."""
+    supply_chain: SupplyChain | None = None
+    """The signatures and attestations intake found beside it (loaded only for environments that check them)."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,8 @@ class Facts:
     released_here: bool = False
     """This very release (version and digest) was already deployed and verified in the environment
     by a promotion, so its gates passed once: only a rebuild, reading topics out of order, sees this."""
+    trusted_keys: Mapping[str, TrustedKey | str] = field(default_factory=dict)
+    """The keys gates trusts by key id (or why a key file is not one), for signature and provenance gates."""
 
     @property
     def verified_in(self) -> frozenset[str]:
@@ -59,6 +70,8 @@ class Verdict:
     reasons: tuple[str, ...] = ()
     wake_at: datetime | None = None
     """For a pending verdict: the earliest instant a time gate that holds the release may let it through."""
+    evidence: tuple[str, ...] = ()
+    """For a passed verdict: what the signature and provenance gates accepted (which key signed what)."""
 
 
 def evaluate(env: str, digest: str, facts: Facts, now: datetime) -> Verdict:
@@ -79,6 +92,7 @@ def evaluate(env: str, digest: str, facts: Facts, now: datetime) -> Verdict:
     failed: list[str] = []
     pending: list[str] = []
     wakes: list[datetime] = []
+    accepted: list[str] = []
     for gate in facts.pipeline.environment(env).gates:
         if isinstance(gate, EvidenceGate):
             pending += evidence_problems(facts, gate, previous.name if previous else None)
@@ -91,11 +105,18 @@ def evaluate(env: str, digest: str, facts: Facts, now: datetime) -> Verdict:
                             if isinstance(gate, SoakGate) else window_problem(gate, now))
             pending += [reason] if reason else []
             wakes += [wake] if wake else []
+        elif isinstance(gate, SignatureGate):
+            problem, holds = signature_problem(gate, facts.trusted_keys, digest, facts.release.location,
+                                               facts.release.supply_chain)
+            failed += [problem] if problem else []
+            accepted += [holds] if holds else []
+        elif isinstance(gate, ProvenanceGate):
+            failed.append("provenance gates are not built yet")
     if failed:
         return Verdict("failed", tuple(failed))
     if pending:
         return Verdict("pending", tuple(pending), min(wakes, default=None))
-    return Verdict("passed")
+    return Verdict("passed", evidence=tuple(accepted))
 
 
 def is_verified_in(facts: Facts, env: str) -> bool:

@@ -2,12 +2,14 @@
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import asyncpg
 
 from services.gates import repository
 from services.gates.domain import Release, evaluate
+from services.gates.trusted_keys import TrustedKeys
 from shared.events import (ApprovalGranted, ApprovalRejected, ArtifactRegistered, DeploymentFailed, Event,
                            EventData, EvidenceRecorded, GateFailed, GatePassed, GatePending, PipelineApplied,
                            PromotionRequested, VerificationFailed, VerificationPassed)
@@ -20,6 +22,7 @@ class GatesHandlers:
     def __init__(self, runtime: ServiceRuntime, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.runtime = runtime
         self.clock = clock
+        self.trusted_keys = TrustedKeys(runtime.settings.trusted_keys_dir)
 
     async def handle(self, event: Event) -> None:
         """Save the fact carried by `event` and emit the verdicts that changed, in one transaction."""
@@ -43,7 +46,7 @@ class GatesHandlers:
                 return await self._judge(conn, data.service)
             case ArtifactRegistered():
                 release = Release(data.service, data.version, data.digest, data.author, dict(data.checks),
-                                  data.location)
+                                  data.location, data.commit, data.supply_chain)
                 await repository.save_artifact(conn, release)
                 return await self._judge(conn, data.service, version=data.version)
             case PromotionRequested():
@@ -90,6 +93,8 @@ class GatesHandlers:
         for row in await repository.pending(conn, service, skip_locked, **where):
             version, env, digest = row["version"], row["env"], row["digest"]
             facts = await repository.load_facts(conn, service, version, env, digest, pipeline)
+            if facts.release is not None and facts.release.supply_chain is not None:
+                facts = replace(facts, trusted_keys=self.trusted_keys.current())
             verdict = evaluate(env, digest, facts, now)
             reasons = list(verdict.reasons)
             ident = dict(service=service, version=version, digest=digest, env=env)
@@ -101,6 +106,7 @@ class GatesHandlers:
                     location=facts.release.location, replicas=environment.replicas,
                     resources=environment.resources,
                     config_version=environment.config_version, pipeline_version=pipeline_version,
+                    evidence=list(verdict.evidence),
                 ))
             elif verdict.outcome == "failed":
                 emitted.append(GateFailed(**ident, reasons=reasons))

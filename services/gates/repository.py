@@ -6,7 +6,8 @@ from datetime import datetime
 import asyncpg
 
 from services.gates.domain import Facts, Release
-from shared.pipeline import PipelineDefinition
+from shared.events import SupplyChain
+from shared.pipeline import PipelineDefinition, ProvenanceGate, SignatureGate
 
 
 async def save_pipeline(conn: asyncpg.Connection, service: str, version: str, definition: dict) -> None:
@@ -39,10 +40,11 @@ async def load_pipeline(conn: asyncpg.Connection, service: str) -> tuple[str, Pi
 async def save_artifact(conn: asyncpg.Connection, release: Release) -> None:
     """Remember a registered artifact's digest, author and CI checks."""
     await conn.execute(
-        "insert into artifacts (service, version, digest, author, checks, location) "
-        "values ($1, $2, $3, $4, $5::jsonb, $6) on conflict do nothing",
+        "insert into artifacts (service, version, digest, author, checks, location, source_commit, supply_chain) "
+        "values ($1, $2, $3, $4, $5::jsonb, $6, $7, $8::jsonb) on conflict do nothing",
         release.service, release.version, release.digest, release.author, json.dumps(release.checks),
-        release.location,
+        release.location, release.commit,
+        release.supply_chain.model_dump_json() if release.supply_chain is not None else None,
     )
 
 
@@ -146,9 +148,11 @@ async def save_verification(conn: asyncpg.Connection, service: str, env: str, di
 
 async def load_facts(conn: asyncpg.Connection, service: str, version: str, env: str, digest: str,
                      pipeline: PipelineDefinition | None) -> Facts:
-    """Everything the gates of `env` need to judge this release (one round trip)."""
+    """Everything the gates of `env` need to judge this release (one round trip); the artifact's signatures and
+    attestations only if the environment's gates look at them."""
     row = await conn.fetchrow(
-        "select (select jsonb_build_object('digest', digest, 'author', author, 'checks', checks, 'location', location) from artifacts "
+        "select (select jsonb_build_object('digest', digest, 'author', author, 'checks', checks, 'location', location, "
+        "                                  'commit', source_commit, 'supply_chain', case when $5 then supply_chain end) from artifacts "
         "        where service = $1 and version = $2) as artifact, "
         "  (select coalesce(jsonb_agg(jsonb_build_array(env, version, verified_at)), '[]') from verifications "
         "        where service = $1 and digest = $3) as verified, "
@@ -156,13 +160,15 @@ async def load_facts(conn: asyncpg.Connection, service: str, version: str, env: 
         "        where service = $1 and digest = $3) as evidence, "
         "  (select coalesce(jsonb_agg(jsonb_build_array(approver, decision, groups)), '[]') from approvals "
         "        where service = $1 and version = $2 and env = $4 and (digest is null or digest = $3)) as approvals",
-        service, version, digest, env,
+        service, version, digest, env, _checks_supply_chain(pipeline, env),
     )
     artifact = json.loads(row["artifact"]) if row["artifact"] is not None else None
     release = None
     if artifact is not None:
+        found = artifact["supply_chain"]
         release = Release(service, version, artifact["digest"], artifact["author"], artifact["checks"],
-                          artifact["location"])
+                          artifact["location"], artifact["commit"],
+                          SupplyChain.model_validate(found) if found is not None else None)
     verified = [(e, v, datetime.fromisoformat(at)) for e, v, at in json.loads(row["verified"])]
     evidence = json.loads(row["evidence"])
     approvals = json.loads(row["approvals"])
@@ -175,3 +181,10 @@ async def load_facts(conn: asyncpg.Connection, service: str, version: str, env: 
         approver_groups={who: frozenset(groups) for who, _, groups in approvals},
         released_here=any(e == env and v == version for e, v, _ in verified),
     )
+
+
+def _checks_supply_chain(pipeline: PipelineDefinition | None, env: str) -> bool:
+    """Whether `env`'s gates look at signatures or attestations (only then are they read)."""
+    if pipeline is None or env not in pipeline.environment_names:
+        return False
+    return any(isinstance(gate, SignatureGate | ProvenanceGate) for gate in pipeline.environment(env).gates)

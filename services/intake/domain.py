@@ -4,7 +4,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from shared.artifacts import MISMATCH
-from shared.events import ArtifactRegistered, ArtifactRejected, BuildCompleted, EventData, PromotionRequested
+from shared.events import (ArtifactRegistered, ArtifactRejected, BuildCompleted, EventData, PromotionRequested,
+                           SupplyChain)
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,8 @@ class Fetched:
     file's content, nor the digest of bytes the publisher may not read)."""
     location: str | None = None
     """An image's `registry/repository@digest` once checked."""
+    supply_chain: SupplyChain | None = None
+    """The signatures (and attestations) found beside it."""
 
 
 def decide_build(
@@ -50,6 +53,7 @@ def decide_build(
         service=build.service, version=build.version, digest=claimed, kind=build.artifact.kind,
         commit=build.commit, author=build.author, checks=build.checks, build_event_id=build_event_id,
         location=fetched.location, tag=build.artifact.uri if build.artifact.kind == "oci" else None,
+        supply_chain=fetched.supply_chain,
     )
     if first_env is None:
         return [registered]  # promotion is requested once a pipeline is applied

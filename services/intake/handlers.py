@@ -5,7 +5,7 @@ import asyncio
 import asyncpg
 import structlog
 
-from services.intake import domain, repository
+from services.intake import domain, repository, supply_chain
 from shared.artifacts import ArtifactStore, ArtifactUnreachable, DigestMismatch
 from shared.events import (Artifact, ArtifactRegistered, ArtifactTagMoved, BuildCompleted, Event, PipelineApplied,
                            PromotionRequested)
@@ -66,7 +66,11 @@ class IntakeHandlers:
             return domain.Fetched("denied", str(error))
         except RegistryError as error:
             return domain.Fetched("unreachable", str(error))
-        return domain.Fetched("stored", location=checked.location)
+        try:
+            found = await supply_chain.collect(self.registry, parse_reference(checked.location))
+        except RegistryDenied as error:
+            return domain.Fetched("denied", f"reading the signatures of {checked.location}: {error}")
+        return domain.Fetched("stored", location=checked.location, supply_chain=found)
 
     async def check_tags(self) -> float:
         """Ask the registry what the tags of registered images name now (a round of the least recently checked);

@@ -125,7 +125,7 @@ def test_the_first_environment_is_where_digests_enter(example):
 
 ENV = HEADER + "  - name: dev\n"  # line 3: "  - name: dev", line 4 onwards: the environment's keys
 OCI = "service: payments\nartifact: {kind: oci}\nenvironments:\n  - name: dev\n"  # its keys from line 5
-KINDS = "approval, change_window, evidence, soak"
+KINDS = "approval, change_window, evidence, provenance, signed_by, soak"
 NAME_RULE = "must be 1-63 lowercase letters, digits or dashes, starting with a letter or digit"
 SECRET_RULE = ("must be 1-255 lowercase letters, digits, '.', '_', '-' in '/'-separated parts that start with a "
                "letter or digit, without '..'")
