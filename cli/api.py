@@ -8,6 +8,8 @@ The token comes from `--token`, else PROMOTE_TOKEN, else the token file `promote
 
 import json as jsonlib
 import os
+import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -50,8 +52,26 @@ def save_token(value: str) -> Path:
 
 
 def call(method: str, path: str, *, json: dict | None = None, params: dict | None = None,
-         timeout: float = 30.0, bearer: str | None = None) -> dict:
-    """One request to the API; its JSON answer, or CliError with the API's reason in one line."""
+         timeout: float = 30.0, bearer: str | None = None, again_for: float = 0.0) -> dict:
+    """One request to the API; its JSON answer, or CliError with the API's reason in one line. A 409 ("not
+    yet") is asked again, every 2 s, for up to `again_for` seconds, saying so on stderr."""
+    deadline = time.monotonic() + again_for
+    while True:
+        try:
+            return _call(method, path, json=json, params=params, timeout=timeout, bearer=bearer)
+        except _NotYet as not_yet:
+            if time.monotonic() + 2.0 > deadline:
+                raise CliError(str(not_yet)) from None
+            print(f"waiting: {not_yet}", file=sys.stderr)
+            time.sleep(2.0)
+
+
+class _NotYet(Exception):
+    """The API answered 409: asked again by `call` while it may."""
+
+
+def _call(method: str, path: str, *, json: dict | None, params: dict | None, timeout: float,
+          bearer: str | None) -> dict:
     headers = {"Accept": "application/json"}
     if chosen := bearer or token():
         headers["Authorization"] = f"Bearer {chosen}"
@@ -64,6 +84,8 @@ def call(method: str, path: str, *, json: dict | None = None, params: dict | Non
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return jsonlib.loads(response.read())
     except urllib.error.HTTPError as error:
+        if error.code == 409:
+            raise _NotYet(_reason(error.code, error.read())) from None
         raise CliError(_reason(error.code, error.read())) from None
     except (urllib.error.URLError, ConnectionError, TimeoutError):
         raise CliError(f"cannot reach the promote API at {api_url()} (is the stack up? ./dev-stack up)") from None

@@ -115,6 +115,72 @@ def audit(service: Annotated[str | None, typer.Argument()] = None,
         raise typer.Exit(1)
 
 
+@app.command()
+def prove(service: str, env: EnvOpt,
+          output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the bundle (JSON).")],
+          wait: Annotated[float, typer.Option(help="Seconds to wait for the ledger's next signed checkpoint.")] = 30.0,
+          as_json: JsonOpt = False) -> None:
+    """Export the evidence bundle of the release running in an environment: its build, gate verdicts with their
+    evidence, approvals, signatures, deployments and verifications, as ledger entries proven against a signed
+    checkpoint of the ledger. Anyone checks it offline with `promote verify-bundle`."""
+    bundle = api.call("GET", f"/v1/services/{service}/environments/{env}/bundle", again_for=wait, timeout=120.0)
+    raw = json.dumps(bundle, indent=1, sort_keys=True).encode()
+    try:
+        output.write_bytes(raw)
+    except OSError as error:
+        raise CliError(f"cannot write {output}: {error.strerror}") from None
+    summary = {"service": service, "env": env, "version": bundle["version"], "digest": bundle["digest"],
+               "entries": len(bundle["entries"]), "file": str(output), "bytes": len(raw)}
+    emit(summary) if as_json else print(
+        f"{output}: {service} {bundle['version']} ({bundle['digest'][:19]}…) in {env}, "
+        f"{len(bundle['entries'])} ledger entries ({len(raw)} bytes)")
+
+
+@app.command("verify-bundle")
+def verify_bundle(file: Annotated[Path, typer.Argument(help="A bundle written by `promote prove`.")],
+                  keys: Annotated[list[Path], typer.Option(
+                      "--keys", "-k", help="A public key file <key id>.pub (PEM) or a directory of them: the "
+                                           "ledger's (ledger.pub) and the signers' the gates name. Repeatable.")],
+                  as_json: JsonOpt = False) -> None:
+    """Check an evidence bundle offline, with public keys only; exit 1 naming the first thing that does not hold."""
+    from shared.bundle import BundleError, load, verify
+    from shared.signature_keys import TrustedKey
+
+    trusted: dict[str, TrustedKey] = {}
+    for path in keys:
+        files = sorted(path.glob("*.pub")) if path.is_dir() else [path]
+        for key_file in files:
+            try:
+                trusted[key_file.stem] = TrustedKey.from_pem(key_file.stem, key_file.read_bytes())
+            except OSError as error:
+                raise CliError(f"cannot read key {key_file}: {error.strerror}") from None
+            except ValueError as error:
+                raise CliError(str(error)) from None
+    try:
+        raw = file.read_bytes()
+    except OSError as error:
+        raise CliError(f"cannot read {file}: {error.strerror}") from None
+    try:
+        verified = verify(load(raw), trusted)
+    except BundleError as error:
+        if as_json:
+            emit({"verified": False, "reason": str(error)})
+            raise typer.Exit(1)
+        raise CliError(f"{file}: does not hold: {error}") from None
+    if as_json:
+        emit({"verified": True, "service": verified.service, "env": verified.env, "version": verified.version,
+              "digest": verified.digest, "entries": verified.entries, "checkpoint": verified.checkpoint,
+              "signed_by": verified.signed_by, "approvals": verified.approvals})
+        return
+    print(f"{file}: holds: {verified.service} {verified.version} ({verified.digest}) in {verified.env}")
+    print(f"  {verified.entries} ledger entries proven against checkpoint {verified.checkpoint['size']} "
+          f"signed at {verified.checkpoint['signed_at']}")
+    for line in verified.signed_by:
+        print(f"  signature gate held again: {line}")
+    for line in verified.approvals:
+        print(f"  approved: {line}")
+
+
 CommentOpt = Annotated[str | None, typer.Option(help="Why.")]
 
 

@@ -40,6 +40,32 @@ def ensure_secret(kind: str, name: str, nbytes: int = 24) -> str:
     return path.read_text().strip()
 
 
+def ensure_signing_key(name: str) -> str:
+    """The PEM of an ECDSA P-256 private key in var/credentials/keys/<name> (0600), made on first use, with its
+    public half in var/keys/<name>.pub (0644: for whoever checks what the key signs)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    path = credential_file(Settings(), "keys", name)
+    _private_dir(path.parent.parent)
+    _private_dir(path.parent)
+    if not path.exists():
+        pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+    pem = path.read_text()
+    public = Settings().var_dir / "keys" / f"{name}.pub"
+    key = serialization.load_pem_private_key(pem.encode(), password=None)
+    wanted = key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if not public.exists() or public.read_bytes() != wanted:
+        public.parent.mkdir(parents=True, exist_ok=True)
+        public.write_bytes(wanted)
+        public.chmod(0o644)
+    return pem
+
+
 def kafka_principals() -> list[str]:
     """`admin` and every principal of the trust table."""
     return [topics.ADMIN, *(principal.name for principal in topics.PRINCIPALS)]

@@ -21,7 +21,7 @@ API = "api"
 COMPONENTS: tuple[str, ...] = (*SERVICES, API)
 """Every process the stack runs: the services and the operator API (which serves /health on its own port)."""
 CREDENTIAL_FIELDS = frozenset({"kafka_username", "kafka_password", "event_id_key", "database_url",
-                               "registry_username", "registry_password"})
+                               "registry_username", "registry_password", "ledger_signing_key"})
 """Settings that name or hold a principal's secret: each process gets its own, never the parent's."""
 
 
@@ -82,7 +82,8 @@ def service_env(name: str, instance: int = 1) -> dict[str, str]:
     own credentials (no other principal's: a parent's PROMOTE_KAFKA_* are replaced)."""
     s = Settings()
     env = {key: value for key, value in os.environ.items()
-           if not key.startswith(("PROMOTE_KAFKA_", "PROMOTE_REGISTRY_USERNAME", "PROMOTE_REGISTRY_PASSWORD"))}
+           if not key.startswith(("PROMOTE_KAFKA_", "PROMOTE_REGISTRY_USERNAME", "PROMOTE_REGISTRY_PASSWORD",
+                                  "PROMOTE_LEDGER_SIGNING_KEY"))}
     env.update({f"PROMOTE_{field.upper()}": _env_value(getattr(s, field)) for field in type(s).model_fields
                 if getattr(s, field) is not None and field not in CREDENTIAL_FIELDS})
     env.update({"PROMOTE_VAR_DIR": str(p.var_dir()), "PROMOTE_HEALTH_PORT": str(health_port(name, instance)),
@@ -92,6 +93,8 @@ def service_env(name: str, instance: int = 1) -> dict[str, str]:
                 "PROMOTE_DATABASE_URL": service_database_url(name)})
     if name == API:
         env["PROMOTE_API_BOOTSTRAP_TOKEN_FILE"] = str(admin_token_file())
+    if name == "ledger":  # the key of its signed checkpoints: the ledger's alone
+        env["PROMOTE_LEDGER_SIGNING_KEY"] = access.ensure_signing_key("ledger")
     if name in registry.USERS:
         env["PROMOTE_REGISTRY_USERNAME"], env["PROMOTE_REGISTRY_PASSWORD"] = registry.credentials(name)
     return env

@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     container_stop_timeout_s: int = Field(5, ge=0, le=300)
     """Seconds a container has to stop after SIGTERM before it is killed."""
 
+    ledger_signing_key: SecretStr | None = None
+    """The ledger's private key (PEM, ECDSA P-256) for its signed checkpoints; ./dev-stack makes one and hands it
+    to the ledger only, the public half in var/keys/ledger.pub. None: no checkpoints (no evidence bundles)."""
+    ledger_checkpoint_interval_s: float = Field(5.0, gt=0)
+    """How often the ledger signs a checkpoint of its head, when entries were appended since the last one."""
     trusted_keys_dir: Path = Field(default_factory=lambda data: data["var_dir"] / "keys" / "trusted")
     """The public keys gates trusts for signature and provenance gates: one PEM file `<key id>.pub` each (ECDSA
     P-256, e.g. cosign.pub, or RSA of 2048 bits or more), read again when a file there changes."""
@@ -84,6 +89,10 @@ class Settings(BaseSettings):
     moved to other bytes is reported once per new digest (artifact.tag_moved)."""
     tag_checks_per_round: int = Field(50, ge=1)
     """Tags asked about per round, least recently checked first."""
+
+    drift_check_interval_s: float = Field(15.0, ge=0)
+    """How often the deployer compares what runs in each environment with what it promoted there (0: only when
+    asked, `promote drift`); a difference is reported within this time (drift.detected)."""
 
     api_url: str = "http://127.0.0.1:18070"
     """Where the operator API listens (the service binds the URL's host and port; the CLI calls it)."""

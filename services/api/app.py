@@ -20,7 +20,7 @@ from services.api import commands, dead_letters, roles, tokens
 from services.api.auth import Authenticator, AuthError, Identity
 from services.api.context import Context
 from services.api.outcomes import Outcomes
-from services.api.reads import NotFound
+from services.api.reads import NotFound, NotYet
 from shared import limits
 from shared.client import Publisher
 from shared.credentials import READER, database_dsn
@@ -96,6 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                               "history and audits. Every call needs `Authorization: Bearer <token>`.")
     app.exception_handler(RequestValidationError)(_one_line_validation_error)
     app.exception_handler(NotFound)(_not_found)
+    app.exception_handler(NotYet)(_not_yet)
     _routes(app)
     return app
 
@@ -126,6 +127,10 @@ async def _one_line_validation_error(request: Request, error: RequestValidationE
 
 async def _not_found(request: Request, error: NotFound) -> JSONResponse:
     return JSONResponse({"detail": str(error)}, 404)
+
+
+async def _not_yet(request: Request, error: NotYet) -> JSONResponse:
+    return JSONResponse({"detail": str(error)}, 409, headers={"Retry-After": "2"})
 
 
 def ctx_of(request: Request) -> Context:
@@ -190,6 +195,13 @@ def _routes(app: FastAPI) -> None:
             ledger = ctx_of(request).ledger(conn)
             return {"service": service, "version": version, "events": await ledger.audit(service, version),
                     "chain": await ledger.verify_chain()}
+
+    @app.get("/v1/services/{service}/environments/{env}/bundle", tags=["read"])
+    async def bundle(request: Request, who: Viewer, service: ServiceName, env: EnvironmentName) -> dict:
+        """The evidence bundle of the release running in `env`: its ledger entries with their hash links and
+        inclusion proofs against the ledger's latest signed checkpoint (promote verify-bundle checks it)."""
+        async with ctx_of(request).reader.acquire() as conn:
+            return await ctx_of(request).ledger(conn).bundle(service, env)
 
     @app.get("/v1/ledger/chain", tags=["read"])
     async def chain(request: Request, who: Viewer) -> dict:

@@ -4,11 +4,16 @@ import json
 
 import asyncpg
 
+from shared.bundle import assemble
 from shared.chain import first_broken_link
 
 
 class NotFound(Exception):
     """What was asked for does not exist; the message says what (the HTTP answer is 404)."""
+
+
+class NotYet(Exception):
+    """What was asked for needs something that comes soon (the ledger's next checkpoint): 409, try again."""
 
 
 def entry(row: asyncpg.Record) -> dict:
@@ -87,6 +92,38 @@ class LedgerReader:
         row = await self.conn.fetchrow(
             "select author, digest from ledger.artifacts where service = $1 and version = $2", service, version)
         return (row["author"], row["digest"]) if row else None
+
+    async def bundle(self, service: str, env: str) -> dict:
+        """The evidence bundle of the release running in `env` (shared/bundle.py), proven against the ledger's
+        latest signed checkpoint; NotYet if that checkpoint does not cover the release's last entry yet."""
+        if env not in await self.environments(service):
+            raise NotFound(f"environment {env!r} is not in the pipeline of {service}")
+        running = await self.conn.fetchrow(
+            "select version, digest from ledger.environments where service = $1 and env = $2", service, env)
+        if running is None or running["digest"] is None:
+            raise NotFound(f"nothing runs in {env} of {service} yet")
+        version, digest = running["version"], running["digest"]
+        checkpoint = await self.conn.fetchrow(
+            "select size, head_seq, statement, signature from ledger.checkpoints order by size desc limit 1")
+        rows = await self.conn.fetch(
+            "select seq, type, prev_hash, hash, canonical from ledger.entries "
+            "where service = $1 and (version = $2 or type = 'pipeline.applied') order by seq", service, version)
+        last = max((row["seq"] for row in rows if row["type"] != "pipeline.applied"), default=0)
+        if checkpoint is None or checkpoint["head_seq"] < last:
+            raise NotYet(f"the ledger has not signed a checkpoint that covers entry #{last} yet (it signs one every "
+                         "few seconds when entries were appended: try again)")
+        used = {json.loads(bytes(row["canonical"]))["data"].get("pipeline_version")
+                for row in rows if row["type"] == "gate.passed"}
+        chosen = [(row["seq"], row["prev_hash"], row["hash"], bytes(row["canonical"])) for row in rows
+                  if row["seq"] <= checkpoint["head_seq"] and (
+                      row["type"] != "pipeline.applied"
+                      or json.loads(bytes(row["canonical"]))["data"].get("pipeline_version") in used)]
+        leaves = [row["hash"] for row in await self.conn.fetch(
+            "select hash from ledger.entries where seq <= $1 order by seq", checkpoint["head_seq"])]
+        if len(leaves) != checkpoint["size"]:
+            raise RuntimeError(f"the ledger holds {len(leaves)} entries up to its checkpoint of {checkpoint['size']}")
+        return assemble(service, env, version, digest, chosen, leaves,
+                        {"statement": bytes(checkpoint["statement"]), "signature": checkpoint["signature"]})
 
     async def verify_chain(self) -> dict:
         """The hash-chain check: entries checked and the first broken entry (None: intact)."""

@@ -2,6 +2,7 @@
 
 from faststream import FastStream
 
+from services.ledger.checkpoints import Checkpointer
 from services.ledger.handlers import LedgerHandlers
 from services.ledger.topics import consumed_topics
 from shared.runtime import ServiceRuntime
@@ -12,5 +13,6 @@ def create_app(settings: Settings | None = None) -> FastStream:
     """The ledger app: consumes every topic but the dead-letter topic."""
     runtime = ServiceRuntime("ledger", settings)
     handlers = LedgerHandlers(runtime)
+    runtime.background("checkpoints", Checkpointer(runtime).step)
     runtime.consume(consumed_topics(), handlers.handle, description="Every event, to the hash-chained ledger.")
     return runtime.app
