@@ -170,13 +170,13 @@ def verify_bundle(file: Annotated[Path, typer.Argument(help="A bundle written by
     if as_json:
         emit({"verified": True, "service": verified.service, "env": verified.env, "version": verified.version,
               "digest": verified.digest, "entries": verified.entries, "checkpoint": verified.checkpoint,
-              "signed_by": verified.signed_by, "approvals": verified.approvals})
+              "supply_chain": verified.supply_chain, "approvals": verified.approvals})
         return
     print(f"{file}: holds: {verified.service} {verified.version} ({verified.digest}) in {verified.env}")
     print(f"  {verified.entries} ledger entries proven against checkpoint {verified.checkpoint['size']} "
           f"signed at {verified.checkpoint['signed_at']}")
-    for line in verified.signed_by:
-        print(f"  signature gate held again: {line}")
+    for line in verified.supply_chain:
+        print(f"  supply-chain gate held again: {line}")
     for line in verified.approvals:
         print(f"  approved: {line}")
 

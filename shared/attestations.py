@@ -175,6 +175,11 @@ def read_attestation_file(path: Path, max_bytes: int) -> list[bytes]:
     """The envelopes of a `*.intoto.jsonl` file, one JSON per line (ValueError if too large or not lines of JSON)."""
     with path.open("rb") as file:
         data = file.read(max_bytes + 1)
+    return attestation_lines(data, path, max_bytes)
+
+
+def attestation_lines(data: bytes, path: Path | str, max_bytes: int) -> list[bytes]:
+    """The envelopes in the bytes of a `*.intoto.jsonl` file read (up to max_bytes + 1) from `path`."""
     if len(data) > max_bytes:
         raise ValueError(f"the attestations {_shown(str(path), 240)} have more than {max_bytes} bytes")
     envelopes = []

@@ -14,8 +14,9 @@ services/ledger/checkpoints.py).
    next to each other in the ledger link to each other;
 3. the release: every entry is about the bundle's service; it was built and registered with the bundle's digest,
    passed the environment's gates and was verified there with that digest;
-4. every signature gate, again: for each gate.passed, the environment's signed_by gates of the pipeline it was
-   given under are judged once more on the signatures the registration carries, with the keys given.
+4. every supply-chain gate, again: for each gate.passed, the environment's signed_by and provenance gates of the
+   pipeline it was given under are judged once more on the signatures and attestations the registration
+   carries (and the build's commit), with the keys given.
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ class Verified:
     digest: str
     entries: int
     checkpoint: dict
-    signed_by: list[str] = field(default_factory=list)
-    """Signature gates judged again: `env: key id`."""
+    supply_chain: list[str] = field(default_factory=list)
+    """Supply-chain gates judged again: `env: key id` (signed_by), `env: provenance by key id`."""
     approvals: list[str] = field(default_factory=list)
     """`env: approver (groups)` of every approval granted."""
 
@@ -109,7 +110,7 @@ def verify(bundle: Any, keys: Mapping[str, TrustedKey]) -> Verified:
     events = [entry.event for entry in entries]
     _release(claim, entries)
     return Verified(**claim, entries=len(entries), checkpoint=checkpoint,
-                    signed_by=_signature_gates(claim, entries, keys), approvals=_approvals(events))
+                    supply_chain=_supply_chain_gates(claim, entries, keys), approvals=_approvals(events))
 
 
 def _claim(bundle: Any) -> dict:
@@ -246,9 +247,10 @@ def _field(data: dict, dotted: str) -> Any:
     return value
 
 
-def _signature_gates(claim: dict, entries: list[Entry], keys: Mapping[str, TrustedKey]) -> list[str]:
-    """Judge every signed_by gate of every gate.passed again, on the registration's signatures."""
-    from shared.pipeline import PipelineDefinition, SignatureGate
+def _supply_chain_gates(claim: dict, entries: list[Entry], keys: Mapping[str, TrustedKey]) -> list[str]:
+    """Judge every signed_by and provenance gate of every gate.passed again, on the registration's signatures
+    and attestations."""
+    from shared.pipeline import PipelineDefinition, ProvenanceGate, SignatureGate
 
     pipelines = {entry.event["data"].get("pipeline_version"): entry.event["data"].get("definition")
                  for entry in entries if entry.event["type"] == "pipeline.applied"}
@@ -271,7 +273,36 @@ def _signature_gates(claim: dict, entries: list[Entry], keys: Mapping[str, Trust
         for gate in environment.gates:
             if isinstance(gate, SignatureGate):
                 judged.append(f"{data['env']}: {_signed(where, gate.signed_by, registered, claim['digest'], keys)}")
+            elif isinstance(gate, ProvenanceGate):
+                judged.append(f"{data['env']}: provenance by {_attested(where, gate, registered, claim, keys, entries)}")
     return judged
+
+
+def _attested(where: str, gate, registered: dict, claim: dict, keys: Mapping[str, TrustedKey],
+              entries: list[Entry]) -> str:
+    from shared.attestations import Provenance, judge_provenance
+
+    wanted = gate.signed_by
+    given = [key for key_id, key in keys.items() if key_id != LEDGER_KEY_ID and (wanted is None or key_id in wanted)]
+    if not given:
+        raise BundleError(f"{where}: its provenance gate needs a key ({', '.join(wanted or ['any trusted key'])}); "
+                          "give that public key with --keys to check it")
+    commit = next((entry.event["data"].get("commit") for entry in entries if entry.event["type"] == "build.completed"
+                   and _field(entry.event["data"], "artifact.digest") == claim["digest"]), None)
+    envelopes = []
+    for item in (registered.get("supply_chain") or {}).get("attestations") or []:
+        try:
+            envelopes.append(base64.b64decode(item, validate=True))
+        except (binascii.Error, ValueError, TypeError):
+            envelopes.append(b"")
+    try:
+        verdict = judge_provenance(envelopes, claim["digest"], given, builder=gate.builder, source=gate.source,
+                                   commit=str(commit))
+    except ValueError as error:
+        raise BundleError(f"{where}: {error}") from None
+    if not isinstance(verdict, Provenance):
+        raise BundleError(f"{where}: {verdict.reason}")
+    return verdict.key_id
 
 
 def _signed(where: str, wanted: Sequence[str], registered: dict, digest: str, keys: Mapping[str, TrustedKey]) -> str:

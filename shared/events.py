@@ -111,7 +111,7 @@ class PipelineApplied(EventData):
 
 MAX_SUPPLY_CHAIN_BYTES = 96 * 1024
 """The signature payloads and attestation envelopes one `artifact.registered` carries, in bytes before base64:
-what a registry holds beyond it is not taken (intake says so in `supply_chain.problems`)."""
+what a registry holds beyond it is not taken (intake says so in the supply chain's problems)."""
 MAX_SUPPLY_CHAIN_ITEMS = 32
 _Base64 = Annotated[str, StringConstraints(max_length=(MAX_SUPPLY_CHAIN_BYTES + 2) // 3 * 4,
                                            pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
@@ -139,8 +139,10 @@ class SupplyChain(BaseModel):
     attestations: tuple[_Base64, ...] = Field((), max_length=MAX_SUPPLY_CHAIN_ITEMS)
     """DSSE envelopes (JSON, base64): cosign's `sha256-<digest>.att` layers, or the lines of a file artifact's
     `<file>.intoto.jsonl`."""
-    problems: tuple[Text, ...] = Field((), max_length=MAX_SUPPLY_CHAIN_ITEMS)
-    """What could not be taken as a whole (a manifest that is not what cosign writes, more than the limits)."""
+    signature_problems: tuple[Text, ...] = Field((), max_length=MAX_SUPPLY_CHAIN_ITEMS)
+    """What of the signatures could not be taken (a manifest that is not what cosign writes, past the limits)."""
+    attestation_problems: tuple[Text, ...] = Field((), max_length=MAX_SUPPLY_CHAIN_ITEMS)
+    """What of the attestations could not be taken (a layer or line that is not an envelope, past the limits)."""
 
     @model_validator(mode="after")
     def _within_budget(self) -> "SupplyChain":

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from services.gates.supply_chain import signature_problem
+from services.gates.supply_chain import provenance_problem, signature_problem
 from services.gates.windows import window_problem
 from shared.events import SupplyChain
 from shared.pipeline import (ApprovalGate, ChangeWindowGate, EvidenceGate, PipelineDefinition, ProvenanceGate,
@@ -111,7 +111,10 @@ def evaluate(env: str, digest: str, facts: Facts, now: datetime) -> Verdict:
             failed += [problem] if problem else []
             accepted += [holds] if holds else []
         elif isinstance(gate, ProvenanceGate):
-            failed.append("provenance gates are not built yet")
+            problem, holds = provenance_problem(gate, facts.trusted_keys, digest, facts.release.commit,
+                                                facts.release.supply_chain)
+            failed += [problem] if problem else []
+            accepted += [holds] if holds else []
     if failed:
         return Verdict("failed", tuple(failed))
     if pending:

@@ -1,7 +1,9 @@
-"""Signature gates, pure: do the signatures intake found beside the artifact hold for gates' trusted keys?
+"""Signature and provenance gates, pure: do the signatures and attestations intake found beside the artifact
+hold for gates' trusted keys?
 
-Nothing the artifact's event carries is trusted: its payloads and signatures are checked here, each time,
-against the keys the gate names that gates holds (shared.signatures.judge), for exactly the release's digest.
+Nothing the artifact's event carries is trusted: its payloads, envelopes and signatures are checked here, each
+time, against the keys the gate names that gates holds (shared.signatures.judge,
+shared.attestations.judge_provenance), for exactly the release's digest and the build's commit.
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ import base64
 import binascii
 from collections.abc import Mapping, Sequence
 
+from shared.attestations import Provenance, judge_provenance
 from shared.events import SupplyChain
 from shared.signature_keys import TrustedKey
 from shared.signatures import Signature, Signed, judge
-from shared.trust_gates import SignatureGate
+from shared.trust_gates import ProvenanceGate, SignatureGate
 
 
 def named_keys(trusted: Mapping[str, TrustedKey | str], wanted: Sequence[str]) -> tuple[list[TrustedKey], list[str]]:
@@ -41,7 +44,7 @@ def signature_problem(gate: SignatureGate, trusted: Mapping[str, TrustedKey | st
     if found is None:
         return f"{what}: {location} was registered before intake kept signatures; nothing to check", None
     if not found.signatures:
-        told = f": {'; '.join(found.problems)}" if found.problems else ""
+        told = f": {'; '.join(found.signature_problems)}" if found.signature_problems else ""
         return f"{what}: {location} is not signed{told}", None
     verdict = judge(location, digest, found.signatures_manifest or "", _signatures(found), keys)
     if isinstance(verdict, Signed):
@@ -63,3 +66,35 @@ def _signatures(found: SupplyChain) -> list[Signature]:
             continue
         signatures.append(Signature(payload, item.signature))
     return signatures
+
+
+def provenance_problem(gate: ProvenanceGate, trusted: Mapping[str, TrustedKey | str], digest: str,
+                       commit: str | None, found: SupplyChain | None) -> tuple[str | None, str | None]:
+    """(why the gate fails, what it accepted): exactly one of them is None."""
+    what = f"provenance from {gate.builder} of {gate.source}"
+    if gate.signed_by is not None:
+        keys, missing = named_keys(trusted, gate.signed_by)
+    else:
+        keys, missing = [key for key in trusted.values() if isinstance(key, TrustedKey)], []
+    unusable = f" ({'; '.join(missing)})" if missing else ""
+    if not keys:
+        return f"{what}: no trusted key to check it with{unusable}", None
+    if found is None:
+        return f"{what}: the artifact was registered before intake kept attestations; nothing to check", None
+    if commit is None:
+        return f"{what}: the build's commit is not known (registered before gates kept it)", None
+    envelopes = []
+    for item in found.attestations:
+        try:
+            envelopes.append(base64.b64decode(item, validate=True))
+        except (binascii.Error, ValueError):
+            envelopes.append(b"")  # judged malformed
+    try:
+        verdict = judge_provenance(envelopes, digest, keys, builder=gate.builder, source=gate.source, commit=commit,
+                                   problems=found.attestation_problems)
+    except ValueError as error:  # e.g. a build event whose commit is not a full git commit
+        return f"{what}: {error}", None
+    if isinstance(verdict, Provenance):
+        return None, (f"{what}: attested by {verdict.key_id} for commit {verdict.commit} "
+                      f"(envelope {verdict.envelope_digest})")
+    return f"{what}: {verdict.reason}{unusable}", None

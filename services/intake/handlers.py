@@ -151,7 +151,8 @@ class IntakeHandlers:
             return domain.Fetched("mismatch")
         except ArtifactUnreachable as error:
             return domain.Fetched("unreachable", str(error))
-        return domain.Fetched("stored")
+        found = supply_chain.collect_file(uri, self.store.sources)
+        return domain.Fetched("stored", supply_chain=found)
 
     async def on_pipeline(self, event: Event) -> None:
         """Keep the first environment; request promotions of artifacts that were waiting for it."""

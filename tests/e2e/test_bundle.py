@@ -9,7 +9,9 @@ import json
 import pytest
 
 from tests.e2e.support import api_token, promote_async
-from tests.e2e.test_supply_chain import cosign, publish, pushed, trusted  # noqa: F401  (fixtures)
+from shared.events import Artifact, BuildCompleted
+from shared.oci import parse_reference
+from tests.e2e.test_supply_chain import BUILDER, COMMIT, SOURCE, cosign, predicate, pushed, trusted  # noqa: F401
 
 pytestmark = pytest.mark.e2e
 
@@ -21,7 +23,10 @@ environments:
     driver: noop
   - name: prod
     driver: noop
-    gates: [{{signed_by: [KEY]}}, {{approval: {{min: 1, not_author: true}}}}]
+    gates:
+      - {{signed_by: [KEY]}}
+      - {{provenance: {{builder: "BUILDER", source: "SOURCE"}}}}
+      - {{approval: {{min: 1, not_author: true}}}}
 """
 
 
@@ -29,10 +34,14 @@ environments:
 async def proven(scenario, cosign, trusted, tmp_path):
     """A release signed by CI, approved by bob and verified in prod; its bundle and the keys that check it."""
     key_id, private, public = trusted
-    await scenario.apply_pipeline(PIPELINE.replace("KEY", key_id))
+    await scenario.apply_pipeline(PIPELINE.replace("KEY", key_id).replace("BUILDER", BUILDER)
+                                  .replace("SOURCE", SOURCE))
     image = await pushed(scenario, "1.0.0")
     cosign.sign(private, image)
-    await publish(scenario, "1.0.0", image)
+    cosign.attest(private, image, predicate())
+    ref = parse_reference(image)
+    await scenario.send(BuildCompleted(service=scenario.service, version="1.0.0", commit=COMMIT, author="alice",
+                                       artifact=Artifact(kind="oci", uri=f"{ref.name}:1.0.0", digest=ref.digest)))
     await scenario.wait("gate.pending", env="prod", version="1.0.0", timeout=60)
     approved = await promote_async("approve", scenario.service, "1.0.0", "--env", "prod",
                                    env={"PROMOTE_TOKEN": api_token("bob", "approver:prod")})
@@ -54,7 +63,7 @@ async def test_a_bundle_of_a_signed_approved_release_verifies_offline(proven, sc
     assert done.returncode == 0, done.stdout + done.stderr
     verified = json.loads(done.stdout)
     assert (verified["service"], verified["env"], verified["version"]) == (scenario.service, "prod", "1.0.0")
-    assert verified["signed_by"] == [f"prod: {key_id}"]
+    assert verified["supply_chain"] == [f"prod: {key_id}", f"prod: provenance by {key_id}"]
     assert verified["approvals"] == ["prod: bob"]
     held = json.loads(bundle.read_text())
     kinds = {entry["event"]["type"] for entry in held["entries"]}
@@ -102,6 +111,9 @@ ALTERATIONS = [
     ("the key the checkpoint names", lambda b: b["checkpoint"].update(key_id="someone-else"),
      "checkpoint: signed by key 'someone-else', which is not among the keys given"),
     ("the format", lambda b: b.update(format="other/v9"), "format: not a bundle of"),
+    ("an attestation the registration carries",
+     lambda b: _entry(b, "artifact.registered")["event"]["data"]["supply_chain"].update(attestations=[]),
+     "(artifact.registered at seq"),
 ]
 
 

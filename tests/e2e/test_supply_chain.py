@@ -8,6 +8,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from devstack import cosign as cosign_build
 from shared.events import Artifact, BuildCompleted
@@ -138,3 +140,83 @@ async def test_a_release_without_a_trusted_signature_of_its_digest_does_not_ente
     assert scenario.seen("verification.passed", env="dev", version="1.0.0")  # dev asks for no signature
     assert not scenario.seen("gate.passed", env="prod", version="1.0.0")
     assert not scenario.seen("deployment.started", env="prod")
+
+
+COMMIT = "4f2a9c1e" * 5
+BUILDER = "https://ci.example/builders/release"
+SOURCE = "https://git.example/acme/payments"
+PROVENANCE_PROD = """
+service: {service}
+artifact: {{kind: KIND}}
+environments:
+  - name: dev
+    driver: DRIVER
+  - name: prod
+    driver: DRIVER
+    gates: [{{provenance: {{builder: "BUILDER", source: "SOURCE", signed_by: [KEY]}}}}]
+"""
+
+
+def provenance_pipeline(key_id: str, kind: str = "oci") -> str:
+    driver = "noop" if kind == "oci" else "local"
+    return (PROVENANCE_PROD.replace("KIND", kind).replace("DRIVER", driver).replace("BUILDER", BUILDER)
+            .replace("SOURCE", SOURCE).replace("KEY", key_id))
+
+
+def predicate(commit: str = COMMIT, builder: str = BUILDER) -> dict:
+    """An SLSA v1 provenance predicate as a CI would attest it."""
+    return {"buildDefinition": {"buildType": "https://ci.example/build/v1", "externalParameters": {},
+                                "resolvedDependencies": [{"uri": f"git+{SOURCE}@refs/heads/main",
+                                                          "digest": {"gitCommit": commit}}]},
+            "runDetails": {"builder": {"id": builder}}}
+
+
+@pytest.mark.parametrize("attested, builder, enters", [
+    (COMMIT, BUILDER, True),
+    ("0" * 40, BUILDER, False),
+    (COMMIT, "https://evil.example/builder", False),
+], ids=["the build's commit", "another commit", "another builder"])
+async def test_an_image_enters_prod_only_with_a_signed_provenance_of_its_build(scenario, cosign, trusted, attested,
+                                                                               builder, enters):
+    key_id, private, public = trusted
+    await scenario.apply_pipeline(provenance_pipeline(key_id))
+    image = await pushed(scenario, "1.0.0")
+    cosign.attest(private, image, predicate(attested, builder))
+    assert cosign.verifies_attestation(public, image)  # cosign checks no builder nor commit: gates does
+    ref = parse_reference(image)
+    await scenario.send(BuildCompleted(service=scenario.service, version="1.0.0", commit=COMMIT, author="alice",
+                                       artifact=Artifact(kind="oci", uri=f"{ref.name}:1.0.0", digest=ref.digest)))
+    if enters:
+        passed = await scenario.wait("gate.passed", env="prod", version="1.0.0", timeout=60)
+        assert f"attested by {key_id} for commit {COMMIT}" in passed.data.evidence[0]
+    else:
+        failed = await scenario.wait("gate.failed", env="prod", version="1.0.0", timeout=60)
+        assert failed.data.reasons[0].startswith(f"provenance from {BUILDER} of {SOURCE}: ")
+        assert (f"names the commit '{attested}'" if attested != COMMIT else "names the builder") \
+            in failed.data.reasons[0], failed.data.reasons
+
+
+async def test_a_file_enters_prod_with_an_in_toto_provenance_beside_it_signed_by_another_tool(scenario, cosign,
+                                                                                             trusted):
+    """The envelope is made by securesystemslib (an independent DSSE implementation) as a CI would, in
+    `<file>.intoto.jsonl` beside the artifact file."""
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.signer import CryptoSigner
+
+    key_id, _, _ = trusted
+    key = ec.generate_private_key(ec.SECP256R1())  # the CI's own key, not cosign's: trusted under the same id
+    (scenario.settings.trusted_keys_dir / f"{key_id}.pub").write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    await scenario.apply_pipeline(provenance_pipeline(key_id, kind="file"))
+    path, digest = scenario.build("1.0.0")
+    statement = {"_type": "https://in-toto.io/Statement/v1",
+                 "subject": [{"name": path.name, "digest": {"sha256": digest.removeprefix("sha256:")}}],
+                 "predicateType": "https://slsa.dev/provenance/v1", "predicate": predicate()}
+    envelope = Envelope(json.dumps(statement).encode(), "application/vnd.in-toto+json", {})
+    envelope.sign(CryptoSigner(key))
+    path.with_name(path.name + ".intoto.jsonl").write_text(json.dumps(envelope.to_dict()) + "\n")
+    build = scenario.build_completed("1.0.0", path, digest).model_copy(update={"commit": COMMIT})
+    await scenario.send(build)
+    passed = await scenario.wait("gate.passed", env="prod", version="1.0.0", timeout=60)
+    assert f"attested by {key_id} for commit {COMMIT}" in passed.data.evidence[0]
+    await scenario.wait("verification.passed", env="prod", version="1.0.0", timeout=60)

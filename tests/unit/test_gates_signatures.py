@@ -56,7 +56,7 @@ def signed(body: bytes, key: ec.EllipticCurvePrivateKey = RELEASE_KEY) -> FoundS
 
 def verdict(*signatures: FoundSignature, trusted=TRUSTED, problems=(), location=LOCATION, found=True):
     chain = SupplyChain(signatures_manifest=SIGNATURES if signatures else None, signatures=signatures,
-                        problems=problems) if found else None
+                        signature_problems=problems) if found else None
     release = Release("payments", "1.0.0", DIGEST, "alice", location=location, supply_chain=chain)
     return evaluate("dev", DIGEST, Facts(pipeline=PIPELINE, release=release, trusted_keys=trusted), NOW)
 
@@ -130,3 +130,67 @@ def test_trusted_keys_are_read_again_when_a_file_changes(tmp_path):
     assert "ci-release: not a PEM public key" in keys.current()["ci-release"]
     (tmp_path / "trusted" / "ci-release.pub").unlink()
     assert keys.current() == {}
+
+
+# --- provenance gates -------------------------------------------------------------------------------------
+
+COMMIT = "4f2a9c1" + "0" * 33
+BUILDER = "https://ci.example/builders/release"
+SOURCE = "https://git.example/acme/payments"
+PROVENANCE = parse_pipeline(f"""\
+service: payments
+artifact: {{kind: oci}}
+environments:
+  - name: dev
+    gates: [{{provenance: {{builder: "{BUILDER}", source: "{SOURCE}", signed_by: [ci-release]}}}}]
+""")
+
+
+def envelope(digest: str = DIGEST, builder: str = BUILDER, source: str = f"git+{SOURCE}@refs/heads/main",
+             commit: str = COMMIT, key: ec.EllipticCurvePrivateKey = RELEASE_KEY) -> str:
+    """A DSSE envelope of an SLSA v1 provenance Statement, signed as cosign attest signs one."""
+    from shared.attestations import IN_TOTO_PAYLOAD, SLSA_PROVENANCE_V1, pae
+
+    statement = {"_type": "https://in-toto.io/Statement/v1",
+                 "subject": [{"name": "payments", "digest": {"sha256": digest.removeprefix("sha256:")}}],
+                 "predicateType": SLSA_PROVENANCE_V1,
+                 "predicate": {"buildDefinition": {"buildType": "https://ci.example/build/v1", "externalParameters": {},
+                                                   "resolvedDependencies": [{"uri": source,
+                                                                             "digest": {"gitCommit": commit}}]},
+                               "runDetails": {"builder": {"id": builder}}}}
+    payload = json.dumps(statement).encode()
+    signature = key.sign(pae(IN_TOTO_PAYLOAD, payload), ec.ECDSA(hashes.SHA256()))
+    body = {"payloadType": IN_TOTO_PAYLOAD, "payload": base64.b64encode(payload).decode(),
+            "signatures": [{"keyid": "", "sig": base64.b64encode(signature).decode()}]}
+    return base64.b64encode(json.dumps(body).encode()).decode()
+
+
+def provenance_verdict(*attestations: str, commit: str | None = COMMIT, trusted=TRUSTED):
+    chain = SupplyChain(attestations=attestations)
+    release = Release("payments", "1.0.0", DIGEST, "alice", location=LOCATION, commit=commit, supply_chain=chain)
+    return evaluate("dev", DIGEST, Facts(pipeline=PROVENANCE, release=release, trusted_keys=trusted), NOW)
+
+
+def test_a_signed_provenance_of_the_digest_from_the_builder_source_and_commit_passes():
+    result = provenance_verdict(envelope())
+    assert result.outcome == "passed", result.reasons
+    assert f"attested by ci-release for commit {COMMIT}" in result.evidence[0]
+
+
+@pytest.mark.parametrize("attestations, commit, says", [
+    pytest.param((), COMMIT, "no attestation", id="none"),
+    pytest.param((envelope(builder="https://evil.example/builder"),), COMMIT,
+                 "names the builder 'https://evil.example/builder'", id="another builder"),
+    pytest.param((envelope(source="git+https://git.example/acme/payments-evil@refs/heads/main"),), COMMIT,
+                 "names no dependency or parameter from 'https://git.example/acme/payments'",
+                 id="a source that only starts like it"),
+    pytest.param((envelope(commit="1" * 40),), COMMIT, f"names the commit '{'1' * 40}'", id="another commit"),
+    pytest.param((envelope(digest=OTHER),), COMMIT, "is about other subjects", id="another image's provenance"),
+    pytest.param((envelope(key=OTHER_KEY),), COMMIT, "no trusted key", id="an unknown key"),
+    pytest.param((envelope(),), "c0ffee", "is not a full git commit", id="a build naming a short commit"),
+])
+def test_the_provenance_gate_fails_with_the_reason(attestations, commit, says):
+    result = provenance_verdict(*attestations, commit=commit)
+    assert result.outcome == "failed", result.reasons
+    assert result.reasons[0].startswith(f"provenance from {BUILDER} of {SOURCE}: ")
+    assert says in result.reasons[0], result.reasons
