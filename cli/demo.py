@@ -15,6 +15,7 @@ rebuilt 2.4.1 is pushed under the same tag, which intake reports moved while pro
 """
 
 import asyncio
+import hashlib
 import json
 import sys
 import time
@@ -36,6 +37,14 @@ from build import build as build_artifact  # noqa: E402  (the example's own buil
 from build_image import build_image, push  # noqa: E402  (and its image build)
 
 console = Console(highlight=False)
+BUILDER = "https://promote.example/demo-ci"
+SOURCE = "https://git.example/acme/payments"
+"""The builder and repository prod's provenance gate names (examples/payments/pipeline.yaml)."""
+
+
+def commit_of(version: str) -> str:
+    """The (made-up, full) source commit of a version's build, as CI states it and its provenance attests it."""
+    return hashlib.sha1(f"payments {version}".encode()).hexdigest()
 PIPELINE_FILE = REPO_ROOT / "examples" / "payments" / "pipeline.yaml"
 STEP_TIMEOUT = 60.0
 TRAFFIC_RATE, TRAFFIC_SECONDS = 50.0, 600.0
@@ -84,6 +93,7 @@ class Demo:
         self.t0 = time.monotonic()
         self.traffic: asyncio.Task[LoadReport] | None = None
         self.stop_traffic = asyncio.Event()
+        self.ci = None  # devstack.cosign.CI, made at the first image
 
     def say(self, text: str) -> None:
         console.print(f"[dim]{time.monotonic() - self.t0:6.1f}s[/]  {text}")
@@ -109,11 +119,24 @@ class Demo:
             digest = await push(image, where, self.settings)
             self.say(f"CI built the {self.service} {version} image{kind}{' ' + label if label else ''} and pushed "
                      f"it to {where}: {render.short(digest)}")
+            await self.sign(where.rsplit(":", 1)[0] + "@" + digest, version)
             return where, digest
         path = self.dist / f"{self.service}-{version}{'-' + label if label else ''}.pyz"
         digest = build_artifact(version, path, bad=bad, faulty=faulty, label=label)
         self.say(f"CI built {self.service} {version}{kind}{' ' + label if label else ''}: {render.short(digest)}")
         return path.as_uri(), digest
+
+    async def sign(self, image: str, version: str) -> None:
+        """CI signs the image and attests its SLSA provenance with cosign (key ci-release), before publishing."""
+        from devstack.cosign import CI, slsa_provenance
+
+        if self.ci is None:
+            with console.status("CI's cosign: built from source once per machine (about 6 minutes the first time)"):
+                self.ci = await asyncio.to_thread(CI, self.settings)
+        await asyncio.to_thread(self.ci.sign, image)
+        await asyncio.to_thread(self.ci.attest, image, slsa_provenance(BUILDER, SOURCE, commit_of(version)))
+        self.say(f"  CI signed it with cosign (key {self.ci.key_id}) and attested its SLSA provenance "
+                 f"(builder {BUILDER}, commit {commit_of(version)[:12]}…)")
 
     def start_traffic(self, env: str, port: int) -> None:
         """Users: steady loopback traffic through the environment's router for the rest of the demo."""
@@ -130,7 +153,7 @@ class Demo:
     async def publish_build(self, version: str, where: str, digest: str, author: str) -> None:
         data = BuildCompleted(service=self.service, version=version,
                               artifact=Artifact(kind="oci" if self.images else "file", uri=where, digest=digest),
-                              commit="c0ffee" + version.replace(".", ""), author=author,
+                              commit=commit_of(version), author=author,
                               checks={"unit-tests": "passed"})
         await self.send(data)
         self.say(f"CI published build.completed for {version} (author {author})")
@@ -285,11 +308,14 @@ async def _finish(operators: Operators, service: str, good: str, prod_config: st
         raise CliError(f"prod should run 2.4.1 {good}, the ledger says {prod['version']} {prod['digest']}")
     console.print(f"prod runs 2.4.1 with the digest that passed dev, test and staging; "
                   f"ledger hash chain: {checked} entries, {'intact' if broken is None else f'BROKEN at #{broken}'}")
+    bundle = await _prove(operators, service)
     console.print(f"""
 [bold]where to look next[/]
   .venv/bin/promote status {service}            what runs where (add --json for scripts)
   .venv/bin/promote history {service} --env dev the events of one environment
   .venv/bin/promote audit {service} 2.4.1       build -> gates -> approvals -> deployments, hash chain
+  .venv/bin/promote verify-bundle {bundle} --keys var/keys/ledger.pub --keys var/keys/trusted
+                                                what justifies prod, checked offline with public keys only
   .venv/bin/promote token create you --role promoter:prod    a token (then: promote login)
   .venv/bin/promote rollback {service} --env prod            a blue/green switch back, as you
   ./dev-stack status                            processes, ports; logs in var/log/ (apps in var/log/apps/)""")
@@ -298,12 +324,40 @@ async def _finish(operators: Operators, service: str, good: str, prod_config: st
     console.print("  docs/operator-guide.md                        everything an operator does")
 
 
+async def _prove(operators: Operators, service: str) -> str:
+    """Export prod's evidence bundle and check it offline, as an auditor would; the bundle's path."""
+    from shared.bundle import verify
+    from shared.signature_keys import TrustedKey
+
+    settings = Settings()
+    with console.status("waiting for the ledger's next signed checkpoint"):
+        bundle = await operators.call("admin", "GET", f"/v1/services/{service}/environments/prod/bundle",
+                                      again_for=30.0, timeout=120.0)
+    path = settings.var_dir / "demo" / f"{service}-prod.bundle.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(bundle, indent=1, sort_keys=True))
+    keys = {file.stem: TrustedKey.from_pem(file.stem, file.read_bytes())
+            for file in [settings.var_dir / "keys" / "ledger.pub", *settings.trusted_keys_dir.glob("*.pub")]}
+    verified = verify(bundle, keys)
+    relative = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+    console.print(f"evidence bundle of prod: {relative} ({len(bundle['entries'])} ledger entries); verified "
+                  f"offline against the ledger's checkpoint {verified.checkpoint['size']}")
+    if verified.supply_chain:
+        console.print(f"  gates held again from the bundle: {', '.join(verified.supply_chain)}")
+    if verified.approvals:
+        console.print(f"  approved by {', '.join(verified.approvals)}")
+    return str(relative)
+
+
 def as_files(definition: PipelineDefinition) -> PipelineDefinition:
-    """The same pipeline for artifact files run as local processes (one per lane: no replicas, no limits)."""
+    """The same pipeline for artifact files run as local processes (one per lane: no replicas, no limits, and no
+    signature or provenance gates: cosign signs images)."""
     dumped = definition.model_dump(mode="json")
     dumped["artifact"]["kind"] = "file"
     for environment in dumped["environments"]:
         environment.update(driver="local", replicas=1, resources=None)
+        environment["gates"] = [gate for gate in environment["gates"]
+                                if not {"signed_by", "provenance"} & set(gate)]
     return PipelineDefinition.model_validate(dumped)
 
 

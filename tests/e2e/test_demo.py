@@ -14,7 +14,8 @@ SHOWN = ("alice (the author) approves with their own token: refused: you are the
          "canary aborted at 10% of the traffic", "all traffic back on 2.4.1; rollback completed in staging",
          "one digest, two behaviours: GET / answers ui=new in staging, ui=classic in prod",
          "GET / in prod now answers ui=new", "artifact.rejected (immutability-violation)",
-         "prod runs 2.4.1 with the digest that passed dev, test and staging")
+         "prod runs 2.4.1 with the digest that passed dev, test and staging",
+         "evidence bundle of prod: var/demo/demo-", "verified offline against the ledger's checkpoint")
 
 
 def run(*args: str) -> str:
@@ -33,8 +34,12 @@ def test_the_demo_promotes_images_through_containers_and_reports_the_moved_tag(s
     assert "CI built the demo-" in out and "image and pushed it to" in out
     assert "2 of 2 verified containers" in out  # prod: two replicas behind the router
     assert "reported (artifact.tag_moved); prod keeps running" in out
+    assert "CI signed it with cosign (key ci-release) and attested its SLSA provenance" in out
+    assert "gates held again from the bundle: prod: ci-release, prod: provenance by ci-release" in out
+    assert "approved by prod: bob (release-managers)" in out
 
 
 def test_the_demo_runs_on_artifact_files_and_local_processes_too(stack):
     out = run("--artifacts", "file")
     assert "pushed it to" not in out and "tag_moved" not in out and "verified in prod (blue/green" in out
+    assert "signed it with cosign" not in out

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from shared.pipeline import (_sha256, Resources, ApprovalGate, BlueGreen, Environment, EvidenceGate, PipelineDefinition, PipelineError,
-                             Problem, SecretRef, load_pipeline_file, parse_pipeline)
+                             Problem, ProvenanceGate, SecretRef, SignatureGate, load_pipeline_file, parse_pipeline)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "payments" / "pipeline.yaml"
 HEADER = "service: payments\nenvironments:\n"  # environments start on line 3
@@ -31,7 +31,10 @@ def test_the_payments_example_parses_into_four_environments_with_their_gates_and
     assert example.environment("dev").gates == ()
     assert example.environment("test").gates == (EvidenceGate(check="unit-tests"),)
     assert example.environment("staging").gates == (EvidenceGate(check="integration-tests"),)
-    assert example.environment("prod").gates == (ApprovalGate(from_=("release-managers",), min=1, not_author=True),)
+    assert example.environment("prod").gates == (
+        ApprovalGate(from_=("release-managers",), min=1, not_author=True), SignatureGate(signed_by=("ci-release",)),
+        ProvenanceGate(builder="https://promote.example/demo-ci", source="https://git.example/acme/payments",
+                       signed_by=("ci-release",)))
     assert example.environment("prod").strategy == BlueGreen(retire_after=600)
     assert example.environment("staging").strategy.steps == (10, 50, 100)
     assert example.environment("dev").strategy == "rolling"
@@ -60,7 +63,10 @@ def test_the_json_dump_round_trips_and_uses_the_pipeline_file_shape(example):
     assert PipelineDefinition.model_validate_json(example.model_dump_json()) == example
     assert dumped["environments"][1]["gates"] == [{"evidence": "unit-tests"}]
     assert dumped["environments"][3]["gates"] == [
-        {"approval": {"min": 1, "not_author": True, "role": None, "from": ["release-managers"]}}]
+        {"approval": {"min": 1, "not_author": True, "role": None, "from": ["release-managers"]}},
+        {"signed_by": ["ci-release"]},
+        {"provenance": {"builder": "https://promote.example/demo-ci", "source": "https://git.example/acme/payments",
+                        "signed_by": ["ci-release"]}}]
     assert dumped["environments"][3]["config"]["DB_DSN"] == {"secret": "payments/prod/dsn"}
 
 
