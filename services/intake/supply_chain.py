@@ -15,6 +15,7 @@ publishes build.completed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 
@@ -46,8 +47,8 @@ async def collect(registry: Registry, ref: ImageReference) -> SupplyChain:
     are the caller's)."""
     assert ref.digest is not None
     budget = _Budget()
-    manifest, signatures, signature_problems = await _signatures(registry, ref, budget)
-    found = await fetch_attestations(registry, ref)
+    signed, found = await asyncio.gather(fetch_signatures(registry, ref), fetch_attestations(registry, ref))
+    manifest, signatures, signature_problems = _signatures(signed, budget)
     attestations, attestation_problems = _envelopes(found.envelopes, budget)
     return SupplyChain(signatures_manifest=manifest, signatures=signatures,
                        signature_problems=signature_problems,
@@ -55,9 +56,7 @@ async def collect(registry: Registry, ref: ImageReference) -> SupplyChain:
                        attestation_problems=_bounded(list(found.problems) + attestation_problems))
 
 
-async def _signatures(registry: Registry, ref: ImageReference,
-                      budget: _Budget) -> tuple[str | None, tuple[FoundSignature, ...], tuple[str, ...]]:
-    found = await fetch_signatures(registry, ref)
+def _signatures(found, budget: _Budget) -> tuple[str | None, tuple[FoundSignature, ...], tuple[str, ...]]:
     if isinstance(found, Refused):
         return None, (), () if found.kind is Refusal.UNSIGNED else (found.reason[:PROBLEM_CHARS],)
     manifest_digest, signatures = found
