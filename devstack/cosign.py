@@ -139,6 +139,8 @@ class CI:
         if not trusted.exists() or trusted.read_bytes() != self.public.read_bytes():
             trusted.parent.mkdir(parents=True, exist_ok=True)
             trusted.write_bytes(self.public.read_bytes())
+        trusted.parent.chmod(0o755)  # gates trusts no key that others than its owner may write
+        trusted.chmod(0o644)
 
     def sign(self, image: str) -> None:
         """cosign sign --key of `image` (registry/repository@digest)."""

@@ -2,7 +2,8 @@
 trusted keys directory (setting `trusted_keys_dir`), read again whenever a file there changes.
 
 A file that is not a key we take (shared.signature_keys) is not skipped in silence: its key id maps to the
-reason, and a gate naming it fails with that reason. Keys live with gates, not in pipelines: who may apply a
+reason, and a gate naming it fails with that reason. So does a key file, or a directory, that someone other
+than its owner may write (group- or world-writable): whoever could write it could choose whom gates trusts. Keys live with gates, not in pipelines: who may apply a
 pipeline chooses which of these keys an environment requires, not which keys exist.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from pathlib import Path
 
 import structlog
@@ -37,7 +39,9 @@ class TrustedKeys:
         """Every key id in the directory with its key (or its problem); {} if there is no directory."""
         listing = self._listing()
         if listing != self._seen:
-            self._keys = {name[:-len(".pub")]: self._load(self.directory / name) for name, *_ in listing}
+            open_to_others = self._open_to_others(self.directory)
+            self._keys = {name[:-len(".pub")]: open_to_others or self._load(self.directory / name)
+                          for name, *_ in listing if name}
             self._seen = listing
             log.info("trusted_keys.loaded", directory=str(self.directory),
                      keys=sorted(key for key, value in self._keys.items() if isinstance(value, TrustedKey)),
@@ -52,17 +56,34 @@ class TrustedKeys:
         stats = []
         for entry in sorted(entries, key=lambda entry: entry.name)[:MAX_KEYS]:
             try:
-                stat = entry.stat()
+                info = entry.stat(follow_symlinks=False)
             except FileNotFoundError:  # removed while listed
                 continue
-            stats.append((entry.name, stat.st_mtime_ns, stat.st_size, stat.st_ino))
+            stats.append((entry.name, info.st_mtime_ns, info.st_ctime_ns, info.st_size, info.st_ino, info.st_mode))
+        try:  # the directory's mode too: it decides whether any of its keys is trusted
+            stats.append(("", os.stat(self.directory).st_mode))
+        except OSError:
+            pass
         return tuple(stats)
 
     @staticmethod
-    def _load(path: Path) -> TrustedKey | str:
+    def _open_to_others(path: Path) -> str | None:
+        """Why keys under `path` cannot be trusted: it may be written by others than its owner; else None."""
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            return None
+        if mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return f"{path} may be written by others than its owner (mode {stat.S_IMODE(mode):o}): not trusted"
+        return None
+
+    @classmethod
+    def _load(cls, path: Path) -> TrustedKey | str:
         key_id = path.name[:-len(".pub")]
         try:
-            with open(path, "rb") as file:
+            with open(path, "rb", opener=lambda name, flags: os.open(name, flags | os.O_NOFOLLOW)) as file:
+                if problem := cls._open_to_others(Path(f"/proc/self/fd/{file.fileno()}")):
+                    return problem.replace(f"/proc/self/fd/{file.fileno()}", str(path))
                 data = file.read(MAX_PEM_CHARS + 1)
             return TrustedKey.from_pem(key_id, data)
         except OSError as error:

@@ -58,7 +58,9 @@ def trusted(stack, cosign, request):
     private, public = cosign.key_pair(key_id)
     directory: Path = stack.trusted_keys_dir
     directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o755)  # gates trusts no key that others than its owner may write
     (directory / f"{key_id}.pub").write_bytes(public.read_bytes())
+    (directory / f"{key_id}.pub").chmod(0o644)
     yield key_id, private, public
     (directory / f"{key_id}.pub").unlink(missing_ok=True)
 

@@ -194,3 +194,22 @@ def test_the_provenance_gate_fails_with_the_reason(attestations, commit, says):
     assert result.outcome == "failed", result.reasons
     assert result.reasons[0].startswith(f"provenance from {BUILDER} of {SOURCE}: ")
     assert says in result.reasons[0], result.reasons
+
+
+def test_a_key_file_or_directory_others_may_write_is_not_trusted(tmp_path):
+    directory = tmp_path / "trusted"
+    directory.mkdir(mode=0o755)
+    key_file = directory / "ci-release.pub"
+    key_file.write_bytes(pem(RELEASE_KEY))
+    key_file.chmod(0o644)
+    keys = TrustedKeys(directory)
+    assert isinstance(keys.current()["ci-release"], TrustedKey)
+    key_file.chmod(0o666)
+    assert "may be written by others than its owner (mode 666): not trusted" in keys.current()["ci-release"]
+    key_file.chmod(0o644)
+    directory.chmod(0o777)
+    assert f"{directory} may be written by others" in keys.current()["ci-release"]
+    directory.chmod(0o755)
+    (directory / "linked.pub").symlink_to(key_file)
+    assert isinstance(keys.current()["ci-release"], TrustedKey)
+    assert "cannot be read" in keys.current()["linked"]
