@@ -28,11 +28,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
 
 from shared.chain import canonical_bytes, link
+from shared.events import SupplyChain
 from shared.merkle import Tree, root_from_inclusion
 from shared.signature_keys import TrustedKey
-from shared.signatures import Signature, Signed, judge
+from shared.signatures import Signed, carried, judge
 
 FORMAT = "promote.evidence-bundle/v1"
 CHECKPOINT_TYPE = "promote.ledger.checkpoint/v1"
@@ -289,14 +291,8 @@ def _attested(where: str, gate, registered: dict, claim: dict, keys: Mapping[str
                           "give that public key with --keys to check it")
     commit = next((entry.event["data"].get("commit") for entry in entries if entry.event["type"] == "build.completed"
                    and _field(entry.event["data"], "artifact.digest") == claim["digest"]), None)
-    envelopes = []
-    for item in (registered.get("supply_chain") or {}).get("attestations") or []:
-        try:
-            envelopes.append(base64.b64decode(item, validate=True))
-        except (binascii.Error, ValueError, TypeError):
-            envelopes.append(b"")
     try:
-        verdict = judge_provenance(envelopes, claim["digest"], given, builder=gate.builder, source=gate.source,
+        verdict = judge_provenance(_carried(where, registered).envelopes(), claim["digest"], given, builder=gate.builder, source=gate.source,
                                    commit=str(commit))
     except ValueError as error:
         raise BundleError(f"{where}: {error}") from None
@@ -310,23 +306,23 @@ def _signed(where: str, wanted: Sequence[str], registered: dict, digest: str, ke
     if not given:
         raise BundleError(f"{where}: its gate needs a signature by {', '.join(wanted)}; give that public key with "
                           "--keys to check it")
-    chain = registered.get("supply_chain") or {}
-    signatures = []
-    for item in chain.get("signatures") or []:
-        try:
-            payload = base64.b64decode(item.get("payload", ""), validate=True)
-        except (binascii.Error, ValueError, TypeError, AttributeError):
-            payload = b""
-        signatures.append(Signature(payload, str(item.get("signature", ""))) if payload else
-                          Signature(problem="no payload"))
+    chain = _carried(where, registered)
     location = str(registered.get("location"))
-    if not signatures:
+    if not chain.signatures:
         raise BundleError(f"{where}: its gate needs a signature by {', '.join(wanted)}, and the registration "
                           "carries none")
-    verdict = judge(location, digest, str(chain.get("signatures_manifest")), signatures, given)
+    verdict = judge(location, digest, chain.signatures_manifest or "", carried(chain), given)
     if not isinstance(verdict, Signed):
         raise BundleError(f"{where}: {verdict.reason}")
     return verdict.key_id
+
+
+def _carried(where: str, registered: dict) -> SupplyChain:
+    """The signatures and attestations the registration carries, read as the event model reads them."""
+    try:
+        return SupplyChain.model_validate(registered.get("supply_chain") or {})
+    except ValidationError:
+        raise BundleError(f"{where}: the registration's supply_chain is not what intake writes") from None
 
 
 def _approvals(events: list[dict]) -> list[str]:

@@ -4,6 +4,8 @@ Each data model names its CloudEvents `type` and the topic it travels on. Event
 names are past tense; the Kafka key of every event is the service name.
 """
 
+import base64
+import binascii
 import math
 import uuid
 from datetime import UTC, datetime
@@ -143,6 +145,29 @@ class SupplyChain(BaseModel):
     """What of the signatures could not be taken (a manifest that is not what cosign writes, past the limits)."""
     attestation_problems: tuple[Text, ...] = Field((), max_length=MAX_SUPPLY_CHAIN_ITEMS)
     """What of the attestations could not be taken (a layer or line that is not an envelope, past the limits)."""
+
+    def payloads(self) -> list[tuple[bytes, str] | str]:
+        """Each signature as (payload bytes, base64 signature), or the problem that makes it unusable."""
+        found: list[tuple[bytes, str] | str] = []
+        for item in self.signatures:
+            if item.problem is not None:
+                found.append(item.problem)
+                continue
+            try:
+                found.append((base64.b64decode(item.payload, validate=True), item.signature))
+            except (binascii.Error, ValueError):
+                found.append("a payload that is not base64")
+        return found
+
+    def envelopes(self) -> list[bytes]:
+        """The attestations' DSSE envelope bytes (one that is not base64 as empty bytes: judged malformed)."""
+        found = []
+        for item in self.attestations:
+            try:
+                found.append(base64.b64decode(item, validate=True))
+            except (binascii.Error, ValueError):
+                found.append(b"")
+        return found
 
     @model_validator(mode="after")
     def _within_budget(self) -> "SupplyChain":

@@ -32,10 +32,13 @@ import binascii
 import enum
 import json
 from dataclasses import dataclass
-from typing import NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Sequence
 
 from shared.oci import MANIFESTS, BadImage, ImageReference, ImageUnknown, Registry, parse_reference
 from shared.signature_keys import TrustedKey
+
+if TYPE_CHECKING:
+    from shared.events import SupplyChain
 
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -234,3 +237,8 @@ def _claims(payload: bytes) -> tuple[str, str, str] | None:
     if not isinstance(kind, str) or not isinstance(signed, str) or not isinstance(reference, str):
         return None
     return kind, signed, reference
+
+
+def carried(found: "SupplyChain") -> list[Signature]:
+    """The signatures an artifact.registered carries, as `judge` takes them."""
+    return [Signature(problem=item) if isinstance(item, str) else Signature(*item) for item in found.payloads()]

@@ -8,14 +8,12 @@ shared.attestations.judge_provenance), for exactly the release's digest and the 
 
 from __future__ import annotations
 
-import base64
-import binascii
 from collections.abc import Mapping, Sequence
 
 from shared.attestations import Provenance, judge_provenance
 from shared.events import SupplyChain
 from shared.signature_keys import TrustedKey
-from shared.signatures import Signature, Signed, judge
+from shared.signatures import Signed, carried, judge
 from shared.trust_gates import ProvenanceGate, SignatureGate
 
 
@@ -46,26 +44,10 @@ def signature_problem(gate: SignatureGate, trusted: Mapping[str, TrustedKey | st
     if not found.signatures:
         told = f": {'; '.join(found.signature_problems)}" if found.signature_problems else ""
         return f"{what}: {location} is not signed{told}", None
-    verdict = judge(location, digest, found.signatures_manifest or "", _signatures(found), keys)
+    verdict = judge(location, digest, found.signatures_manifest or "", carried(found), keys)
     if isinstance(verdict, Signed):
         return None, f"{what}: signed by {verdict.key_id} (signatures {verdict.signatures})"
     return f"{what}: {verdict.reason}{unusable}", None
-
-
-def _signatures(found: SupplyChain) -> list[Signature]:
-    """The signatures as shared.signatures judges them (a payload that is not base64 is malformed)."""
-    signatures = []
-    for item in found.signatures:
-        if item.problem is not None:
-            signatures.append(Signature(problem=item.problem))
-            continue
-        try:
-            payload = base64.b64decode(item.payload, validate=True)
-        except (binascii.Error, ValueError):
-            signatures.append(Signature(problem="a payload that is not base64"))
-            continue
-        signatures.append(Signature(payload, item.signature))
-    return signatures
 
 
 def provenance_problem(gate: ProvenanceGate, trusted: Mapping[str, TrustedKey | str], digest: str,
@@ -83,14 +65,8 @@ def provenance_problem(gate: ProvenanceGate, trusted: Mapping[str, TrustedKey | 
         return f"{what}: the artifact was registered before intake kept attestations; nothing to check", None
     if commit is None:
         return f"{what}: the build's commit is not known (registered before gates kept it)", None
-    envelopes = []
-    for item in found.attestations:
-        try:
-            envelopes.append(base64.b64decode(item, validate=True))
-        except (binascii.Error, ValueError):
-            envelopes.append(b"")  # judged malformed
     try:
-        verdict = judge_provenance(envelopes, digest, keys, builder=gate.builder, source=gate.source, commit=commit,
+        verdict = judge_provenance(found.envelopes(), digest, keys, builder=gate.builder, source=gate.source, commit=commit,
                                    problems=found.attestation_problems)
     except ValueError as error:  # e.g. a build event whose commit is not a full git commit
         return f"{what}: {error}", None
