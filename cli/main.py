@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from cli import api
+from cli.drift import drift as drift_command
 from cli.errors import CliError
 
 app = typer.Typer(help=__doc__, no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -222,6 +223,9 @@ def rollback(service: str, env: EnvOpt, reason: Annotated[str | None, typer.Opti
     if outcome["result"] == "failed":
         raise CliError(f"rollback of {service} in {env} failed: {outcome['reason']}")
     print(f"{service} in {env} is back on {outcome['version']} ({outcome['digest'][:15]}…)")
+
+
+app.command("drift")(drift_command)
 
 
 @app.command("build-completed")

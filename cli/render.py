@@ -1,12 +1,13 @@
 """How the CLI shows status, history and audits to people (rich tables)."""
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 console = Console(highlight=False)
 
 STATE_STYLE = {"verified": "green", "failed": "red", "deploying": "yellow", "rolling-back": "yellow",
-               "deployed": "cyan", "empty": "dim"}
+               "restoring": "yellow", "drifted": "red", "deployed": "cyan", "empty": "dim"}
 
 
 def short(digest: str | None) -> str:
@@ -26,7 +27,10 @@ def status_table(status: dict) -> Table:
         moved = entry.get("tag_moved")
         if moved:  # the release keeps its digest; say that its tag names other bytes now
             digest += f"\n[yellow]tag moved: {moved['tag']} now names {short(moved['now_names'])}[/]"
-        table.add_row(env, entry["version"] or "-", digest, f"[{style}]{entry['state']}[/]", waiting or "")
+        state = f"[{style}]{entry['state']}[/]"
+        for line in (entry.get("drift") or {}).get("differences", []):  # what differs, until drift.resolved
+            state += f"\n[red]{escape(line)}[/]"
+        table.add_row(env, entry["version"] or "-", digest, state, waiting or "")
     return table
 
 
@@ -34,7 +38,7 @@ def summary(event: dict) -> str:
     """A one-line gist of an event's data for history and audit listings."""
     data = event.get("data", {})
     keys = ("digest", "moved_to", "reason", "reasons", "approver", "requested_by", "who", "check", "result", "author",
-            "port")
+            "port", "how", "differences")
     parts = []
     for key in keys:
         if key in data and data[key] not in (None, [], ""):

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 import pydantic_core
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag,
+                      ValidationError, field_validator, model_validator)
 
 from shared import limits, topics
 from shared.limits import (CheckName, ConfigKey, ConfigText, EnvironmentName, SecretReference, ServiceName, Text,
@@ -26,7 +26,9 @@ ConfigValue = Annotated[
     Discriminator(lambda value: "text" if isinstance(value, str) else "secret-ref")]
 """A config value: a string, or {"secret": REF}; the pipeline's rules (shared.limits)."""
 Config = dict[ConfigKey, ConfigValue]
-Purpose = Literal["promotion", "rollback", "reconfigure"]
+Purpose = Literal["promotion", "rollback", "reconfigure", "restore"]
+"""Why a deployment happened: a gate passed, a rollback was ordered, the pipeline's config changed, or the deployer
+put back the release it had promoted after finding the environment drifted (`on_drift: restore`)."""
 Driver = Literal["local", "noop", "container"]
 ImageLocation = Annotated[str, StringConstraints(max_length=1024, pattern=r"^[^\s@:/]+(:[0-9]{1,5})?/[a-z0-9._/-]+@sha256:[0-9a-f]{64}$")]
 """Where an image is pulled from, by digest only: `registry/repository@sha256:…`."""
@@ -168,6 +170,15 @@ class SupplyChain(BaseModel):
             except (binascii.Error, ValueError):
                 found.append(b"")
         return found
+
+    @model_validator(mode="before")
+    @classmethod
+    def _older_spelling(cls, data: Any) -> Any:
+        """`problems` was the first name of `signature_problems` (on main for an afternoon): a replay reads both."""
+        if isinstance(data, dict) and "problems" in data and "signature_problems" not in data:
+            data = {**data, "signature_problems": data["problems"]}
+            del data["problems"]
+        return data
 
     @model_validator(mode="after")
     def _within_budget(self) -> "SupplyChain":
@@ -357,6 +368,75 @@ class EnvironmentPruned(EventData):
     applied_by: Identity
 
 
+MAX_DIFFERENCES = 20
+"""The most lines a drift event lists (the first ones found; the last line then says how many more there were)."""
+DriftLine = Annotated[str, StringConstraints(max_length=300), AfterValidator(lambda value: limits.check_text(value))]
+"""One difference between what runs and what was promoted, one printable line."""
+DriftHow = Literal["promotion", "rollback", "reconfigure", "restore", "gone"]
+
+
+class DriftDetected(EventData):
+    """What runs in an environment is not what the deployer promoted there: `differences` says what differs.
+
+    Emitted once per change of what differs (not at every check); `on_drift` is what the deployer does next:
+    `report` (nothing), or `restore` (it redeploys the promoted release; deployment events with purpose
+    `restore` whose deployment_id is this event's id)."""
+
+    event_type = "drift.detected"
+    topic = topics.DEPLOYMENTS
+    env: EnvironmentName
+    version: Version
+    digest: Digest
+    config_version: Digest
+    """The promoted release (digest and config version) that should run there."""
+    slot: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}(\.(blue|green))?$")]
+    """Where it should run: the environment (`prod`) or its live lane (`prod.blue`)."""
+    driver: Driver
+    differences: list[DriftLine] = Field(min_length=1, max_length=MAX_DIFFERENCES)
+    on_drift: Literal["report", "restore"] = "report"
+
+
+class DriftResolved(EventData):
+    """What runs in an environment is again what was promoted there: a deployment replaced the drifted release
+    (`how`: its purpose, e.g. `promotion` or `restore`) or it was put right by hand (`how: gone`)."""
+
+    event_type = "drift.resolved"
+    topic = topics.DEPLOYMENTS
+    env: EnvironmentName
+    version: Version
+    digest: Digest
+    """The release that runs, verified, now."""
+    how: DriftHow
+    drift_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    """The id of the drift.detected this resolves."""
+    deployment_id: str | None = None
+    """The deployment that resolved it (None for `gone`)."""
+
+
+class EnvironmentDrift(BaseModel):
+    """What a drift check found in one environment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    state: Literal["in-sync", "drifted", "not-checked"]
+    version: Version | None = None
+    digest: Digest | None = None
+    differences: list[DriftLine] = Field(default_factory=list, max_length=MAX_DIFFERENCES)
+    reason: DriftLine | None = None
+    """Why it was not checked (a deployment in flight, its last deployment failed, the engine does not answer)."""
+
+
+class DriftChecked(EventData):
+    """The deployer's answer to a drift.check_requested: what each environment of the service runs against what
+    was promoted there, as it found it just now."""
+
+    event_type = "drift.checked"
+    topic = topics.DEPLOYMENTS
+    request_id: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    """The id of the drift.check_requested answered."""
+    requested_by: Identity
+    environments: dict[EnvironmentName, EnvironmentDrift] = Field(max_length=limits.MAX_ENVIRONMENTS)
+
+
 class ApprovalGranted(EventData):
     """A person approved a release for an environment."""
 
@@ -415,6 +495,16 @@ class OperationRefused(EventData):
     reason: Text
 
 
+class DriftCheckRequested(EventData):
+    """An operator asked the deployer to compare what runs with what was promoted now (`promote drift`), in one
+    environment or (env None) in all of the service's; the deployer answers with drift.checked."""
+
+    event_type = "drift.check_requested"
+    topic = topics.OPERATIONS
+    env: EnvironmentName | None = None
+    requested_by: Identity
+
+
 class RollbackOrdered(EventData):
     """The rollback service chose the release to return to; the deployer deploys it."""
 
@@ -463,7 +553,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         PromotionRequested, GatePassed, GatePending, GateFailed, DeploymentStarted,
         DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed, EnvironmentPruned,
         ApprovalGranted, ApprovalRejected, RollbackRequested, OperationRefused, RollbackOrdered,
-        RollbackCompleted, RollbackFailed,
+        RollbackCompleted, RollbackFailed, DriftDetected, DriftResolved, DriftChecked, DriftCheckRequested,
     )
 }
 

@@ -293,6 +293,16 @@ class Environment(_Frozen):
     """Containers per lane (the container driver), behind the router: more than one needs blue_green or canary."""
     resources: Resources | None = None
     config: dict[Annotated[limits.ConfigKey, AfterValidator(_not_reserved)], _ConfigValue] = {}
+    on_drift: Literal["report", "restore"] = "report"
+    """What the deployer does when what runs is not what it promoted: `report` (drift.detected, status says
+    drifted) or `restore` (also redeploy the promoted release). Not part of the config version."""
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        dumped = handler(self)
+        if self.on_drift == "report":  # only when set: pipelines without it keep their content hash
+            dumped.pop("on_drift", None)
+        return dumped
 
     @model_validator(mode="after")
     def _router_needs_real_traffic(self) -> "Environment":

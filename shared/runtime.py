@@ -132,11 +132,16 @@ class ServiceRuntime:
         self.pool_size = max(self.pool_size, 2 * services_at_once + 2)
         self.runners.append(runner)
         self.topic_names += topic_names
+        # The topics are part of the static identity: a static member rejoining under a known id gets its cached
+        # assignment back without a rebalance, even when it now subscribes to more topics (seen: the deployer,
+        # newly subscribed to promotion.operations, was never assigned its partitions). Other topics, another
+        # member: the old one's partitions move once, after the session timeout.
+        subscription = hashlib.sha256(",".join(sorted(topic_names)).encode()).hexdigest()[:8]
 
         @self.broker.subscriber(
             *topic_names,
             group_id=self.name,
-            group_instance_id=f"{self.name}-{self.instance}",
+            group_instance_id=f"{self.name}-{self.instance}-{subscription}",
             session_timeout_ms=10_000,
             heartbeat_interval_ms=2_000,
             ack_policy=AckPolicy.MANUAL,

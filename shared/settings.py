@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     tag_checks_per_round: int = Field(50, ge=1)
     """Tags asked about per round, least recently checked first."""
 
+    drift_check_interval_s: float = Field(15.0, ge=0)
+    """How often the deployer compares what runs in each environment with what it promoted there (0: only when
+    asked, `promote drift`); a difference is reported within this time (drift.detected)."""
+
     api_url: str = "http://127.0.0.1:18070"
     """Where the operator API listens (the service binds the URL's host and port; the CLI calls it)."""
     api_bootstrap_token_file: Path | None = None

@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.api import commands, dead_letters, roles, tokens
+from services.api import commands, dead_letters, drift, roles, tokens
 from services.api.auth import Authenticator, AuthError, Identity
 from services.api.context import Context
 from services.api.outcomes import Outcomes
@@ -50,6 +50,15 @@ class Rollback(_Body):
     env: EnvironmentName
     reason: Text | None = None
     wait: float = Field(60.0, ge=0, le=WAIT_LIMIT_S)
+
+
+class DriftCheck(_Body):
+    """A request that the deployer compare what runs with what it promoted, now: one service (one environment of
+    it, or all), or every service that runs a release."""
+
+    service: ServiceName | None = None
+    env: EnvironmentName | None = None
+    wait: float = Field(15.0, ge=0, le=WAIT_LIMIT_S)
 
 
 class Pipeline(_Body):
@@ -219,6 +228,13 @@ def _routes(app: FastAPI) -> None:
     async def rollback(request: Request, who: Caller, service: ServiceName, body: Rollback) -> dict:
         """Return an environment to its last verified release (role: promoter there)."""
         return await commands.rollback(ctx_of(request), who, service, body.env, body.reason, body.wait)
+
+    @app.post("/v1/drift-checks", tags=["commands"])
+    async def drift_check(request: Request, who: Viewer, body: DriftCheck) -> dict:
+        """Compare what runs with what was promoted, now (role: viewer; there, when one environment is named)."""
+        if body.env is not None and body.service is None:
+            raise HTTPException(422, "env: name the service too")
+        return await drift.check(ctx_of(request), who, body.service, body.env, body.wait)
 
     @app.post("/v1/pipelines", tags=["commands"])
     async def apply_pipeline(request: Request, who: Caller, body: Pipeline) -> dict:

@@ -61,6 +61,7 @@ class LedgerReader:
                 "state": row["state"] if row else "empty",
                 "config_version": row["config_version"] if row else None,
                 "tag_moved": moved.get(row["version"]) if row else None,
+                "drift": json.loads(row["drift"]) if row and row.get("drift") else None,
                 "waiting": [{"version": w["version"], "outcome": w["outcome"], "reasons": json.loads(w["reasons"])}
                             for w in waiting if w["env"] == env],
             }

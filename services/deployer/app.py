@@ -8,15 +8,16 @@ from services.deployer.handlers import DeployerHandlers
 from services.deployer.noop import NoopDriver
 from services.deployer.router import Router
 from shared import topics
-from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, EnvironmentPruned,
-                           VerificationFailed, VerificationPassed)
+from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, DriftChecked, DriftDetected,
+                           DriftResolved, EnvironmentPruned, VerificationFailed, VerificationPassed)
 from shared.credentials import registry_login
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastStream:
-    """The deployer app: consumes gate.passed, rollback.ordered and pipeline.applied, one deployment at a time."""
+    """The deployer app: consumes gate.passed, rollback.ordered and pipeline.applied, one deployment at a time, and
+    drift.check_requested; compares what runs with what it promoted at an interval."""
     runtime = ServiceRuntime("deployer", settings)
     s = runtime.settings
     run_dir = s.var_dir / "run" / "apps"
@@ -29,16 +30,19 @@ def create_app(settings: Settings | None = None) -> FastStream:
     }
     handlers = DeployerHandlers(runtime, drivers, s.secrets_dir, s.app_port_base, Router(s.var_dir / "router"))
     runtime.consume(
-        [topics.GATES, topics.ROLLBACKS, topics.PIPELINES],
+        [topics.GATES, topics.ROLLBACKS, topics.PIPELINES, topics.OPERATIONS],
         handlers.handle,
         description="gate.passed and rollback.ordered are the deployment orders; a pipeline.applied that "
-                    "changes an environment's config redeploys what runs there with the new config.",
+                    "changes an environment's config redeploys what runs there with the new config (and sets each "
+                    "environment's on_drift); drift.check_requested (from the operator API) asks for a drift "
+                    "check now.",
         together=False,  # it starts and stops processes: each order commits on its own
         services_at_once=4,  # one deployment per environment at a time stays the rule (its lock)
         # A canary's analysis may take ~110 s; at 120 s (max_poll_interval) Kafka gives the partitions away.
         stuck_after_s=max(s.handler_stuck_after_s, 120.0),
     )
     runtime.background("retire-lanes", handlers.routed.retire_due)
+    runtime.background("drift", handlers.drift.step)
     runtime.emits(DeploymentStarted, DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed,
-                  EnvironmentPruned)
+                  EnvironmentPruned, DriftDetected, DriftResolved, DriftChecked)
     return runtime.app

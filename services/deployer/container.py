@@ -14,6 +14,7 @@ Blocking (HTTP over the engine's socket): the deployer calls it through asyncio.
 
 import asyncio
 import threading
+from dataclasses import replace
 
 import docker
 import docker.errors
@@ -22,7 +23,8 @@ import requests.exceptions
 import structlog
 
 from services.deployer.domain import Running, Target
-from services.deployer.driver import StartFailed, check_version, wait_healthy
+from services.deployer.drift import Expected, Instance, Observed, image_name
+from services.deployer.driver import StartFailed, answered_version, check_version, wait_healthy
 
 log = structlog.get_logger()
 
@@ -107,7 +109,7 @@ class ContainerDriver:
         pid = found[0].attrs.get("State", {}).get("Pid") or 0
         return Running(pid=pid, digest=labels.get(f"{LABEL}digest", ""),
                        config_version=labels.get(f"{LABEL}config_version", ""), alive=alive,
-                       leftover=not alive)
+                       leftover=not alive, deployment_id=labels.get(f"{LABEL}deployment_id", ""))
 
     def preflight(self, target: Target, slot: str) -> None:
         """The image is pulled (by digest, from an allowed registry, with the deployer's login) before anything
@@ -264,6 +266,87 @@ class ContainerDriver:
         if container.status == "running":
             return "running"
         return f"exited with code {container.attrs.get('State', {}).get('ExitCode')}"
+
+    async def observe(self, expected: Expected) -> Observed:
+        """The slot's containers (by label): running or not, from which image, with which environment, what their
+        /version answers; and any container the deployer did not start that publishes the slot's port."""
+        try:
+            found, foreign = await asyncio.to_thread(self._look, expected)
+        except docker.errors.APIError as error:  # the engine answers, but not this time: nothing can be said
+            raise EngineUnavailable(f"the container engine refused a look: {_one_line(error)}") from None
+        instances = []
+        for instance, published in found:
+            if instance.running and published is not None:
+                version, error = await answered_version(published)
+                instance = replace(instance, version=version, version_error=error)
+            elif instance.running:
+                instance = replace(instance, version_error="not asked: no published port")
+            instances.append(instance)
+        port_version = None
+        if not any(instance.running for instance in instances):
+            port_version = (await answered_version(expected.port))[0]
+        return Observed(tuple(instances), tuple(foreign), port_version)
+
+    def _look(self, expected: Expected) -> tuple[list[tuple[Instance, int | None]], list[str]]:
+        """(each container of the slot with its published port, one line per foreign container on the slot's
+        port). Blocking: the engine's API."""
+        found, ours = [], set()
+        for container in self._containers(expected.service, expected.slot):
+            ours.add(container.id)
+            replica = container.labels.get(f"{LABEL}replica", "")
+            named = replica.isdigit() and int(replica) < expected.replicas and \
+                container.name == container_name(expected.service, expected.slot, int(replica))
+            digests, image = self._image_of(container.attrs.get("Image", ""))
+            variables = {}
+            for item in (container.attrs.get("Config") or {}).get("Env") or []:
+                key, _, value = item.partition("=")
+                if key in expected.variables:
+                    variables[key] = value
+            state = "running" if container.status == "running" else \
+                f"exited with code {container.attrs.get('State', {}).get('ExitCode')}" \
+                if container.status == "exited" else f"is {container.status}"
+            found.append((Instance(f"container {container.name}", state, image_digests=digests, image=image,
+                                   variables=variables, started_by_deployer=named), self._published(container)))
+        return found, self._foreign(expected.port, ours)
+
+    def evict(self, service: str, slot: str, port: int) -> list[str]:
+        """Stop (not remove: it stays for whoever looks into it) every running container the deployer did not start
+        for the slot that publishes the slot's port, so that a restore can take the port back; their names."""
+        stopped = []
+        for summary in self._call(self.client.api.containers)[:500]:
+            labels = summary.get("Labels") or {}
+            ours = (labels.get(f"{LABEL}service"), labels.get(f"{LABEL}slot")) == (service, slot)
+            if not ours and any(binding.get("PublicPort") == port for binding in summary.get("Ports") or []):
+                try:
+                    self._call(self.client.api.stop, summary["Id"], timeout=self.stop_timeout)
+                except docker.errors.APIError as error:
+                    if not _gone(error):
+                        raise
+                stopped.append(",".join(name.lstrip("/") for name in summary.get("Names") or []) or summary["Id"][:12])
+        if stopped:
+            log.warning("drift.evicted", slot=slot, port=port, stopped=stopped)
+        return stopped
+
+    def _image_of(self, image_id: str) -> tuple[tuple[str, ...], str | None]:
+        """(the image's repository digests, its id); () if the engine no longer has it."""
+        try:
+            image = self._call(self.client.images.get, image_id)
+        except docker.errors.APIError:
+            return (), image_id or None
+        return tuple(image.attrs.get("RepoDigests") or ()), image_id or None
+
+    def _foreign(self, port: int, ours: set[str]) -> list[str]:
+        """Running containers the deployer did not start for the slot that publish its port on the host."""
+        lines = []
+        for summary in self._call(self.client.api.containers)[:500]:
+            if summary.get("Id") in ours:
+                continue
+            if any(binding.get("PublicPort") == port for binding in summary.get("Ports") or []):
+                name = ",".join(name.lstrip("/") for name in summary.get("Names") or []) or summary["Id"][:12]
+                digests, image = self._image_of(summary.get("ImageID", ""))
+                lines.append(f"container {name}, not started by the deployer, publishes port {port} with "
+                             f"image {image_name(digests, image)}")
+        return lines
 
     def _image_check(self, container, target: Target) -> str:
         try:

@@ -37,6 +37,8 @@ class Running:
     alive: bool
     leftover: bool = False
     """Something of the release remains though it does not run (an exited container): stop clears it."""
+    deployment_id: str = ""
+    """The deployment that started it (empty when the driver does not know)."""
 
 
 class MissingSecret(Exception):
@@ -76,9 +78,7 @@ def process_environment(target: Target, port: int, resolve_secret) -> dict[str, 
 
 def needs_start(target: Target, running: Running | None) -> bool:
     """False when the exact release already runs (a redelivered order re-attaches, never starts twice)."""
-    if running is None or not running.alive:
-        return True
-    return (running.digest, running.config_version) != (target.digest, target.config_version)
+    return not runs(running, target)
 
 
 def verification_failure(target: Target, checks: dict[str, str]) -> str | None:
@@ -100,9 +100,16 @@ def other_lane(lane: str) -> str:
 
 
 def runs(running: Running | None, target: Target) -> bool:
-    """The process is alive and runs exactly this release (digest and config version)."""
-    return running is not None and running.alive and \
-        (running.digest, running.config_version) == (target.digest, target.config_version)
+    """The process is alive and runs exactly this release (digest and config version).
+
+    A restore replaces what runs even when it claims to be the release (it drifted: another image under the
+    same labels, a hand-made copy): only what this very restore started counts, so a redelivered restore
+    re-attaches and a new one starts afresh."""
+    if running is None or not running.alive:
+        return False
+    if target.purpose == "restore" and running.deployment_id != target.deployment_id:
+        return False
+    return (running.digest, running.config_version) == (target.digest, target.config_version)
 
 
 def choose_lane(live: str | None, running: dict[str, Running | None], target: Target) -> tuple[str, bool]:

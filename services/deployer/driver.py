@@ -19,6 +19,7 @@ from typing import Protocol
 import httpx
 
 from services.deployer.domain import Running, Target
+from services.deployer.drift import Expected, Instance, Observed
 from shared.app_user import AppUser, AppUserMissing, app_user, unreachable_at
 from shared.artifacts import file_digest
 
@@ -50,6 +51,11 @@ class Driver(Protocol):
         """The loopback ports the slot serves on (its own port, and one per further replica)."""
     def describe(self, target: Target) -> str:
         """What the deployer records as the slot's artifact: a store path, an image location."""
+    async def observe(self, expected: Expected) -> Observed | None:
+        """What runs in the expected release's slot, for the drift check (None: this driver runs nothing to
+        compare)."""
+    def evict(self, service: str, slot: str, port: int) -> list[str]:
+        """Before a restore: stop what the deployer did not start that holds the slot's port (what was stopped)."""
 
 
 class StartFailed(Exception):
@@ -69,6 +75,8 @@ class LocalDriver:
         self.store_dir, self.run_dir, self.log_dir = store_dir, run_dir, log_dir
         self.app_user = app_user
         self._children: dict[int, subprocess.Popen] = {}
+        self._digests: dict[tuple, str] = {}
+        """sha256 of stored files by (path, inode, size, mtime, ctime): a drift check re-hashes only a changed file."""
         self.calls = 0
 
     def artifact_path(self, digest: str) -> Path:
@@ -94,7 +102,8 @@ class LocalDriver:
         if not pid or not digest:
             return None
         alive = self.is_alive(pid) and str(self.artifact_path(digest)) in self.command_line(pid)
-        return Running(pid=pid, digest=digest, config_version=record.get("config_version", ""), alive=alive)
+        return Running(pid=pid, digest=digest, config_version=record.get("config_version", ""), alive=alive,
+                       deployment_id=record.get("deployment_id", ""))
 
     def start(self, target: Target, slot: str, variables: dict[str, str]) -> int:
         """Run the artifact file with `variables` as its environment; returns the pid.
@@ -124,7 +133,7 @@ class LocalDriver:
                 raise StartFailed(f"cannot start {digest}: {error.strerror or error}") from None
         self._children[child.pid] = child
         record = {"pid": child.pid, "service": service, "env": env, "digest": digest,
-                  "config_version": config_version, "port": variables["PORT"]}
+                  "config_version": config_version, "port": variables["PORT"], "deployment_id": target.deployment_id}
         target = self.run_dir / f"{service}--{env}.json"
         temporary = target.with_suffix(".tmp")
         temporary.write_text(json.dumps(record))
@@ -224,6 +233,77 @@ class LocalDriver:
     def _exit_code(self, pid: int) -> int | None:
         child = self._children.get(pid)
         return child.poll() if child is not None else None
+
+    def evict(self, service: str, slot: str, port: int) -> list[str]:
+        """Nothing: a process the deployer did not start is not ours to signal (a restore onto its port fails)."""
+        return []
+
+    async def observe(self, expected: Expected) -> Observed:
+        """The slot's process (from its run file): alive, the digest of the file it runs, its environment and what
+        its /version answers; when it does not run, what answers on the slot's port instead."""
+        running = self.launched(expected.service, expected.slot)
+        if running is None:
+            return Observed(port_version=(await answered_version(expected.port))[0])
+        name = f"process {running.pid}"
+        if not running.alive:
+            return Observed((Instance(name, "not running"),), port_version=(await answered_version(expected.port))[0])
+        path = self.artifact_path(running.digest)
+        digest = await asyncio.to_thread(self._digest_of, path)
+        version, error = await answered_version(expected.port)
+        variables = self.environment_of(running.pid, set(expected.variables))
+        return Observed((Instance(name, "running", digest=digest, variables=variables, version=version,
+                                  version_error=error),))
+
+    def _digest_of(self, path: Path) -> str | None:
+        """The file's sha256 (None if it is gone), hashed again only when its inode, size or times changed."""
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        key = (str(path), stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
+        if key not in self._digests:
+            if len(self._digests) > 1024:
+                self._digests.clear()
+            self._digests[key] = file_digest(path)
+        return self._digests[key]
+
+    @staticmethod
+    def environment_of(pid: int, keys: set[str]) -> dict[str, str] | None:
+        """The process's environment as it was started, only `keys` (never the rest: it holds resolved secrets);
+        None if it cannot be read."""
+        try:
+            raw = Path(f"/proc/{pid}/environ").read_bytes()[:1_048_576]
+        except OSError:
+            return None
+        found = {}
+        for item in raw.split(b"\0"):
+            key, _, value = item.decode(errors="replace").partition("=")
+            if key in keys:
+                found[key] = value
+        return found
+
+
+VERSION_ANSWER_BYTES = 64 * 1024
+"""The most of a /version answer a drift check reads (whatever answers on a port may not be ours)."""
+
+
+async def answered_version(port: int, timeout: float = 2.0) -> tuple[str | None, str | None]:
+    """(the `version` GET /version answers on a loopback port, why there is none); at most VERSION_ANSWER_BYTES
+    are read."""
+    body = b""
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as client, \
+                client.stream("GET", f"http://127.0.0.1:{port}/version") as response:
+            async for chunk in response.aiter_bytes():
+                body += chunk
+                if len(body) > VERSION_ANSWER_BYTES:
+                    return None, f"answered more than {VERSION_ANSWER_BYTES} bytes"
+        answered = json.loads(body).get("version")
+    except (httpx.HTTPError, ValueError, AttributeError) as error:
+        return None, f"failed: {type(error).__name__}"
+    if not isinstance(answered, str):
+        return None, f"answered {response.status_code} without a version"
+    return answered[:200], None
 
 
 async def wait_healthy(client: httpx.AsyncClient, alive: Callable[[], Awaitable[bool]], timeout: float) -> str:

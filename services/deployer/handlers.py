@@ -21,12 +21,13 @@ from pydantic import TypeAdapter
 from services.deployer import repository
 from services.deployer.domain import LANES, MissingSecret, Target, needs_start, process_environment, \
     verification_failure
+from services.deployer.drift_checks import DriftWatcher
 from services.deployer.driver import Driver, StartFailed
 from services.deployer.routed import RoutedDeployer, lane_slot
 from services.deployer.router import Router
-from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, EnvironmentPruned, Event,
-                           EventData, GatePassed, PipelineApplied, RollbackOrdered, VerificationFailed,
-                           VerificationPassed)
+from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, DriftCheckRequested,
+                           EnvironmentPruned, Event, EventData, GatePassed, PipelineApplied, RollbackOrdered,
+                           VerificationFailed, VerificationPassed)
 from shared import inbox
 from shared.outbox import enqueue
 from shared.pipeline import ROUTED_DRIVERS, BlueGreen, Canary, PipelineDefinition, Strategy
@@ -42,7 +43,8 @@ ROLLBACK_SWITCH = BlueGreen(retire_after=0)
 
 class DeployerHandlers:
     """Acts only on gate.passed, rollback.ordered and pipeline.applied (a config change redeploys, a pruned
-    environment stops): nothing else deploys."""
+    environment stops): nothing else deploys but the drift watcher, which redeploys the promoted release of a
+    drifted environment set to `on_drift: restore`; drift.check_requested asks it to check now."""
 
     def __init__(self, runtime: ServiceRuntime, drivers: dict[str, Driver], secrets_dir: Path,
                  port_base: int, router: Router) -> None:
@@ -51,6 +53,7 @@ class DeployerHandlers:
         self.secrets_dir = secrets_dir
         self.port_base = port_base
         self.routed = RoutedDeployer(runtime, drivers, router, port_base, self._secret)
+        self.drift = DriftWatcher(runtime, drivers, self._deploy_locked, runtime.settings.drift_check_interval_s)
 
     async def handle(self, event: Event) -> None:
         """Turn a deployment order into a deployment."""
@@ -67,8 +70,12 @@ class DeployerHandlers:
                             driver=data.driver, location=data.location, replicas=data.replicas,
                             resources=data.resources)
         elif isinstance(data, PipelineApplied):
+            await self.drift.remember_policies(data)
             await self.prune(event, data)
             await self.reconfigure(event, data)
+            return
+        elif isinstance(data, DriftCheckRequested):
+            await self.drift.answer(event, data)
             return
         else:
             return
@@ -140,9 +147,13 @@ class DeployerHandlers:
             finally:
                 await holder.execute("select pg_advisory_unlock(hashtext($1))", lock)
 
-    async def _deploy_locked(self, event: Event, target: Target, strategy: Strategy) -> None:
-        """Deploy with the environment's lock held: one deployment at a time per environment."""
+    async def _deploy_locked(self, event: Event, target: Target, strategy: Strategy,
+                             still_wanted: Callable[[asyncpg.Connection], Awaitable[bool]] | None = None) -> None:
+        """Deploy with the environment's lock held: one deployment at a time per environment (`still_wanted`,
+        asked once the lock is held, may call it off: a restore whose drift a deployment resolved meanwhile)."""
         async with self._environment_lock(target.service, target.env) as holder:
+            if still_wanted is not None and not await still_wanted(holder):
+                return
             if strategy == "rolling" and target.purpose == "rollback" and target.driver in ROUTED_DRIVERS \
                     and await repository.is_routed(holder, target.service, target.env):
                 strategy = ROLLBACK_SWITCH  # a routed environment rolls back by switching lanes
@@ -158,20 +169,21 @@ class DeployerHandlers:
         if slot is None:
             return
         port = slot["port"]
+        serving = (target.env, port, False)
         try:
             pid = await self._run(target, port)
         except (MissingSecret, _ArtifactProblem) as problem:  # refused before touching what runs
             await self._save(event, target, None, "failed", str(problem),
-                             [DeploymentFailed(**fields, reason=str(problem))], slot_changed=False)
+                             [DeploymentFailed(**fields, reason=str(problem))], slot_changed=False, serving=serving)
             return
         except StartFailed as problem:  # the previous release was stopped; nothing runs now
             await self._save(event, target, None, "failed", str(problem),
-                             [DeploymentFailed(**fields, reason=str(problem))])
+                             [DeploymentFailed(**fields, reason=str(problem))], serving=serving)
             return
         checks = await self.drivers[target.driver].verify(target, target.env, pid, port)
         failure = verification_failure(target, checks)
         await self._save(event, target, pid, "verified" if failure is None else "failed", failure,
-                         _outcome_events(fields, port, checks, failure))
+                         _outcome_events(fields, port, checks, failure), serving=serving)
 
     async def deploy_routed(self, event: Event, target: Target, strategy: BlueGreen | Canary) -> None:
         """Blue/green or canary through the router: claim, deploy into a lane, move traffic, save."""
@@ -192,7 +204,8 @@ class DeployerHandlers:
             await self.routed.save(conn, target, outcome, strategy, route)
 
         await self._save(event, target, outcome.pid, "verified" if outcome.failure is None else "failed",
-                         outcome.failure, events, slot_changed=False, also=lanes_after)
+                         outcome.failure, events, slot_changed=False, also=lanes_after,
+                         serving=(lane_slot(target.env, outcome.lane), lanes[outcome.lane]["port"], True))
 
     async def _claim(self, event: Event, target: Target, allocate: Callable[..., Awaitable[T]]) -> T | None:
         """Open the deployment (deployment.started once) with what `allocate` gives the environment
@@ -226,6 +239,8 @@ class DeployerHandlers:
             await asyncio.to_thread(driver.preflight, target, target.env)
         except StartFailed as problem:
             raise _ArtifactProblem(str(problem)) from None
+        if target.purpose == "restore":  # what was run by hand on the environment's port gives it back
+            await asyncio.to_thread(driver.evict, target.service, target.env, port)
         if running is not None and (running.alive or running.leftover):
             await asyncio.to_thread(driver.stop, target.service, target.env, running.pid)
         async with self.runtime.pool.acquire() as conn:
@@ -238,17 +253,25 @@ class DeployerHandlers:
 
     async def _save(self, event: Event, target: Target, pid: int | None, state: str, reason: str | None,
                     outcome: list[EventData], *, slot_changed: bool = True,
-                    also: Callable[[asyncpg.Connection], Awaitable[None]] | None = None) -> None:
+                    also: Callable[[asyncpg.Connection], Awaitable[None]] | None = None,
+                    serving: tuple[str, int, bool] | None = None) -> None:
+        """Save the outcome with its events; `serving` is (slot, port, routed) where a verified release serves
+        from now on: what was promoted there (drift checks compare with it), and the drift it resolves."""
         path = self.drivers[target.driver].describe(target)
 
         async def work(conn: asyncpg.Connection) -> list[Event]:
             await repository.finish(conn, target, pid, path, state, reason, slot_changed=slot_changed)
             if also is not None:
                 await also(conn)
-            return [self.runtime.event(data, event, index + 1) for index, data in enumerate(outcome)]
+            emitted = [self.runtime.event(data, event, index + 1) for index, data in enumerate(outcome)]
+            verified = state == "verified"
+            if verified and serving is not None:
+                await repository.save_promoted(conn, target, *serving)
+            elif slot_changed:  # rolling: the release that served was stopped, and its successor failed
+                await repository.promoted_replaced(conn, target.service, target.env)
+            return emitted + await self.drift.settle(conn, target, verified, verified or slot_changed)
 
         await self.runtime.once(event, work)
-
 
     def _secret(self, reference: str) -> str | None:
         """A secret's value from the local secret store (one file per reference), or None."""

@@ -68,6 +68,14 @@ class NoopDriver:
     def stop(self, service: str, slot: str, pid: int, timeout: float = 5.0) -> None:
         """Nothing runs, so nothing stops."""
 
+    def evict(self, service: str, slot: str, port: int) -> list[str]:
+        """Nothing runs, so nothing is in the way."""
+        return []
+
+    async def observe(self, expected) -> None:
+        """Nothing runs, so nothing can drift."""
+        return None
+
     async def verify(self, target: Target, slot: str, pid: int, port: int,
                      timeout: float = 15.0) -> dict[str, str]:
         """Only a file's digest can be checked: the stored file must still have it (an image is not pulled)."""

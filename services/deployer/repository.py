@@ -1,4 +1,7 @@
-"""Deployer's tables: one slot per (service, environment), the deployments, and each driver call."""
+"""Deployer's tables: one slot per (service, environment), the deployments, each driver call, and what was promoted
+where with its drift (services/deployer/drift_checks.py)."""
+
+import json
 
 import asyncpg
 
@@ -146,8 +149,9 @@ async def serving(conn: asyncpg.Connection, service: str, env: str) -> asyncpg.R
 
 
 async def forget(conn: asyncpg.Connection, service: str, env: str) -> None:
-    """The environment no longer exists: its slot, route and lanes go (their ports are free again)."""
-    for table in ("lanes", "routes", "slots"):
+    """The environment no longer exists: its slot, route and lanes go (their ports are free again), and what was
+    promoted there with its drift."""
+    for table in ("lanes", "routes", "slots", "promoted", "drift"):
         await conn.execute(f"delete from {table} where service = $1 and env = $2", service, env)
 
 
@@ -157,3 +161,103 @@ async def ran_images(conn: asyncpg.Connection, service: str, env: str) -> bool:
     return bool(await conn.fetchval(
         "select exists (select 1 from slots where service = $1 and env = $2 and location is not null) "
         "or exists (select 1 from lanes where service = $1 and env = $2 and location is not null)", service, env))
+
+
+async def save_promoted(conn: asyncpg.Connection, target: Target, slot: str, port: int, routed: bool) -> None:
+    """`target` was verified in `slot`: from now on it is what the environment should run (the drift checks'
+    reference, and what a restore redeploys)."""
+    resources = None if target.resources is None else json.dumps(target.resources.model_dump(mode="json"))
+    await conn.execute(
+        "insert into promoted (service, env, slot, port, deployment_id, version, digest, config, config_version, "
+        "driver, location, replicas, resources, routed, state, verified_at) "
+        "values ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13::jsonb, $14, 'verified', now()) "
+        "on conflict (service, env) do update set slot = excluded.slot, port = excluded.port, "
+        "deployment_id = excluded.deployment_id, version = excluded.version, digest = excluded.digest, "
+        "config = excluded.config, config_version = excluded.config_version, driver = excluded.driver, "
+        "location = excluded.location, replicas = excluded.replicas, resources = excluded.resources, "
+        "routed = excluded.routed, state = 'verified', verified_at = now()",
+        target.service, target.env, slot, port, target.deployment_id, target.version, target.digest,
+        json.dumps(target.config), target.config_version, target.driver, target.location, target.replicas,
+        resources, routed)
+
+
+async def promoted_replaced(conn: asyncpg.Connection, service: str, env: str) -> None:
+    """A deployment replaced what was promoted and failed: nothing is compared until one is verified again."""
+    await conn.execute("update promoted set state = 'failed' where service = $1 and env = $2", service, env)
+
+
+async def promoted(conn: asyncpg.Connection, service: str, env: str | None = None) -> list[asyncpg.Record]:
+    """What was promoted into the service's environments (or one), with each one's drift and on_drift."""
+    return await conn.fetch(
+        f"{_PROMOTED} where p.service = $1 and ($2::text is null or p.env = $2) order by p.env", service, env)
+
+
+async def drift_candidates(conn: asyncpg.Connection, limit: int) -> list[asyncpg.Record]:
+    """Verified environments with something to compare (not noop) and no deployment in flight, least recently
+    checked first."""
+    return await conn.fetch(
+        f"{_PROMOTED} where p.state = 'verified' and p.driver <> 'noop' and not exists (select 1 from deployments x "
+        "where x.service = p.service and x.env = p.env and x.status = 'started') "
+        "order by d.checked_at nulls first, p.service, p.env limit $1", limit)
+
+
+_PROMOTED = (
+    "select p.*, d.generation, d.differences, d.detected_id, d.detected, d.restore_owed, d.checked_at, "
+    "coalesce(pol.on_drift, 'report') as on_drift, exists (select 1 from deployments x where x.service = p.service "
+    "and x.env = p.env and x.status = 'started') as in_flight from promoted p "
+    "left join drift d on d.service = p.service and d.env = p.env "
+    "left join drift_policies pol on pol.service = p.service and pol.env = p.env ")
+
+
+async def in_flight(conn: asyncpg.Connection, service: str, env: str) -> bool:
+    """A deployment into the environment has started and not finished."""
+    return bool(await conn.fetchval("select exists (select 1 from deployments where service = $1 and env = $2 "
+                                    "and status = 'started')", service, env))
+
+
+async def drift(conn: asyncpg.Connection, service: str, env: str) -> asyncpg.Record | None:
+    """The environment's drift row, if a drift was ever found there."""
+    return await conn.fetchrow("select * from drift where service = $1 and env = $2", service, env)
+
+
+async def save_drift(conn: asyncpg.Connection, service: str, env: str, generation: int,
+                     differences: list[str] | None, detected_id: str | None, detected: dict | None,
+                     restore_owed: bool) -> None:
+    """Record what differs now (None: in sync), the drift.detected of this generation, and whether a restore
+    is owed."""
+    await conn.execute(
+        "insert into drift (service, env, generation, differences, detected_id, detected, restore_owed, checked_at) "
+        "values ($1, $2, $3, $4::jsonb, $5, $6::jsonb, $7, now()) on conflict (service, env) do update set "
+        "generation = excluded.generation, differences = excluded.differences, detected_id = excluded.detected_id, "
+        "detected = excluded.detected, restore_owed = excluded.restore_owed, checked_at = now()",
+        service, env, generation, None if differences is None else json.dumps(differences), detected_id,
+        None if detected is None else json.dumps(detected), restore_owed)
+
+
+async def checked(conn: asyncpg.Connection, service: str, env: str) -> None:
+    """The environment was checked just now (and found as recorded)."""
+    await conn.execute("insert into drift (service, env, checked_at) values ($1, $2, now()) "
+                       "on conflict (service, env) do update set checked_at = now()", service, env)
+
+
+async def drift_settled(conn: asyncpg.Connection, service: str, env: str, *, resolved: bool) -> None:
+    """What serves the environment changed: no restore is owed any more; `resolved`: the drift is over."""
+    await conn.execute("update drift set restore_owed = false, differences = case when $3 then null "
+                       "else differences end where service = $1 and env = $2", service, env, resolved)
+
+
+async def owed_restores(conn: asyncpg.Connection, limit: int = 20) -> list[asyncpg.Record]:
+    """Drifted environments whose restore has not been done (a restore interrupted by a crash, or just found)."""
+    return await conn.fetch(
+        f"{_PROMOTED} where d.restore_owed and d.differences is not null and p.state = 'verified' "
+        "order by d.checked_at limit $1", limit)
+
+
+async def set_drift_policies(conn: asyncpg.Connection, service: str, policies: dict[str, str]) -> None:
+    """on_drift of each environment of the service's pipeline as last applied (the others are forgotten)."""
+    await conn.execute("delete from drift_policies where service = $1 and not (env = any($2::text[]))",
+                       service, list(policies))
+    await conn.executemany(
+        "insert into drift_policies (service, env, on_drift) values ($1, $2, $3) "
+        "on conflict (service, env) do update set on_drift = excluded.on_drift",
+        [(service, env, on_drift) for env, on_drift in policies.items()])

@@ -5,8 +5,8 @@ import json
 import asyncpg
 
 from shared.events import (ArtifactRegistered, ArtifactTagMoved, DeploymentFailed, DeploymentStarted,
-                           DeploymentSucceeded, EnvironmentPruned, Event, GateFailed, GatePassed, GatePending,
-                           PipelineApplied, VerificationFailed, VerificationPassed)
+                           DeploymentSucceeded, DriftDetected, DriftResolved, EnvironmentPruned, Event, GateFailed,
+                           GatePassed, GatePending, PipelineApplied, VerificationFailed, VerificationPassed)
 
 DEPLOYMENT_STATES = {
     DeploymentStarted: "deploying",
@@ -56,10 +56,19 @@ def statements(event: Event) -> list[Statement]:
             # that table is fed by promotion.gates only, which is what keeps a rebuild equal to the live state.)
             out.append(("environments", "delete from environments where service = $1 and env = $2",
                         (data.service, data.env)))
+        case DriftDetected():  # status shows it drifted, with what differs, until drift.resolved
+            drift = {"differences": data.differences, "detected_at": event.envelope.time.isoformat(),
+                     "drift_id": event.id, "slot": data.slot, "on_drift": data.on_drift}
+            out.append(("environments", "update environments set state = 'drifted', drift = $3::jsonb "
+                                        "where service = $1 and env = $2", (data.service, data.env, json.dumps(drift))))
+        case DriftResolved():  # a deployment that resolved it has set the state already
+            out.append(("environments", "update environments set drift = null, state = case when state = 'drifted' "
+                                        "then 'verified' else state end where service = $1 and env = $2",
+                        (data.service, data.env)))
     state = DEPLOYMENT_STATES.get(type(data))
     if state is not None:
-        if state == "deploying" and data.purpose == "rollback":
-            state = "rolling-back"
+        if state == "deploying" and data.purpose in ("rollback", "restore"):
+            state = "rolling-back" if data.purpose == "rollback" else "restoring"
         out.append(("environments",
                     "insert into environments (service, env, version, digest, config_version, state, updated_at) "
                     "values ($1, $2, $3, $4, $5, $6, $7) on conflict (service, env) do update set "

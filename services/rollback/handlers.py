@@ -3,7 +3,7 @@
 import asyncpg
 
 from services.rollback import repository
-from services.rollback.domain import VerifiedRelease, choose_target
+from services.rollback.domain import VerifiedRelease, choose_target, rolls_back_after_failure
 from shared.events import (DeploymentFailed, EnvironmentPruned, Event, EventData, RollbackCompleted,
                            RollbackFailed, RollbackOrdered, RollbackRequested, VerificationFailed,
                            VerificationPassed)
@@ -46,6 +46,8 @@ class RollbackHandlers:
                 if data.purpose == "rollback":
                     return [RollbackFailed(service=data.service, rollback_id=data.rollback_id, env=data.env,
                                            reason=f"the rollback release failed: {data.reason}")]
+                if not rolls_back_after_failure(data.purpose):
+                    return []
                 reason = f"{data.version} failed in {data.env}: {data.reason}"
                 return await self._order(conn, event.id, data.service, data.env, reason, "rollback-service")
             case EnvironmentPruned():
