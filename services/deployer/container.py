@@ -13,8 +13,9 @@ Blocking (HTTP over the engine's socket): the deployer calls it through asyncio.
 """
 
 import asyncio
+import re
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import docker
 import docker.errors
@@ -44,6 +45,31 @@ def container_name(service: str, slot: str, replica: int) -> str:
 def _gone(error: docker.errors.APIError) -> bool:
     """The container no longer exists: 404, or podman's 500 "no such container" while it is being removed."""
     return isinstance(error, docker.errors.NotFound) or "no such container" in str(error.explanation or "")
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What the engine had at one moment: each container's summary (labels, state, image, ports), each image's
+    repository digests by image id."""
+
+    containers: tuple[dict, ...]
+    images: dict[str, tuple[str, ...]]
+
+
+_EXIT_CODE = re.compile(r"^Exited \((-?\d+)\)")
+
+
+def _labels(summary: dict) -> dict[str, str]:
+    return summary.get("Labels") or {}
+
+
+def _replica(summary: dict) -> int:
+    replica = _labels(summary).get(f"{LABEL}replica", "")
+    return int(replica) if replica.isdigit() else 1 << 30
+
+
+def _name(summary: dict) -> str:
+    return ",".join(name.lstrip("/") for name in summary.get("Names") or []) or summary.get("Id", "")[:12]
 
 
 def _one_line(error: Exception) -> str:
@@ -267,47 +293,87 @@ class ContainerDriver:
             return "running"
         return f"exited with code {container.attrs.get('State', {}).get('ExitCode')}"
 
-    async def observe(self, expected: Expected) -> Observed:
-        """The slot's containers (by label): running or not, from which image, with which environment, what their
-        /version answers; and any container the deployer did not start that publishes the slot's port."""
+    async def survey(self) -> "Listing":
+        """Every container and image the engine has, listed once for a round of drift checks (two calls, however
+        many environments the round compares)."""
         try:
-            found, foreign = await asyncio.to_thread(self._look, expected)
+            return await asyncio.to_thread(self._survey)
         except docker.errors.APIError as error:  # the engine answers, but not this time: nothing can be said
             raise EngineUnavailable(f"the container engine refused a look: {_one_line(error)}") from None
+
+    def _survey(self) -> "Listing":
+        containers = self._call(self.client.api.containers, all=True)
+        images = self._call(self.client.api.images)
+        return Listing(tuple(containers), {image.get("Id", ""): tuple(image.get("RepoDigests") or ())
+                                           for image in images})
+
+    async def observe(self, expected: Expected, http: httpx.AsyncClient, listing: "Listing | None" = None) -> Observed:
+        """The slot's containers (by label, from the round's `listing`, else a new one): running or not, from which
+        image, with which environment (read from each running one), what their /version answers; and any running
+        container the deployer did not start that publishes the slot's port."""
+        listing = listing or await self.survey()
+        ours = sorted((summary for summary in listing.containers if _labels(summary).get(f"{LABEL}service") ==
+                       expected.service and _labels(summary).get(f"{LABEL}slot") == expected.slot),
+                      key=lambda summary: _replica(summary))
         instances = []
-        for instance, published in found:
-            if instance.running and published is not None:
-                version, error = await answered_version(published)
-                instance = replace(instance, version=version, version_error=error)
-            elif instance.running:
-                instance = replace(instance, version_error="not asked: no published port")
+        for summary in ours:
+            instance = self._instance(summary, expected, listing)
+            if instance.running:
+                published = self._published_port(summary)
+                try:
+                    variables = await asyncio.to_thread(self._variables, summary["Id"], set(expected.variables))
+                except docker.errors.APIError as error:
+                    if not _gone(error):
+                        raise EngineUnavailable(f"the container engine refused a look: {_one_line(error)}") from None
+                    variables = None  # removed since the listing: the next round sees it gone
+                version, error = (None, "not asked: no published port") if published is None else \
+                    await answered_version(http, published)
+                instance = replace(instance, variables=variables, version=version, version_error=error)
             instances.append(instance)
         port_version = None
         if not any(instance.running for instance in instances):
-            port_version = (await answered_version(expected.port))[0]
+            port_version = (await answered_version(http, expected.port))[0]
+        ids = {summary.get("Id") for summary in ours}
+        foreign = [f"container {_name(summary)}, not started by the deployer, publishes port {expected.port} with "
+                   f"image {image_name(listing.images.get(summary.get('ImageID', ''), ()), summary.get('ImageID'))}"
+                   for summary in listing.containers if summary.get("Id") not in ids and
+                   summary.get("State") == "running" and
+                   any(binding.get("PublicPort") == expected.port for binding in summary.get("Ports") or [])]
         return Observed(tuple(instances), tuple(foreign), port_version)
 
-    def _look(self, expected: Expected) -> tuple[list[tuple[Instance, int | None]], list[str]]:
-        """(each container of the slot with its published port, one line per foreign container on the slot's
-        port). Blocking: the engine's API."""
-        found, ours = [], set()
-        for container in self._containers(expected.service, expected.slot):
-            ours.add(container.id)
-            replica = container.labels.get(f"{LABEL}replica", "")
-            named = replica.isdigit() and int(replica) < expected.replicas and \
-                container.name == container_name(expected.service, expected.slot, int(replica))
-            digests, image = self._image_of(container.attrs.get("Image", ""))
-            variables = {}
-            for item in (container.attrs.get("Config") or {}).get("Env") or []:
-                key, _, value = item.partition("=")
-                if key in expected.variables:
-                    variables[key] = value
-            state = "running" if container.status == "running" else \
-                f"exited with code {container.attrs.get('State', {}).get('ExitCode')}" \
-                if container.status == "exited" else f"is {container.status}"
-            found.append((Instance(f"container {container.name}", state, image_digests=digests, image=image,
-                                   variables=variables, started_by_deployer=named), self._published(container)))
-        return found, self._foreign(expected.port, ours)
+    def _instance(self, summary: dict, expected: Expected, listing: "Listing") -> Instance:
+        """One container of the slot as listed: its state, image and whether the deployer named it (no variables
+        yet)."""
+        name = _name(summary)
+        replica = _labels(summary).get(f"{LABEL}replica", "")
+        named = replica.isdigit() and int(replica) < expected.replicas and \
+            name == container_name(expected.service, expected.slot, int(replica))
+        state = summary.get("State") or "unknown"
+        if state == "exited":
+            code = _EXIT_CODE.search(summary.get("Status") or "")
+            state = f"exited with code {code.group(1)}" if code else "exited"
+        elif state != "running":
+            state = f"is {state}"
+        image = summary.get("ImageID") or None
+        return Instance(f"container {name}", state, image_digests=listing.images.get(image or "", ()), image=image,
+                        started_by_deployer=named)
+
+    def _variables(self, container_id: str, keys: set[str]) -> dict[str, str]:
+        """The container's environment, only `keys` (its inspect: a listing does not hold it). Blocking."""
+        attrs = self._call(self.client.api.inspect_container, container_id)
+        found = {}
+        for item in (attrs.get("Config") or {}).get("Env") or []:
+            key, _, value = item.partition("=")
+            if key in keys:
+                found[key] = value
+        return found
+
+    def _published_port(self, summary: dict) -> int | None:
+        """The host port a listed container publishes its app's port on."""
+        for binding in summary.get("Ports") or []:
+            if binding.get("PrivatePort") == self.container_port and binding.get("PublicPort"):
+                return int(binding["PublicPort"])
+        return None
 
     def evict(self, service: str, slot: str, port: int) -> list[str]:
         """Stop (not remove: it stays for whoever looks into it) every running container the deployer did not start
@@ -326,27 +392,6 @@ class ContainerDriver:
         if stopped:
             log.warning("drift.evicted", slot=slot, port=port, stopped=stopped)
         return stopped
-
-    def _image_of(self, image_id: str) -> tuple[tuple[str, ...], str | None]:
-        """(the image's repository digests, its id); () if the engine no longer has it."""
-        try:
-            image = self._call(self.client.images.get, image_id)
-        except docker.errors.APIError:
-            return (), image_id or None
-        return tuple(image.attrs.get("RepoDigests") or ()), image_id or None
-
-    def _foreign(self, port: int, ours: set[str]) -> list[str]:
-        """Running containers the deployer did not start for the slot that publish its port on the host."""
-        lines = []
-        for summary in self._call(self.client.api.containers)[:500]:
-            if summary.get("Id") in ours:
-                continue
-            if any(binding.get("PublicPort") == port for binding in summary.get("Ports") or []):
-                name = ",".join(name.lstrip("/") for name in summary.get("Names") or []) or summary["Id"][:12]
-                digests, image = self._image_of(summary.get("ImageID", ""))
-                lines.append(f"container {name}, not started by the deployer, publishes port {port} with "
-                             f"image {image_name(digests, image)}")
-        return lines
 
     def _image_check(self, container, target: Target) -> str:
         try:

@@ -13,8 +13,10 @@ import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import asyncpg
+import httpx
 import structlog
 
 from services.deployer import repository
@@ -57,13 +59,7 @@ class DriftWatcher:
         if self.interval_s > 0:
             async with self.runtime.pool.acquire() as conn:
                 rows = await repository.drift_candidates(conn, PER_ROUND)
-            gate = asyncio.Semaphore(CHECKS_AT_ONCE)
-
-            async def one(row: asyncpg.Record) -> None:
-                async with gate:
-                    await self.check(row)
-
-            await asyncio.gather(*(one(row) for row in rows))
+            await self.check_all(rows)
         await self.restore_owed()
         if self.interval_s <= 0:
             return IDLE_S
@@ -81,9 +77,8 @@ class DriftWatcher:
             if await inbox.handled(conn, event):
                 return
             rows = await repository.promoted(conn, data.service, data.env)
-        found: dict[str, EnvironmentDrift] = {}
-        for row in rows[:limits.MAX_ENVIRONMENTS]:
-            found[row["env"]] = await self.check(row)
+        found = dict(zip((row["env"] for row in rows[:limits.MAX_ENVIRONMENTS]),
+                         await self.check_all(rows[:limits.MAX_ENVIRONMENTS]), strict=True))
         if data.env is not None and data.env not in found:
             found[data.env] = EnvironmentDrift(state="not-checked", reason="the deployer has verified no release "
                                                                            "there since it watches drift")
@@ -96,7 +91,31 @@ class DriftWatcher:
         await self.runtime.once(event, work)
         await self.restore_owed(data.service)
 
-    async def check(self, row: asyncpg.Record) -> EnvironmentDrift:
+    async def check_all(self, rows: list[asyncpg.Record]) -> list[EnvironmentDrift]:
+        """Check the environments (`repository.promoted` rows), CHECKS_AT_ONCE side by side, with what each
+        driver lists once for them all and one HTTP client for every /version."""
+        surveys: dict[str, object] = {}
+        for name in sorted({row["driver"] for row in rows}):
+            driver = self.drivers.get(name)
+            try:
+                surveys[name] = await driver.survey() if driver is not None else None
+            except (ConnectionError, OSError) as error:  # the engine does not answer: nothing can be said
+                surveys[name] = error
+        gate = asyncio.Semaphore(CHECKS_AT_ONCE)
+        unchanged: list[tuple[str, str]] = []
+        async with httpx.AsyncClient() as http:
+
+            async def one(row: asyncpg.Record) -> EnvironmentDrift:
+                async with gate:
+                    return await self.check(row, Look(http, surveys.get(row["driver"]), unchanged))
+
+            checked = list(await asyncio.gather(*(one(row) for row in rows)))
+        if unchanged:
+            async with self.runtime.pool.acquire() as conn:
+                await repository.checked(conn, unchanged)
+        return checked
+
+    async def check(self, row: asyncpg.Record, look: "Look") -> EnvironmentDrift:
         """Compare one environment (a `repository.promoted` row) with what runs there; record and report a change."""
         release = dict(version=row["version"], digest=row["digest"])
         if row["state"] != "verified":
@@ -105,33 +124,41 @@ class DriftWatcher:
         if row["in_flight"]:
             return EnvironmentDrift(state="not-checked", **release, reason="a deployment is in flight")
         try:
-            found = await self._look(expected_of(row), _recorded(row))
+            if isinstance(look.listing, Exception):
+                raise look.listing
+            found = await self._look(expected_of(row), _recorded(row), look)
         except (ConnectionError, OSError) as error:  # the engine does not answer: nothing can be said
             log.warning("drift.not_checked", service=row["service"], env=row["env"], error=str(error))
             return EnvironmentDrift(state="not-checked", **release, reason=_line(f"cannot look: {error}"))
         if found is None:
             return EnvironmentDrift(state="not-checked", **release, reason=f"the {row['driver']} driver runs nothing")
-        if not await self._judge(row, found):
+        if not await self._judge(row, found, look):
             return EnvironmentDrift(state="not-checked", **release, reason="a deployment started meanwhile")
         return EnvironmentDrift(state="drifted" if found else "in-sync", **release, differences=found)
 
-    async def _look(self, expected: Expected, recorded: list[str]) -> list[str] | None:
+    async def _look(self, expected: Expected, recorded: list[str], look: "Look") -> list[str] | None:
         """The differences two looks a second apart agree on (one look when they are those recorded: nothing new to
-        confirm, so a long-drifted environment costs one look a round); None if the driver runs nothing to compare."""
+        confirm, so a long-drifted environment costs one look a round; the second look lists anew); None if the
+        driver runs nothing to compare."""
         driver = self.drivers.get(expected.driver)
-        observed = await driver.observe(expected) if driver is not None else None
+        observed = await driver.observe(expected, look.http, look.listing) if driver is not None else None
         if observed is None:
             return None
         found = differences(expected, observed)
         if not found or found == recorded:
             return found
         await asyncio.sleep(CONFIRM_AFTER_S)
-        return confirmed(found, differences(expected, await driver.observe(expected)))
+        again = await driver.observe(expected, look.http, await driver.survey())
+        return confirmed(found, differences(expected, again))
 
-    async def _judge(self, looked: asyncpg.Record, found: list[str]) -> bool:
+    async def _judge(self, looked: asyncpg.Record, found: list[str], look: "Look") -> bool:
         """Record what was found and emit the change, if the environment is still as it was looked at (False: a
-        deployment holds its lock, or changed what was promoted, meanwhile)."""
+        deployment holds its lock, or changed what was promoted, meanwhile). Found as recorded: only noted in
+        `look.unchanged` (the round records when those were checked in one statement)."""
         service, env = looked["service"], looked["env"]
+        if next_drift(_drift_state(looked), found)[1] is None:
+            look.unchanged.append((service, env))
+            return True
         async with self.runtime.pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("select pg_try_advisory_xact_lock(hashtext($1))",
                                        repository.deploy_lock(service, env)):
@@ -141,10 +168,9 @@ class DriftWatcher:
             if now is None or now["deployment_id"] != looked["deployment_id"] or now["state"] != "verified" \
                     or now["in_flight"]:
                 return False
-            state = DriftState(now["generation"] or 0, tuple(_recorded(now)) if now["differences"] else None)
-            new, change = next_drift(state, found)
+            new, change = next_drift(_drift_state(now), found)
             if change is None:
-                await repository.checked(conn, service, env)
+                await repository.checked(conn, [(service, env)])
                 return True
             event = self._detected(now, new, found) if change == "detected" else self._resolved(now)
             detected = json.loads(now["detected"]) if change == "resolved" else event.envelope.data
@@ -214,6 +240,17 @@ class DriftWatcher:
         await self.deploy(cause, target, RESTORE_SWITCH if row["routed"] else "rolling", still_owed)
 
 
+@dataclass(frozen=True)
+class Look:
+    """What a round's checks share: one HTTP client, and what the environment's driver listed for the round (or why
+    it could not)."""
+
+    http: httpx.AsyncClient
+    listing: object | None
+    unchanged: list[tuple[str, str]] = field(default_factory=list)
+    """(service, env) of the environments found as recorded."""
+
+
 def expected_of(row: asyncpg.Record) -> Expected:
     """What should run, from a `repository.promoted` row."""
     config = json.loads(row["config"])
@@ -222,6 +259,10 @@ def expected_of(row: asyncpg.Record) -> Expected:
                     location=row["location"], replicas=row["replicas"],
                     variables=expected_variables(row["env"], config, row["version"], row["digest"],
                                                  row["config_version"]))
+
+
+def _drift_state(row: asyncpg.Record) -> DriftState:
+    return DriftState(row["generation"] or 0, tuple(_recorded(row)) if row["differences"] else None)
 
 
 def _recorded(row: asyncpg.Record) -> list[str]:

@@ -51,9 +51,13 @@ class Driver(Protocol):
         """The loopback ports the slot serves on (its own port, and one per further replica)."""
     def describe(self, target: Target) -> str:
         """What the deployer records as the slot's artifact: a store path, an image location."""
-    async def observe(self, expected: Expected) -> Observed | None:
+    async def survey(self) -> object | None:
+        """What the driver lists once for a round of drift checks, handed to each `observe` of the round (None:
+        nothing to list)."""
+    async def observe(self, expected: Expected, http: httpx.AsyncClient, listing: object | None = None) \
+            -> Observed | None:
         """What runs in the expected release's slot, for the drift check (None: this driver runs nothing to
-        compare)."""
+        compare); /version is asked with `http`."""
     def evict(self, service: str, slot: str, port: int) -> list[str]:
         """Before a restore: stop what the deployer did not start that holds the slot's port (what was stopped)."""
 
@@ -238,18 +242,23 @@ class LocalDriver:
         """Nothing: a process the deployer did not start is not ours to signal (a restore onto its port fails)."""
         return []
 
-    async def observe(self, expected: Expected) -> Observed:
+    async def survey(self) -> None:
+        """Nothing to list: each slot has its run file."""
+        return None
+
+    async def observe(self, expected: Expected, http: httpx.AsyncClient, listing: None = None) -> Observed:
         """The slot's process (from its run file): alive, the digest of the file it runs, its environment and what
         its /version answers; when it does not run, what answers on the slot's port instead."""
         running = self.launched(expected.service, expected.slot)
         if running is None:
-            return Observed(port_version=(await answered_version(expected.port))[0])
+            return Observed(port_version=(await answered_version(http, expected.port))[0])
         name = f"process {running.pid}"
         if not running.alive:
-            return Observed((Instance(name, "not running"),), port_version=(await answered_version(expected.port))[0])
+            return Observed((Instance(name, "not running"),),
+                            port_version=(await answered_version(http, expected.port))[0])
         path = self.artifact_path(running.digest)
         digest = await asyncio.to_thread(self._digest_of, path)
-        version, error = await answered_version(expected.port)
+        version, error = await answered_version(http, expected.port)
         variables = self.environment_of(running.pid, set(expected.variables))
         return Observed((Instance(name, "running", digest=digest, variables=variables, version=version,
                                   version_error=error),))
@@ -287,13 +296,12 @@ VERSION_ANSWER_BYTES = 64 * 1024
 """The most of a /version answer a drift check reads (whatever answers on a port may not be ours)."""
 
 
-async def answered_version(port: int, timeout: float = 2.0) -> tuple[str | None, str | None]:
+async def answered_version(http: httpx.AsyncClient, port: int, timeout: float = 2.0) -> tuple[str | None, str | None]:
     """(the `version` GET /version answers on a loopback port, why there is none); at most VERSION_ANSWER_BYTES
-    are read."""
+    are read. One client serves a round of checks (making one costs ~30 ms of CPU: its TLS context)."""
     body = b""
     try:
-        async with httpx.AsyncClient(timeout=timeout) as client, \
-                client.stream("GET", f"http://127.0.0.1:{port}/version") as response:
+        async with http.stream("GET", f"http://127.0.0.1:{port}/version", timeout=timeout) as response:
             async for chunk in response.aiter_bytes():
                 body += chunk
                 if len(body) > VERSION_ANSWER_BYTES:

@@ -72,7 +72,11 @@ class NoopDriver:
         """Nothing runs, so nothing is in the way."""
         return []
 
-    async def observe(self, expected) -> None:
+    async def survey(self) -> None:
+        """Nothing runs, so nothing is listed."""
+        return None
+
+    async def observe(self, expected, http, listing=None) -> None:
         """Nothing runs, so nothing can drift."""
         return None
 

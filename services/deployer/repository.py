@@ -234,10 +234,10 @@ async def save_drift(conn: asyncpg.Connection, service: str, env: str, generatio
         None if detected is None else json.dumps(detected), restore_owed)
 
 
-async def checked(conn: asyncpg.Connection, service: str, env: str) -> None:
-    """The environment was checked just now (and found as recorded)."""
-    await conn.execute("insert into drift (service, env, checked_at) values ($1, $2, now()) "
-                       "on conflict (service, env) do update set checked_at = now()", service, env)
+async def checked(conn: asyncpg.Connection, environments: list[tuple[str, str]]) -> None:
+    """The environments, (service, env), were checked just now (and found as recorded)."""
+    await conn.executemany("insert into drift (service, env, checked_at) values ($1, $2, now()) "
+                           "on conflict (service, env) do update set checked_at = now()", environments)
 
 
 async def drift_settled(conn: asyncpg.Connection, service: str, env: str, *, resolved: bool) -> None:

@@ -172,6 +172,8 @@ async def test_what_answers_on_a_port_is_read_within_a_bound():
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
     from threading import Thread
 
+    import httpx
+
     from services.deployer.driver import VERSION_ANSWER_BYTES, answered_version
 
     class Answer(BaseHTTPRequestHandler):
@@ -187,11 +189,39 @@ async def test_what_answers_on_a_port_is_read_within_a_bound():
             pass
 
     answers = []
-    for big in (False, True):
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
-        server.big = big
-        Thread(target=server.serve_forever, daemon=True).start()
-        answers.append(await answered_version(server.server_port))
-        server.shutdown()
-    assert answers == [("1.0.0", None), (None, f"answered more than {VERSION_ANSWER_BYTES} bytes")]
-    assert (await asyncio.wait_for(answered_version(1), 5))[0] is None
+    async with httpx.AsyncClient() as http:
+        for big in (False, True):
+            server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+            server.big = big
+            Thread(target=server.serve_forever, daemon=True).start()
+            answers.append(await answered_version(http, server.server_port))
+            server.shutdown()
+        assert answers == [("1.0.0", None), (None, f"answered more than {VERSION_ANSWER_BYTES} bytes")]
+        assert (await asyncio.wait_for(answered_version(http, 1), 5))[0] is None
+
+
+async def test_a_round_listing_is_read_as_the_slots_containers_and_what_else_takes_the_port():
+    """The container driver judges a slot from one listing of the engine (no call per environment): the state of
+    each of its containers, their image by repository digest, and running containers of others on the port."""
+    import httpx
+
+    from services.deployer.container import LABEL, ContainerDriver, Listing
+
+    image, theirs = "sha256:" + "e" * 64, "sha256:" + "f" * 64
+    ours = {f"{LABEL}service": "payments", f"{LABEL}slot": "prod", f"{LABEL}replica": "0"}
+    listing = Listing(containers=(
+        {"Id": "1" * 64, "Names": ["/promote-payments--prod--0"], "Labels": ours, "State": "exited",
+         "Status": "Exited (137) 3 seconds ago", "ImageID": image, "Ports": []},
+        {"Id": "2" * 64, "Names": ["/by-hand"], "Labels": {}, "State": "running", "Status": "Up 2 seconds",
+         "ImageID": theirs, "Ports": [{"PrivatePort": 8080, "PublicPort": 18100}]},
+        {"Id": "3" * 64, "Names": ["/elsewhere"], "Labels": {}, "State": "running", "Status": "Up",
+         "ImageID": theirs, "Ports": [{"PrivatePort": 8080, "PublicPort": 18101}]},
+        {"Id": "4" * 64, "Names": ["/stopped-by-hand"], "Labels": {}, "State": "exited", "Status": "Exited (0)",
+         "ImageID": theirs, "Ports": [{"PrivatePort": 8080, "PublicPort": 18100}]},
+    ), images={image: (LOCATION,), theirs: (f"127.0.0.1:18500/payments@{OTHER}",)})
+    driver = ContainerDriver("unix:///nonexistent.sock", registries=[], login=(None, None))
+    async with httpx.AsyncClient() as http:
+        observed = await driver.observe(promoted("container"), http, listing)
+    assert observed.instances == (Instance("container promote-payments--prod--0", "exited with code 137",
+                                           image_digests=(LOCATION,), image=image),)
+    assert observed.foreign == (FOREIGN,)
