@@ -229,7 +229,10 @@ def test_an_event_one_byte_over_the_limit_is_refused_before_it_is_parsed():
 def test_a_field_name_with_a_line_break_is_refused_in_one_line():
     doc = json.loads(sample_event("approval.granted").to_bytes())
     doc["data"]["a\nb"] = None
-    parsed_or_refused(json_bytes(doc))
+    assert parsed_or_refused(json_bytes(doc)) is None  # refused (an unknown field), not parsed
+    with pytest.raises(InvalidEvent) as refused:
+        parse_event(json_bytes(doc))
+    assert refused.value.reason == "invalid approval.granted data: a\\nb: Extra inputs are not permitted"
 
 
 def test_a_number_beyond_the_float_range_in_a_pipeline_definition_is_refused_or_survives_re_serialisation():
