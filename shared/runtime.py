@@ -251,10 +251,11 @@ class ServiceRuntime:
         """
         return self._identified(data, f"{cause.id}/{self.name}/{data.event_type}/{index}", cause.correlation_id)
 
-    def timed_event(self, data: EventData, timer: str, index: int = 0) -> Event:
-        """An event a durable timer emits, with no cause: its id derives from `timer` (what and when it was
-        due), so a timer that fires again after a crash emits the same id. `once_per` ids as in `event`."""
-        return self._identified(data, f"{timer}/{self.name}/{data.event_type}/{index}", None)
+    def timed_event(self, data: EventData, timer: str, index: int = 0, *, correlation_id: str | None = None) -> Event:
+        """An event a durable timer or a watch emits, with no cause: its id derives from `timer` (what and when it
+        was due), so a timer that fires again after a crash emits the same id; `correlation_id`: the chain it
+        belongs to, if any (a time gate's verdict: its promotion's). `once_per` ids as in `event`."""
+        return self._identified(data, f"{timer}/{self.name}/{data.event_type}/{index}", correlation_id)
 
     def _identified(self, data: EventData, name: str, correlation_id: str | None) -> Event:
         if data.once_per:

@@ -30,7 +30,7 @@ class GatesHandlers:
             return  # no state to change, so no transaction (and no inbox row) is needed
 
         async def work(conn: asyncpg.Connection) -> list[Event]:
-            return self.runtime.events(await self._apply(conn, event.data, event.envelope.time), event)
+            return self.runtime.events(await self._apply(conn, event), event)
 
         await self.runtime.once(event, work)
 
@@ -39,7 +39,8 @@ class GatesHandlers:
         """A timer came due: judge that promotion again at `now`, unless a handler holds it (it judges it)."""
         return await self._judge(conn, service, now=now, skip_locked=True, version=version, env=env)
 
-    async def _apply(self, conn: asyncpg.Connection, data: EventData, at: datetime) -> list[EventData]:
+    async def _apply(self, conn: asyncpg.Connection, event: Event) -> list[EventData]:
+        data, at = event.data, event.envelope.time
         match data:
             case PipelineApplied():
                 await repository.save_pipeline(conn, data.service, data.pipeline_version, data.definition)
@@ -50,7 +51,8 @@ class GatesHandlers:
                 await repository.save_artifact(conn, release)
                 return await self._judge(conn, data.service, version=data.version)
             case PromotionRequested():
-                await repository.request_promotion(conn, data.service, data.version, data.env, data.digest)
+                await repository.request_promotion(conn, data.service, data.version, data.env, data.digest,
+                                                   event.correlation_id)
                 return await self._judge(conn, data.service, version=data.version, env=data.env)
             case EvidenceRecorded():
                 await repository.save_evidence(conn, data.service, data.digest, data.env, data.check, data.result)

@@ -48,12 +48,14 @@ async def save_artifact(conn: asyncpg.Connection, release: Release) -> None:
     )
 
 
-async def request_promotion(conn: asyncpg.Connection, service: str, version: str, env: str, digest: str) -> bool:
-    """Open a pending promotion; False if one for this release and environment exists already."""
+async def request_promotion(conn: asyncpg.Connection, service: str, version: str, env: str, digest: str,
+                            correlation_id: str | None = None) -> bool:
+    """Open a pending promotion (with the correlation id of the event that asked for it); False if one for this
+    release and environment exists already."""
     inserted = await conn.fetchval(
-        "insert into promotions (service, version, env, digest, status) values ($1, $2, $3, $4, 'pending') "
-        "on conflict do nothing returning true",
-        service, version, env, digest,
+        "insert into promotions (service, version, env, digest, status, correlation_id) "
+        "values ($1, $2, $3, $4, 'pending', $5) on conflict do nothing returning true",
+        service, version, env, digest, correlation_id,
     )
     return bool(inserted)
 
@@ -101,10 +103,12 @@ async def set_timer(conn: asyncpg.Connection, service: str, version: str, env: s
 
 
 async def due_timers(conn: asyncpg.Connection, now: datetime, limit: int) -> list[asyncpg.Record]:
-    """Timers due at `now`, earliest first, locked; those another transaction holds are skipped."""
+    """Timers due at `now`, earliest first, locked, with their promotion's correlation id; those another
+    transaction holds are skipped."""
     return await conn.fetch(
-        "select service, version, env, due_at from timers where due_at <= $1 "
-        "order by due_at limit $2 for update skip locked",
+        "select t.service, t.version, t.env, t.due_at, p.correlation_id from timers t "
+        "left join promotions p on (p.service, p.version, p.env) = (t.service, t.version, t.env) "
+        "where t.due_at <= $1 order by t.due_at limit $2 for update of t skip locked",
         now, limit,
     )
 

@@ -53,7 +53,8 @@ class TimerLoop:
                     await repository.set_timer(conn, service, version, env, None)
                     verdicts = await self.handlers.on_timer(conn, service, version, env, now)
                     key = f"timer/{service}/{version}/{env}/{due_at.isoformat()}"
-                    emitted += [self.runtime.timed_event(data, key, i) for i, data in enumerate(verdicts)]
+                    emitted += [self.runtime.timed_event(data, key, i, correlation_id=timer["correlation_id"])
+                                for i, data in enumerate(verdicts)]
                 await enqueue(conn, emitted)
             upcoming = await repository.next_due(conn)
         self.runtime.committed(emitted)
