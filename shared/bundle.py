@@ -226,7 +226,8 @@ def _release(claim: dict, entries: list[Entry]) -> None:
 
 def _path_to(env: str, version: str, digest: str, entries: list[Entry]) -> list[str]:
     """The environments the release went through to reach `env`, by the pipeline its gate.passed there was
-    given under ([env] alone if the bundle has no such gate.passed: the check then says so)."""
+    given under ([env] alone if the bundle has no such gate.passed: the check then says so): every upstream of
+    each, or for a `require: any` join the first upstream the entries show it verified in."""
     from shared.pipeline import PipelineDefinition
 
     passed = [entry.event["data"] for entry in entries if entry.event["type"] == "gate.passed"
@@ -236,10 +237,24 @@ def _path_to(env: str, version: str, digest: str, entries: list[Entry]) -> list[
     if not passed or passed[-1].get("pipeline_version") not in definitions:
         return [env]
     try:
-        names = PipelineDefinition.model_validate(definitions[passed[-1]["pipeline_version"]]).environment_names
+        pipeline = PipelineDefinition.model_validate(definitions[passed[-1]["pipeline_version"]])
     except ValueError:
         raise BundleError(f"the pipeline of gate.passed in {env} is not a valid pipeline") from None
-    return list(names[:names.index(env) + 1]) if env in names else [env]
+    if env not in pipeline.environment_names:
+        return [env]
+    verified = {entry.event["data"].get("env") for entry in entries if entry.event["type"] == "verification.passed"
+                and entry.event["data"].get("digest") == digest and entry.event["data"].get("version") == version}
+    through, waiting = set(), [env]
+    while waiting:
+        name = waiting.pop()
+        if name in through:
+            continue
+        through.add(name)
+        upstreams = pipeline.upstreams(name)
+        if pipeline.environment(name).require == "any":
+            upstreams = [upstream for upstream in upstreams if upstream in verified][:1] or list(upstreams[:1])
+        waiting += upstreams
+    return [name for name in pipeline.environment_names if name in through]
 
 
 def _field(data: dict, dotted: str) -> Any:

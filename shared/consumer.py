@@ -17,6 +17,7 @@ records of several keys (promoted services) at once, and commit once.
 """
 
 import asyncio
+import json
 import time
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from contextvars import ContextVar
@@ -42,6 +43,9 @@ PublishRaw = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[None
 Together = Callable[[list[Event]], AbstractAsyncContextManager[None]]
 """Opens one transaction in which the handlers of these events run (see ServiceRuntime.together)."""
 Prepare = Callable[[list[Event]], Awaitable[None]]
+Lane = Callable[[object], str | None]
+"""Within one key (a promoted service), the lane a raw record runs in (None: the whole key's, in order with
+every lane): records of different lanes run side by side, each lane's in order."""
 """Work a handler can do for a whole batch before its transaction opens (intake copies artifacts)."""
 TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.OperatorInterventionError,
              KafkaError, TimeoutError)
@@ -52,7 +56,7 @@ class RecordRunner:
 
     def __init__(self, consumer_name: str, handler: Handler, publish_raw: PublishRaw, *, max_attempts: int = 5,
                  backoff_base_s: float = 0.1, together: Together | None = None, keys_at_once: int = 1,
-                 prepare: Prepare | None = None, stuck_after_s: float = 30.0,
+                 lane: Lane | None = None, prepare: Prepare | None = None, stuck_after_s: float = 30.0,
                  max_clock_skew_s: float = MAX_CLOCK_SKEW_S) -> None:
         self._max_clock_skew_s = max_clock_skew_s
         self._consumer_name = consumer_name
@@ -60,6 +64,7 @@ class RecordRunner:
         self._together = together
         self._prepare = prepare
         self._keys_at_once = keys_at_once
+        self._lane = lane
         self._publish_raw = publish_raw
         self._max_attempts = max_attempts
         self._backoff_base_s = backoff_base_s
@@ -125,15 +130,23 @@ class RecordRunner:
                 return
 
     async def _run_by_key(self, records: Sequence, done: list[bool]) -> None:
-        """Records with one key (one promoted service) in order; up to `keys_at_once` keys at once."""
+        """Records with one key (one promoted service) in order, up to `keys_at_once` at once; with `lane`, a key's
+        records of different lanes (environments) run side by side too, each lane in order, and a record of no
+        lane (one about the whole service) waits for those before it and holds back those after it."""
         by_key: dict[bytes | None, list[int]] = {}
         for index, record in enumerate(records):
             by_key.setdefault(record.key, []).append(index)
         room = asyncio.Semaphore(self._keys_at_once)
 
-        async def one_key(indexes: list[int]) -> None:
+        async def one_lane(indexes: list[int]) -> None:
             async with room:
                 await self._run_in_order(records, indexes, done)
+
+        async def one_key(indexes: list[int]) -> None:
+            for segment in _segments(records, indexes, self._lane):
+                await asyncio.gather(*(one_lane(lane) for lane in segment))
+                if not all(done[index] for lane in segment for index in lane):
+                    return  # one must be read again: nothing after it in this key runs before it
 
         await asyncio.gather(*(one_key(indexes) for indexes in by_key.values()))
 
@@ -331,6 +344,41 @@ class _OneRecord:
 
     async def nack(self) -> None:
         self.done = False
+
+
+def _segments(records: Sequence, indexes: list[int], lane: Lane | None) -> list[list[list[int]]]:
+    """A key's records cut where one of no lane stands: each segment as its lanes' record indexes (in order)."""
+    if lane is None:
+        return [[indexes]]
+    segments: list[list[list[int]]] = []
+    lanes: dict[str, list[int]] = {}
+    for index in indexes:
+        name = lane(records[index])
+        if name is None:
+            if lanes:
+                segments.append(list(lanes.values()))
+                lanes = {}
+            segments.append([[index]])
+        else:
+            lanes.setdefault(name, []).append(index)
+    if lanes:
+        segments.append(list(lanes.values()))
+    return segments
+
+
+def environment_lane(record) -> str | None:
+    """The `data.env` a raw record names (structured or binary CloudEvents), or None: for scheduling only (the
+    record is parsed and validated as usual when it runs; one that cannot be read here runs in the whole
+    service's lane)."""
+    try:
+        value = json.loads(record.value)
+    except (TypeError, ValueError):
+        return None
+    if not isinstance(value, dict):
+        return None
+    data = value.get("data") if "specversion" in value else value
+    env = data.get("env") if isinstance(data, dict) else None
+    return env if isinstance(env, str) and env else None
 
 
 async def _rewind(consumer, records: Sequence, done: list[bool]) -> None:

@@ -296,12 +296,19 @@ class Environment(_Frozen):
     on_drift: Literal["report", "restore"] = "report"
     """What the deployer does when what runs is not what it promoted: `report` (drift.detected, status says
     drifted) or `restore` (also redeploy the promoted release). Not part of the config version."""
+    after: tuple[limits.EnvironmentName, ...] | None = Field(None, max_length=limits.MAX_ENVIRONMENTS)
+    """The environments a release must be verified in before it may enter this one (fan-out: several name the
+    same one; fan-in: one names several). Unset: the environment listed before it (none for the first)."""
+    require: Literal["all", "any"] = "all"
+    """With several `after`: verified in all of them, or in any one."""
 
     @model_serializer(mode="wrap")
     def _dump(self, handler) -> dict[str, Any]:
         dumped = handler(self)
-        if self.on_drift == "report":  # only when set: pipelines without it keep their content hash
-            dumped.pop("on_drift", None)
+        # Only when set: pipelines without them keep their content hash.
+        for key, default in (("on_drift", "report"), ("after", None), ("require", "all")):
+            if getattr(self, key) == default:
+                dumped.pop(key, None)
         return dumped
 
     @model_validator(mode="after")
@@ -409,17 +416,92 @@ class PipelineDefinition(_Frozen):
                 return environment
         raise KeyError(name)
 
-    def _neighbour(self, name: str, step: int) -> Environment | None:
-        index = self.environments.index(self.environment(name)) + step
-        return self.environments[index] if 0 <= index < len(self.environments) else None
+    @model_validator(mode="after")
+    def _a_graph_from_the_first(self) -> "PipelineDefinition":
+        """Every `after` names other environments of the pipeline, each once; only the first environment has no
+        upstream; `require: any` joins several; no environment waits on a cycle."""
+        names = self.environment_names
+        for index, environment in enumerate(self.environments):
+            after = environment.after
+            if after is None:
+                pass
+            elif index == 0 and after:
+                raise PydanticCustomError("after_on_first", "'{name}' is the first environment, where every release "
+                                          "enters: it comes after none", {"name": environment.name,
+                                                                          "at": ["environments", 0, "after"]})
+            elif index > 0 and not after:
+                raise PydanticCustomError("after_empty", "only the first environment comes after none; name the "
+                                          "environments '{name}' comes after", {"name": environment.name,
+                                                                                "at": ["environments", index,
+                                                                                       "after"]})
+            for position, upstream in enumerate(after or ()):
+                at = ["environments", index, "after", position]
+                if upstream not in names:
+                    raise PydanticCustomError("unknown_upstream", "'{upstream}' is not an environment of this "
+                                              "pipeline", {"upstream": upstream, "at": at})
+                if upstream == environment.name:
+                    raise PydanticCustomError("after_itself", "'{name}' cannot come after itself",
+                                              {"name": upstream, "at": at})
+                if upstream in after[:position]:
+                    raise PydanticCustomError("after_twice", "'{name}' is named twice", {"name": upstream, "at": at})
+            if environment.require == "any" and len(self.upstreams(environment.name)) < 2:
+                raise PydanticCustomError("require_any_of_one", "require: any joins two or more environments; "
+                                          "'{name}' comes after one", {"name": environment.name,
+                                                                       "at": ["environments", index, "require"]})
+        cycle = self._cycle()
+        if cycle:
+            index = names.index(cycle[0])
+            raise PydanticCustomError("cycle", "{path} form a cycle: none of them can ever be entered",
+                                      {"path": " → ".join(cycle + [cycle[0]]), "at": ["environments", index,
+                                                                                      "after"]})
+        return self
 
-    def next_environment(self, name: str) -> Environment | None:
-        """The environment after `name`, or None for the last one (KeyError if unknown)."""
-        return self._neighbour(name, 1)
+    def _cycle(self) -> list[str]:
+        """Environments that wait on each other in a circle (in order), or [] if none do."""
+        state: dict[str, str] = {}  # "open" while on the path, "done" once every upstream is known to end
+        path: list[str] = []
 
-    def previous_environment(self, name: str) -> Environment | None:
-        """The environment before `name`, or None for the first one (KeyError if unknown)."""
-        return self._neighbour(name, -1)
+        def visit(name: str) -> list[str]:
+            state[name] = "open"
+            path.append(name)
+            for upstream in self.upstreams(name):
+                if state.get(upstream) == "open":
+                    return list(reversed(path[path.index(upstream):]))
+                if upstream not in state and (found := visit(upstream)):
+                    return found
+            state[name] = "done"
+            path.pop()
+            return []
+
+        for name in self.environment_names:
+            if name not in state and (found := visit(name)):
+                return found
+        return []
+
+    def upstreams(self, name: str) -> tuple[str, ...]:
+        """The environments a release must be verified in before it may enter `name` (KeyError if unknown)."""
+        environment = self.environment(name)
+        if environment.after is not None:
+            return environment.after
+        index = self.environments.index(environment)
+        return (self.environments[index - 1].name,) if index > 0 else ()
+
+    def downstreams(self, name: str) -> tuple[Environment, ...]:
+        """The environments that come after `name` (one in a line; several where it fans out)."""
+        self.environment(name)
+        return tuple(environment for environment in self.environments
+                     if name in self.upstreams(environment.name))
+
+    def ancestors(self, name: str) -> tuple[str, ...]:
+        """Every environment a release passes through before `name`, in pipeline order."""
+        seen: set[str] = set()
+        waiting = list(self.upstreams(name))
+        while waiting:
+            upstream = waiting.pop()
+            if upstream not in seen:
+                seen.add(upstream)
+                waiting += self.upstreams(upstream)
+        return tuple(environment for environment in self.environment_names if environment in seen)
 
     @property
     def first_environment(self) -> Environment:

@@ -25,7 +25,7 @@ from faststream.middlewares import AckPolicy
 from faststream.security import BaseSecurity, SASLScram512
 from faststream.specification import AsyncAPI
 
-from shared.consumer import Fetched, Handler, Prepare, RecordRunner
+from shared.consumer import Fetched, Handler, Lane, Prepare, RecordRunner
 from shared.credentials import database_dsn, kafka_login, kafka_options
 from shared.db import COMMON_MIGRATION_NAME, connect, migrate
 from shared.events import Event, EventData, new_event
@@ -112,7 +112,7 @@ class ServiceRuntime:
         return SASLScram512(username, password, use_ssl=self.settings.kafka_security_protocol == "SASL_SSL")
 
     def consume(self, topic_names: list[str], handler: Handler, *, description: str, together: bool = True,
-                services_at_once: int = 1, prepare: Prepare | None = None,
+                services_at_once: int = 1, lane: Lane | None = None, prepare: Prepare | None = None,
                 stuck_after_s: float | None = None) -> None:
         """Subscribe the service's consumer group to `topic_names`, committing only after `handler`.
 
@@ -120,13 +120,15 @@ class ServiceRuntime:
         records can run in one transaction. A handler with effects outside it (the deployer starts
         processes) passes False: its records run one by one, and only the offset commit is shared;
         with `services_at_once` > 1 the records of up to that many promoted services run at once
-        (each service's in order), and the pool grows so that each of them can hold two connections.
+        (each service's in order), and the pool grows so that each of them can hold two connections;
+        `lane(record)` lets a service's records of different lanes (the deployer: environments) run side by
+        side too, up to the same number at once.
         `prepare(events)` runs before a batch's transaction, for work that need not hold it.
         `stuck_after_s`: how long one handler (or `prepare`) may run before /health says degraded
         (default: the handler_stuck_after_s setting).
         """
         runner = RecordRunner(self.name, handler, self.publish_raw, together=self.together if together else None,
-                              keys_at_once=1 if together else services_at_once, prepare=prepare,
+                              keys_at_once=1 if together else services_at_once, lane=lane, prepare=prepare,
                               stuck_after_s=stuck_after_s or self.settings.handler_stuck_after_s,
                               max_clock_skew_s=self.settings.max_clock_skew_s)
         self.pool_size = max(self.pool_size, 2 * services_at_once + 2)

@@ -8,6 +8,7 @@ from services.deployer.handlers import DeployerHandlers
 from services.deployer.noop import NoopDriver
 from services.deployer.router import Router
 from shared import topics
+from shared.consumer import environment_lane
 from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, DriftChecked, DriftDetected,
                            DriftResolved, EnvironmentPruned, VerificationFailed, VerificationPassed)
 from shared.credentials import registry_login
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
                     "check now.",
         together=False,  # it starts and stops processes: each order commits on its own
         services_at_once=4,  # one deployment per environment at a time stays the rule (its lock)
+        lane=environment_lane,  # a service's environments deploy side by side (a fan-out's prods at once)
         # A canary's analysis may take ~110 s; at 120 s (max_poll_interval) Kafka gives the partitions away.
         stuck_after_s=max(s.handler_stuck_after_s, 120.0),
     )

@@ -75,7 +75,8 @@ class Verdict:
 
 
 def evaluate(env: str, digest: str, facts: Facts, now: datetime) -> Verdict:
-    """Check, in order: the pipeline, the artifact, the previous environment, then each gate at `now`."""
+    """Check, in order: the pipeline, the artifact, the upstream environments (`after`: all, or any one, verified
+    the release), then each gate at `now`."""
     if facts.pipeline is None:
         return Verdict("pending", ("no pipeline has been applied for this service",))
     if env not in facts.pipeline.environment_names:
@@ -86,22 +87,26 @@ def evaluate(env: str, digest: str, facts: Facts, now: datetime) -> Verdict:
         return Verdict("failed", (f"digest {digest} is not the registered artifact {facts.release.digest}",))
     if facts.released_here:
         return Verdict("passed")
-    previous = facts.pipeline.previous_environment(env)
-    if previous is not None and not is_verified_in(facts, previous.name):
-        return Verdict("pending", (f"not yet verified in {previous.name}",))
+    environment = facts.pipeline.environment(env)
+    upstreams = facts.pipeline.upstreams(env)
+    verified = tuple(upstream for upstream in upstreams if is_verified_in(facts, upstream))
+    if environment.require == "any" and upstreams and not verified:
+        return Verdict("pending", (f"not yet verified in any of {', '.join(upstreams)}",))
+    if environment.require == "all" and len(verified) < len(upstreams):
+        return Verdict("pending", (f"not yet verified in {', '.join(u for u in upstreams if u not in verified)}",))
     failed: list[str] = []
     pending: list[str] = []
     wakes: list[datetime] = []
     accepted: list[str] = []
-    for gate in facts.pipeline.environment(env).gates:
+    for gate in environment.gates:
         if isinstance(gate, EvidenceGate):
-            pending += evidence_problems(facts, gate, previous.name if previous else None)
+            pending += evidence_problems(facts, gate, verified)
         elif isinstance(gate, ApprovalGate):
             rejected, waiting = approval_problems(facts, gate)
             failed += rejected
             pending += waiting
         elif isinstance(gate, (SoakGate, ChangeWindowGate)):
-            reason, wake = (soak_problem(facts, gate, previous.name if previous else None, now)
+            reason, wake = (soak_problem(facts, gate, verified, now, every=environment.require == "all")
                             if isinstance(gate, SoakGate) else window_problem(gate, now))
             pending += [reason] if reason else []
             wakes += [wake] if wake else []
@@ -137,15 +142,17 @@ def soak_remaining(verified_at: datetime, gate: SoakGate, now: datetime) -> time
     return max(soak_ends(verified_at, gate) - now, timedelta(0))
 
 
-def soak_problem(facts: Facts, gate: SoakGate, previous_env: str | None,
-                 now: datetime) -> tuple[str | None, datetime | None]:
-    """(why the release still soaks, when it is done), or (None, None) once it has soaked."""
-    if previous_env is None:  # the pipeline refuses a soak on the first environment
+def soak_problem(facts: Facts, gate: SoakGate, upstreams: tuple[str, ...], now: datetime,
+                 every: bool = True) -> tuple[str | None, datetime | None]:
+    """(why the release still soaks, when it is done), or (None, None) once it has soaked: in each of the
+    `upstreams` that verified it (`every`), or in one of them."""
+    if not upstreams:  # the pipeline refuses a soak on the first environment
         return None, None
-    ends = soak_ends(facts.verified_at[previous_env], gate)
-    if ends <= now:
+    ends = {upstream: soak_ends(facts.verified_at[upstream], gate) for upstream in upstreams}
+    where = max(ends, key=ends.__getitem__) if every else min(ends, key=ends.__getitem__)
+    if ends[where] <= now:
         return None, None
-    return f"soaking in {previous_env} for {format_duration(gate.seconds)}, until {_shown(ends)}", ends
+    return f"soaking in {where} for {format_duration(gate.seconds)}, until {_shown(ends[where])}", ends[where]
 
 
 def _shown(instant: datetime) -> str:
@@ -156,16 +163,18 @@ def _shown(instant: datetime) -> str:
     return rounded.isoformat()
 
 
-def evidence_problems(facts: Facts, gate: EvidenceGate, previous_env: str | None) -> list[str]:
-    """Nothing if the check passed in CI or in the previous environment; else why we wait."""
+def evidence_problems(facts: Facts, gate: EvidenceGate, upstreams: tuple[str, ...]) -> list[str]:
+    """Nothing if the check passed in CI or in an upstream environment that verified the release; else why we
+    wait."""
     assert facts.release is not None
     if facts.release.checks.get(gate.check) == "passed":
         return []
-    if previous_env and facts.evidence.get((previous_env, gate.check)) == "passed":
+    if any(facts.evidence.get((upstream, gate.check)) == "passed" for upstream in upstreams):
         return []
-    where = f"CI or {previous_env}" if previous_env else "CI"
-    if previous_env and facts.evidence.get((previous_env, gate.check)) == "failed":
-        return [f"evidence {gate.check!r} failed in {previous_env}"]
+    where = f"CI or {' or '.join(upstreams)}" if upstreams else "CI"
+    failed = [upstream for upstream in upstreams if facts.evidence.get((upstream, gate.check)) == "failed"]
+    if failed:
+        return [f"evidence {gate.check!r} failed in {', '.join(failed)}"]
     if facts.release.checks.get(gate.check) == "failed":
         return [f"evidence {gate.check!r} failed in CI"]
     return [f"waiting for evidence {gate.check!r} from {where}"]

@@ -71,7 +71,9 @@ class GatesHandlers:
         return []
 
     async def _on_verified(self, conn: asyncpg.Connection, data: VerificationPassed, at: datetime) -> list[EventData]:
-        """Verified in env N (at `at`, the event's own time): the release may now be requested for env N+1."""
+        """Verified in an environment (at `at`, the event's own time): the release may now be requested for each
+        environment that comes after it (one in a line, several where the pipeline fans out; a join is requested
+        by each of its upstreams and judged by its `require`)."""
         # The event's time, not the clock's: a rebuild from the topics then finds the same soak end.
         # Never later than now, so a clock ahead in the deployer cannot stretch a soak.
         verified_at = min(at, self.clock())
@@ -79,10 +81,8 @@ class GatesHandlers:
         loaded = await repository.load_pipeline(conn, data.service)
         emitted: list[EventData] = []
         if loaded is not None and data.env in loaded[1].environment_names:
-            following = loaded[1].next_environment(data.env)
-            if following is not None:
-                emitted.append(PromotionRequested(service=data.service, version=data.version,
-                                                  digest=data.digest, env=following.name))
+            emitted += [PromotionRequested(service=data.service, version=data.version, digest=data.digest,
+                                           env=following.name) for following in loaded[1].downstreams(data.env)]
         return emitted + await self._judge(conn, data.service, digest=data.digest)
 
     async def _judge(self, conn: asyncpg.Connection, service: str, always: bool = False, *,

@@ -114,12 +114,12 @@ def test_the_content_hash_is_stable_and_changes_with_any_field(example):
 
 @pytest.mark.parametrize(("name", "previous", "following"), [
     ("dev", None, "test"), ("test", "dev", "staging"), ("staging", "test", "prod"), ("prod", "staging", None)])
-def test_next_and_previous_environment_follow_the_declared_order(example, name, previous, following):
-    assert getattr(example.previous_environment(name), "name", None) == previous
-    assert getattr(example.next_environment(name), "name", None) == following
+def test_without_after_each_environment_comes_after_the_one_listed_before_it(example, name, previous, following):
+    assert example.upstreams(name) == ((previous,) if previous else ())
+    assert [environment.name for environment in example.downstreams(name)] == ([following] if following else [])
 
 
-@pytest.mark.parametrize("lookup", ["environment", "next_environment", "previous_environment"])
+@pytest.mark.parametrize("lookup", ["environment", "upstreams", "downstreams", "ancestors"])
 def test_looking_up_an_unknown_environment_raises_key_error(example, lookup):
     with pytest.raises(KeyError):
         getattr(example, lookup)("qa")
@@ -333,3 +333,53 @@ def test_the_demo_s_file_variant_of_the_example_runs_local_processes_one_per_lan
     assert files.artifact.kind == "file" and {environment.driver for environment in files.environments} == {"local"}
     assert files.environment("prod").replicas == 1 and files.environment("prod").resources is None
     assert files.environment("prod").config == example.environment("prod").config
+
+
+FANNED = """\
+service: payments
+environments:
+  - {name: dev, driver: noop}
+  - {name: staging, driver: noop}
+  - {name: prod-eu, driver: noop, after: [staging]}
+  - {name: prod-us, driver: noop, after: [staging]}
+  - {name: audit, driver: noop, after: [prod-eu, prod-us], require: any}
+  - {name: global, driver: noop, after: [prod-eu, prod-us]}
+"""
+
+
+def test_after_fans_out_and_joins_again():
+    pipeline = parse_pipeline(FANNED)
+    assert [environment.name for environment in pipeline.downstreams("staging")] == ["prod-eu", "prod-us"]
+    assert [environment.name for environment in pipeline.downstreams("prod-eu")] == ["audit", "global"]
+    assert pipeline.upstreams("prod-eu") == ("staging",) and pipeline.upstreams("global") == ("prod-eu", "prod-us")
+    assert pipeline.ancestors("global") == ("dev", "staging", "prod-eu", "prod-us")
+    assert (pipeline.environment("global").require, pipeline.environment("audit").require) == ("all", "any")
+
+
+def test_a_line_keeps_its_content_hash_when_after_and_require_are_unset(example):
+    dumped = example.model_dump(mode="json")
+    assert all("after" not in environment and "require" not in environment for environment in dumped["environments"])
+    written = parse_pipeline(FANNED).model_dump(mode="json")["environments"]
+    assert [environment.get("after") for environment in written] == [
+        None, None, ["staging"], ["staging"], ["prod-eu", "prod-us"], ["prod-eu", "prod-us"]]
+
+
+@pytest.mark.parametrize(("environments", "line", "column", "says"), [
+    ("  - {name: dev}\n  - {name: a, after: [b]}\n  - {name: b, after: [a]}\n", 5, 22,
+     "environments[2].after: b → a → b form a cycle: none of them can ever be entered"),
+    ("  - {name: dev}\n  - {name: a, after: [a]}\n", 4, 23, "environments[1].after[0]: 'a' cannot come after itself"),
+    ("  - {name: dev}\n  - {name: a, after: [qa]}\n", 4, 23,
+     "environments[1].after[0]: 'qa' is not an environment of this pipeline"),
+    ("  - {name: dev}\n  - {name: a, after: [dev, dev]}\n", 4, 28, "environments[1].after[1]: 'dev' is named twice"),
+    ("  - {name: dev, after: [a]}\n  - {name: a}\n", 3, 24,
+     "environments[0].after: 'dev' is the first environment, where every release enters: it comes after none"),
+    ("  - {name: dev}\n  - {name: a, after: []}\n", 4, 22,
+     "environments[1].after: only the first environment comes after none; name the environments 'a' comes after"),
+    ("  - {name: dev}\n  - {name: a, require: any}\n", 4, 24,
+     "environments[1].require: require: any joins two or more environments; 'a' comes after one"),
+])
+def test_a_graph_that_cannot_be_walked_from_the_first_environment_is_refused_at_its_place(
+        environments, line, column, says):
+    with pytest.raises(PipelineError) as refused:
+        parse_pipeline("service: s\nenvironments:\n" + environments, "p.yaml")
+    assert str(refused.value) == f"p.yaml:{line}:{column}: {says}"

@@ -5,6 +5,7 @@ handler), so the retry tests take a few seconds of real time; they use few deliv
 """
 
 import asyncio
+import json
 from contextlib import asynccontextmanager
 import time
 from dataclasses import dataclass, field
@@ -14,7 +15,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from shared import topics
-from shared.consumer import Fetched, RecordRunner
+from shared.consumer import Fetched, RecordRunner, _segments, environment_lane
 from shared.events import Event, PromotionRequested, new_event
 
 DIGEST = "sha256:" + "a" * 64
@@ -380,6 +381,57 @@ async def test_records_done_before_the_first_failure_of_their_partition_are_comm
     await runner.run_batch(batch)
     assert batch.consumer.commits == [{(topics.REQUESTS, 0): 12}]
     assert batch.consumer.seeks == [((topics.REQUESTS, 0), 12)]
+
+
+def in_env(event_id: str, version: str, env: str) -> bytes:
+    return new_event(PromotionRequested(service="payments", version=version, digest=DIGEST, env=env),
+                     source="gates", event_id=event_id).to_bytes()
+
+
+def whole_service(event_id: str) -> bytes:
+    """A record of the service that names no environment (as a pipeline.applied)."""
+    return json.dumps({"specversion": "1.0", "id": event_id, "data": {"service": "payments"}}).encode()
+
+
+async def test_one_services_records_of_different_environments_run_side_by_side_with_a_lane():
+    other_env = asyncio.Event()
+
+    class WaitsForTheOtherEnvironment(FakeHandler):
+        async def __call__(self, event: Event) -> None:
+            self.handled.append(event)
+            if event.data.env == "prod-eu":  # can only finish once prod-us ran alongside it
+                await asyncio.wait_for(other_env.wait(), timeout=2)
+            else:
+                other_env.set()
+
+    handler, publisher = WaitsForTheOtherEnvironment(), FakePublisher()
+    runner = RecordRunner("deployer", handler, publisher.publish_raw, keys_at_once=2, backoff_base_s=0.01,
+                          lane=environment_lane)
+    batch = FakeBatch(keyed(("payments", in_env("a", "1.0.0", "prod-eu")),
+                            ("payments", in_env("b", "1.0.0", "prod-us"))))
+    await runner.run_batch(batch)
+    assert batch.calls == ["ack"] and runner.processed == 2 and runner.last_error is None
+
+
+def test_a_record_of_no_environment_cuts_its_services_records_into_segments_each_lane_in_order():
+    batch = keyed(("payments", in_env("a", "1", "eu")), ("payments", in_env("b", "1", "us")),
+                  ("payments", in_env("c", "2", "eu")), ("payments", whole_service("d")),
+                  ("payments", in_env("e", "2", "us")), ("payments", b"not json"))
+    assert _segments(batch, list(range(6)), environment_lane) == [[[0, 2], [1]], [[3]], [[4]], [[5]]]
+    assert _segments(batch, list(range(6)), None) == [[list(range(6))]]
+    binary = FakeRecord(topics.REQUESTS, 0, 1, b"payments", json.dumps({"service": "p", "env": "eu"}).encode())
+    assert environment_lane(binary) == "eu"  # binary mode: the value is the data
+
+
+async def test_a_failing_environment_holds_back_its_services_later_segments_but_not_the_other_lane():
+    handler, publisher = FailOn("a"), FakePublisher()
+    runner = RecordRunner("deployer", handler, publisher.publish_raw, keys_at_once=4, backoff_base_s=0.01,
+                          lane=environment_lane)
+    batch = FakeBatch(keyed(("payments", in_env("a", "1", "eu")), ("payments", in_env("b", "1", "us")),
+                            ("payments", whole_service("c"))))
+    await runner.run_batch(batch)
+    assert [event.id for event in handler.handled] == ["a", "b"]  # c waits behind a
+    assert batch.consumer.seeks == [((topics.REQUESTS, 0), 10)] and batch.calls == []
 
 
 class BufferingConsumer(FakeConsumer):
