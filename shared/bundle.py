@@ -244,17 +244,7 @@ def _path_to(env: str, version: str, digest: str, entries: list[Entry]) -> list[
         return [env]
     verified = {entry.event["data"].get("env") for entry in entries if entry.event["type"] == "verification.passed"
                 and entry.event["data"].get("digest") == digest and entry.event["data"].get("version") == version}
-    through, waiting = set(), [env]
-    while waiting:
-        name = waiting.pop()
-        if name in through:
-            continue
-        through.add(name)
-        upstreams = pipeline.upstreams(name)
-        if pipeline.environment(name).require == "any":
-            upstreams = [upstream for upstream in upstreams if upstream in verified][:1] or list(upstreams[:1])
-        waiting += upstreams
-    return [name for name in pipeline.environment_names if name in through]
+    return list(pipeline.path_to(env, verified))
 
 
 def _field(data: dict, dotted: str) -> Any:

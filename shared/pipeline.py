@@ -15,6 +15,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Collection
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field,
@@ -492,16 +493,21 @@ class PipelineDefinition(_Frozen):
         return tuple(environment for environment in self.environments
                      if name in self.upstreams(environment.name))
 
-    def ancestors(self, name: str) -> tuple[str, ...]:
-        """Every environment a release passes through before `name`, in pipeline order."""
-        seen: set[str] = set()
-        waiting = list(self.upstreams(name))
+    def path_to(self, name: str, verified: Collection[str] = ()) -> tuple[str, ...]:
+        """The environments a release passes through to reach `name`, and `name`, in pipeline order: every
+        upstream of each, but for a `require: any` join only its first upstream in `verified` (else its first)."""
+        through: set[str] = set()
+        waiting = [name]
         while waiting:
-            upstream = waiting.pop()
-            if upstream not in seen:
-                seen.add(upstream)
-                waiting += self.upstreams(upstream)
-        return tuple(environment for environment in self.environment_names if environment in seen)
+            current = waiting.pop()
+            if current in through:
+                continue
+            through.add(current)
+            upstreams = self.upstreams(current)
+            if self.environment(current).require == "any":
+                upstreams = tuple(upstream for upstream in upstreams if upstream in verified)[:1] or upstreams[:1]
+            waiting += upstreams
+        return tuple(environment for environment in self.environment_names if environment in through)
 
     @property
     def first_environment(self) -> Environment:

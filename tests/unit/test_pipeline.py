@@ -119,7 +119,7 @@ def test_without_after_each_environment_comes_after_the_one_listed_before_it(exa
     assert [environment.name for environment in example.downstreams(name)] == ([following] if following else [])
 
 
-@pytest.mark.parametrize("lookup", ["environment", "upstreams", "downstreams", "ancestors"])
+@pytest.mark.parametrize("lookup", ["environment", "upstreams", "downstreams", "path_to"])
 def test_looking_up_an_unknown_environment_raises_key_error(example, lookup):
     with pytest.raises(KeyError):
         getattr(example, lookup)("qa")
@@ -352,7 +352,8 @@ def test_after_fans_out_and_joins_again():
     assert [environment.name for environment in pipeline.downstreams("staging")] == ["prod-eu", "prod-us"]
     assert [environment.name for environment in pipeline.downstreams("prod-eu")] == ["audit", "global"]
     assert pipeline.upstreams("prod-eu") == ("staging",) and pipeline.upstreams("global") == ("prod-eu", "prod-us")
-    assert pipeline.ancestors("global") == ("dev", "staging", "prod-eu", "prod-us")
+    assert pipeline.path_to("global") == ("dev", "staging", "prod-eu", "prod-us", "global")
+    assert pipeline.path_to("audit", {"prod-us"}) == ("dev", "staging", "prod-us", "audit")
     assert (pipeline.environment("global").require, pipeline.environment("audit").require) == ("all", "any")
 
 
