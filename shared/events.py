@@ -354,6 +354,22 @@ class VerificationFailed(_Deployment):
     checks: dict[str, str]
 
 
+class DeploymentProgressed(_Deployment):
+    """A canary moved to its next step (`state` "step": it now takes `share` % of the traffic, judged at the end of
+    the step), or an operator paused or resumed it; `checks` holds the figures of the steps passed so far."""
+
+    event_type = "deployment.progressed"
+    topic = topics.DEPLOYMENTS
+    state: Literal["step", "paused", "resumed"]
+    step: Annotated[int, Field(ge=1, le=100)]
+    """The step the canary is at, from 1."""
+    steps: Annotated[int, Field(ge=1, le=100)]
+    share: Annotated[int, Field(ge=1, le=100)]
+    checks: dict[str, str] = {}
+    by: Identity | None = None
+    """Who paused or resumed it (None: the deployer moved it on its own)."""
+
+
 class EnvironmentPruned(EventData):
     """The deployer stopped what ran in an environment a pipeline dropped with `--prune`; it is gone."""
 
@@ -551,8 +567,8 @@ EVENT_TYPES: dict[str, type[EventData]] = {
     for model in (
         BuildCompleted, EvidenceRecorded, PipelineApplied, ArtifactRegistered, ArtifactRejected, ArtifactTagMoved,
         PromotionRequested, GatePassed, GatePending, GateFailed, DeploymentStarted,
-        DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed, EnvironmentPruned,
-        ApprovalGranted, ApprovalRejected, RollbackRequested, OperationRefused, RollbackOrdered,
+        DeploymentSucceeded, DeploymentFailed, DeploymentProgressed, VerificationPassed, VerificationFailed,
+        EnvironmentPruned, ApprovalGranted, ApprovalRejected, RollbackRequested, OperationRefused, RollbackOrdered,
         RollbackCompleted, RollbackFailed, DriftDetected, DriftResolved, DriftChecked, DriftCheckRequested,
     )
 }

@@ -149,7 +149,7 @@ class ServiceRuntime:
             ack_policy=AckPolicy.MANUAL,
             auto_offset_reset="earliest",
             decoder=_raw_body,
-            max_poll_interval_ms=120_000,
+            max_poll_interval_ms=int(self.settings.kafka_max_poll_interval_s * 1000),
             title=f"{self.name}:consume",
             description=description,
         )

@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     """Unprivileged user the local driver runs apps as when the deployer runs as root (./dev-stack creates it)."""
     handler_stuck_after_s: float = Field(30.0, gt=0)
     """A handler (or a batch's preparation) running longer than this shows the service `degraded` on /health."""
+    kafka_max_poll_interval_s: float = Field(120.0, ge=5, le=3600)
+    """A consumer that does not ask Kafka for records this long (one batch's handlers taking longer) is taken out
+    of its group and its partitions go to another member: no handler may take that long (a canary's steps run
+    outside its handler)."""
 
     registry: str = "127.0.0.1:18500"
     """The OCI registry the stack runs (host:port, plain HTTP on loopback); image references naming it are

@@ -9,8 +9,9 @@ from services.deployer.noop import NoopDriver
 from services.deployer.router import Router
 from shared import topics
 from shared.consumer import environment_lane
-from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, DriftChecked, DriftDetected,
-                           DriftResolved, EnvironmentPruned, VerificationFailed, VerificationPassed)
+from shared.events import (DeploymentFailed, DeploymentProgressed, DeploymentStarted, DeploymentSucceeded,
+                           DriftChecked, DriftDetected, DriftResolved, EnvironmentPruned, VerificationFailed,
+                           VerificationPassed)
 from shared.credentials import registry_login
 from shared.runtime import ServiceRuntime
 from shared.settings import Settings
@@ -40,11 +41,13 @@ def create_app(settings: Settings | None = None) -> FastStream:
         together=False,  # it starts and stops processes: each order commits on its own
         services_at_once=4,  # one deployment per environment at a time stays the rule (its lock)
         lane=environment_lane,  # a service's environments deploy side by side (a fan-out's prods at once)
-        # A canary's analysis may take ~110 s; at 120 s (max_poll_interval) Kafka gives the partitions away.
-        stuck_after_s=max(s.handler_stuck_after_s, 120.0),
+        # A start and its verification (health checks, an image pull) may take a minute; a canary's steps
+        # run outside the handler (canaries.py), however long they are.
+        stuck_after_s=max(s.handler_stuck_after_s, 60.0),
     )
     runtime.background("retire-lanes", handlers.routed.retire_due)
     runtime.background("drift", handlers.drift.step)
-    runtime.emits(DeploymentStarted, DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed,
+    runtime.background("canaries", handlers.canaries.step)
+    runtime.emits(DeploymentStarted, DeploymentProgressed, DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed,
                   EnvironmentPruned, DriftDetected, DriftResolved, DriftChecked)
     return runtime.app

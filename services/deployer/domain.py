@@ -133,3 +133,29 @@ def traffic_steps(kind: str, steps: tuple[int, ...], lane: str, live: str | None
     if kind == "canary" and live is not None and lane != live and live_alive:
         return steps
     return (100,)
+
+
+def target_json(target: Target) -> dict:
+    """A target as JSON (a durable canary keeps it in its row); `target_from_json` reads it back."""
+    fields = {name: getattr(target, name) for name in Target.__dataclass_fields__}
+    fields["resources"] = target.resources.model_dump(mode="json") if target.resources is not None else None
+    return fields
+
+
+def target_from_json(fields: dict) -> Target:
+    """The target `target_json` wrote."""
+    resources = fields.get("resources")
+    return Target(**{**fields, "resources": Resources.model_validate(resources) if resources is not None else None})
+
+
+def step_wait(elapsed: float, requests: int, interval: float, min_requests: int, max_wait: float) -> float:
+    """Seconds until a canary step `elapsed` s old with `requests` canary requests so far can be judged (0: now).
+
+    A step is judged once its `interval` is over and it has `min_requests`, or at `max_wait` whatever it has
+    (too few is then a failure, never a pass); short of `min_requests`, it looks again within a second.
+    """
+    if elapsed < interval:
+        return interval - elapsed
+    if requests >= min_requests or elapsed >= max_wait:
+        return 0.0
+    return min(1.0, max_wait - elapsed)

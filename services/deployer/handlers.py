@@ -4,12 +4,13 @@ The order is claimed in one transaction (deployment.started), the driver acts, a
 outcome is saved with its events in a second transaction together with the inbox row.
 A redelivered order finds the release already running and re-attaches instead of starting it again.
 One deployment at a time per environment: a PostgreSQL session lock on (service, env) is held
-from claim to save, also across deployer instances; it is released if the process dies.
+from claim to save, also across deployer instances; it is released if the process dies. A canary
+beside a live release is only begun here: its steps are a durable state machine of their own
+(services/deployer/canaries.py), which holds the same lock for each move.
 """
 
 import asyncio
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
@@ -23,11 +24,11 @@ from services.deployer.domain import LANES, MissingSecret, Target, needs_start, 
     verification_failure
 from services.deployer.drift_checks import DriftWatcher
 from services.deployer.driver import Driver, StartFailed
-from services.deployer.routed import RoutedDeployer, lane_slot
+from services.deployer.canaries import Canaries, deployment_fields, derived, outcome_events
+from services.deployer.routed import RoutedDeployer, Stepwise, lane_slot
 from services.deployer.router import Router
-from shared.events import (DeploymentFailed, DeploymentStarted, DeploymentSucceeded, DriftCheckRequested,
-                           EnvironmentPruned, Event, EventData, GatePassed, PipelineApplied, RollbackOrdered,
-                           VerificationFailed, VerificationPassed)
+from shared.events import (DeploymentFailed, DeploymentStarted, DriftCheckRequested, EnvironmentPruned, Event,
+                           EventData, GatePassed, PipelineApplied, RollbackOrdered)
 from shared import inbox
 from shared.outbox import enqueue
 from shared.pipeline import ROUTED_DRIVERS, BlueGreen, Canary, PipelineDefinition, Strategy
@@ -53,6 +54,7 @@ class DeployerHandlers:
         self.secrets_dir = secrets_dir
         self.port_base = port_base
         self.routed = RoutedDeployer(runtime, drivers, router, port_base, self._secret)
+        self.canaries = Canaries(runtime, self.routed, self._save)
         self.drift = DriftWatcher(runtime, drivers, self._deploy_locked, runtime.settings.drift_check_interval_s)
 
     async def handle(self, event: Event) -> None:
@@ -97,7 +99,7 @@ class DeployerHandlers:
             if now is None or now["config_version"] == environment.config_version:
                 continue
             dumped = environment.model_dump(mode="json")
-            cause = _derived(event, f"reconfigure/{environment.name}")
+            cause = derived(event, f"reconfigure/{environment.name}")
             target = Target(cause.id, data.service, environment.name, now["version"], now["digest"],
                             dumped["config"], environment.config_version, purpose="reconfigure",
                             driver=environment.driver, location=now["location"], replicas=environment.replicas,
@@ -109,7 +111,7 @@ class DeployerHandlers:
         """Stop what runs in each environment the operator pruned (`--prune`), then forget it: its slot,
         its route and lanes, its router port; environment.pruned says what was stopped and by whose order."""
         for env in data.prune:
-            cause = _derived(event, f"prune/{env}")
+            cause = derived(event, f"prune/{env}")
             async with self._environment_lock(data.service, env) as conn:
                 if await inbox.handled(conn, cause):
                     continue
@@ -154,6 +156,8 @@ class DeployerHandlers:
         async with self._environment_lock(target.service, target.env) as holder:
             if still_wanted is not None and not await still_wanted(holder):
                 return
+            if not await self.canaries.supersede(target):
+                return  # this very order's canary is in progress: it goes on in services/deployer/canaries.py
             if strategy == "rolling" and target.purpose == "rollback" and target.driver in ROUTED_DRIVERS \
                     and await repository.is_routed(holder, target.service, target.env):
                 strategy = ROLLBACK_SWITCH  # a routed environment rolls back by switching lanes
@@ -164,7 +168,7 @@ class DeployerHandlers:
 
     async def deploy(self, event: Event, target: Target) -> None:
         """Claim, act through the driver, verify, then save the outcome with its events."""
-        fields = self._fields(target)
+        fields = deployment_fields(target)
         slot = await self._claim(event, target, repository.slot)
         if slot is None:
             return
@@ -183,11 +187,11 @@ class DeployerHandlers:
         checks = await self.drivers[target.driver].verify(target, target.env, pid, port)
         failure = verification_failure(target, checks)
         await self._save(event, target, pid, "verified" if failure is None else "failed", failure,
-                         _outcome_events(fields, port, checks, failure), serving=serving)
+                         outcome_events(fields, port, checks, failure), serving=serving)
 
     async def deploy_routed(self, event: Event, target: Target, strategy: BlueGreen | Canary) -> None:
         """Blue/green or canary through the router: claim, deploy into a lane, move traffic, save."""
-        fields = self._fields(target)
+        fields = deployment_fields(target)
         claimed = await self._claim(event, target, repository.route)
         if claimed is None:
             return
@@ -198,7 +202,11 @@ class DeployerHandlers:
             await self._save(event, target, None, "failed", str(problem),
                              [DeploymentFailed(**fields, reason=str(problem))], slot_changed=False)
             return
-        events = _outcome_events(fields, outcome.port, outcome.checks, outcome.failure)
+        if isinstance(outcome, Stepwise):  # a canary beside a live release: its steps go on without this handler
+            assert isinstance(strategy, Canary)
+            await self.canaries.begin(event, target, strategy, route, outcome)
+            return
+        events = outcome_events(fields, outcome.port, outcome.checks, outcome.failure)
 
         async def lanes_after(conn: asyncpg.Connection) -> None:
             await self.routed.save(conn, target, outcome, strategy, route)
@@ -215,17 +223,9 @@ class DeployerHandlers:
                 return None
             allocated = await allocate(conn, target.service, target.env, self.port_base)
             if await repository.claim(conn, target):
-                await enqueue(conn, [self.runtime.event(DeploymentStarted(**self._fields(target)), event)])
+                await enqueue(conn, [self.runtime.event(DeploymentStarted(**deployment_fields(target)), event)])
         self.runtime.relay.wake()
         return allocated
-
-    @staticmethod
-    def _fields(target: Target) -> dict:
-        return dict(deployment_id=target.deployment_id, service=target.service, version=target.version,
-                    digest=target.digest, env=target.env, config=target.config,
-                    config_version=target.config_version, driver=target.driver, location=target.location,
-                    replicas=target.replicas, resources=target.resources, purpose=target.purpose,
-                    rollback_id=target.rollback_id)
 
     async def _run(self, target: Target, port: int) -> int:
         """Start the release unless it already runs; returns the pid that serves it."""
@@ -280,20 +280,6 @@ class DeployerHandlers:
         if root not in path.parents or not path.is_file():
             return None
         return path.read_text().strip()
-
-
-def _derived(event: Event, part: str) -> Event:
-    """The part of a pipeline.applied that concerns one environment, under an id of its own (its inbox row)."""
-    derived = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{event.id}/{part}"))
-    return Event(envelope=event.envelope.model_copy(update={"id": derived, "correlationid": event.correlation_id}),
-                 data=event.data)
-
-
-def _outcome_events(fields: dict, port: int, checks: dict[str, str], failure: str | None) -> list[EventData]:
-    """deployment.succeeded, then verification.passed or (with `failure` as the reason) verification.failed."""
-    verdict = VerificationPassed(**fields, checks=checks) if failure is None else \
-        VerificationFailed(**fields, reason=failure, checks=checks)
-    return [DeploymentSucceeded(**fields, port=port), verdict]
 
 
 class _ArtifactProblem(Exception):

@@ -1,11 +1,11 @@
 """Blue/green and canary deployments: two lanes per environment behind the router.
 
 The release starts in the idle lane and is verified on that lane's own port. Blue/green then
-sends all traffic to it in one graceful router reload; a canary moves traffic in the pipeline's
-steps and, at each step below 100 %, judges the canary's own requests (from the router's access
-log) against the pipeline's thresholds. A failed step sends all traffic back to the live lane,
-stops the canary and reports the measured figures. After a switch the previous lane stays warm
-for `retire_after`, so that a rollback to it is a switch back, then a background task stops it.
+sends all traffic to it in one graceful router reload. A canary beside a live release moves
+traffic in the pipeline's steps, each judged on the canary's own requests: that takes minutes
+to hours, so it is a durable state machine of its own (services/deployer/canaries.py), which
+ends here (`complete` or `abort`). After a switch the previous lane stays warm for
+`retire_after`, so that a rollback to it is a switch back, then a background task stops it.
 """
 
 import asyncio
@@ -17,12 +17,11 @@ import httpx
 import structlog
 
 from services.deployer import repository
-from services.deployer.analysis import Figures, Thresholds, judge, read_outcomes, summarise
 from services.deployer.domain import LANES, Target, choose_lane, process_environment, traffic_steps, \
     verification_failure
 from services.deployer.driver import Driver
 from services.deployer.router import Router, RouterError, spread
-from shared.pipeline import Analysis, BlueGreen, Canary
+from shared.pipeline import BlueGreen, Canary
 from shared.runtime import ServiceRuntime
 
 log = structlog.get_logger()
@@ -41,6 +40,16 @@ class Outcome:
     port: int = 0
 
 
+@dataclass
+class Stepwise:
+    """A canary verified in its lane, whose traffic is to move in `steps` (each share below 100 % judged) while
+    `serving` (the lane that took the traffic) takes the rest: a durable canary from here on."""
+
+    outcome: Outcome
+    serving: str
+    steps: tuple[int, ...]
+
+
 def lane_slot(env: str, lane: str) -> str:
     """The driver's name for a lane's process (its run file and log are named after it)."""
     return f"{env}.{lane}"
@@ -55,8 +64,9 @@ class RoutedDeployer:
         self.port_base, self.resolve_secret = port_base, resolve_secret
 
     async def deploy(self, target: Target, strategy: BlueGreen | Canary, route: asyncpg.Record,
-                     lanes: dict[str, asyncpg.Record]) -> Outcome:
-        """Start (or find) the release in a lane, verify it there, then move the traffic to it."""
+                     lanes: dict[str, asyncpg.Record]) -> Outcome | Stepwise:
+        """Start (or find) the release in a lane, verify it there, then move the traffic to it at once, or (a
+        canary with a live release beside it) hand it over to move in steps."""
         live, driver = route["live"], self.drivers[target.driver]
         running = {lane: await asyncio.to_thread(driver.launched, target.service, lane_slot(target.env, lane))
                    for lane in LANES}
@@ -80,26 +90,30 @@ class RoutedDeployer:
         steps = traffic_steps(kind, strategy.steps if isinstance(strategy, Canary) else (100,), lane, live,
                               live_alive)
         serving = live if live_alive and live != lane else None  # the release the new one shares traffic with
-        for share in steps:
-            try:
-                failure = await self._step(target, route, lanes, lane, serving, share,
-                                           strategy.analysis if isinstance(strategy, Canary) else None, outcome)
-            except RouterError as error:  # e.g. nginx not running: a failed deployment, not a lost order
-                failure = str(error)
-            if failure is not None:
-                return await self._abort(target, route, lanes, serving, outcome, failure)
+        if steps != (100,):  # a canary's steps take as long as they take: services/deployer/canaries.py
+            return Stepwise(outcome, serving, steps)
+        return await self.complete(target, route, lanes, outcome, serving)
+
+    async def complete(self, target: Target, route, lanes, outcome: Outcome, serving: str | None) -> Outcome:
+        """All traffic to the release, then the check that the router answers it; either failing aborts."""
+        started = time.monotonic()
+        try:
+            await self.publish(target, route, lanes, serving, 0, outcome.lane, 100)
+        except RouterError as error:  # e.g. nginx not running: a failed deployment, not a lost order
+            return await self.abort(target, route, lanes, serving, outcome, str(error))
+        outcome.checks["switch"] = f"all traffic to {outcome.lane} in {(time.monotonic() - started) * 1000:.0f} ms"
         outcome.checks["router"] = await self._check_router(route["port"], target.version)
-        if outcome.checks["router"] != "passed" and lane != live:
-            return await self._abort(target, route, lanes, serving, outcome, f"router: {outcome.checks['router']}")
+        if outcome.checks["router"] != "passed" and outcome.lane != route["live"]:
+            return await self.abort(target, route, lanes, serving, outcome, f"router: {outcome.checks['router']}")
         return outcome
 
-    async def _abort(self, target: Target, route, lanes, serving: str | None, outcome: Outcome,
-                     failure: str) -> Outcome:
+    async def abort(self, target: Target, route, lanes, serving: str | None, outcome: Outcome,
+                    failure: str) -> Outcome:
         """All traffic back to the release that served before (if any); the new one stops."""
         outcome.failure = failure
         if serving is not None:
             try:
-                await self._publish(target, route, lanes, serving, 100, None)
+                await self.publish(target, route, lanes, serving, 100, None)
             except RouterError as error:
                 log.error("router.restore_failed", error=str(error))
         await asyncio.to_thread(self.drivers[target.driver].stop, target.service,
@@ -120,51 +134,17 @@ class RoutedDeployer:
         log.info("deployment.process_started", pid=pid, port=port, lane=lane)
         return pid
 
-    async def _step(self, target: Target, route, lanes, lane: str, live: str | None, share: int,
-                    analysis: Analysis | None, outcome: Outcome) -> str | None:
-        """Give the release `share` % of the traffic; judge it there unless it takes it all."""
-        log_path = self.router.access_log(target.service, target.env)
-        offset = log_path.stat().st_size if log_path.exists() else 0
-        started = time.monotonic()
-        await self._publish(target, route, lanes, live, 100 - share, lane if share else None, share)
-        if share == 100:
-            outcome.checks["switch"] = f"all traffic to {lane} in {(time.monotonic() - started) * 1000:.0f} ms"
-            return None
-        assert analysis is not None
-        ports = await self._ports(target, lanes, lane)
-        figures = await self._analyse(log_path, offset, ports, analysis)
-        outcome.checks.update({f"step_{share}_{key}": value for key, value in figures.as_checks().items()})
-        failure = judge(figures, Thresholds(analysis.max_error_rate, analysis.max_p99_ms, analysis.min_requests))
-        log.info("canary.step", share=share, failure=failure, requests=figures.requests, errors=figures.errors)
-        if failure is None:
-            return None
-        outcome.checks.update(figures.as_checks())
-        outcome.checks["aborted_at_share"] = f"{share}%"
-        return f"canary analysis at {share}% of traffic: {failure}"
-
-    async def _publish(self, target: Target, route, lanes, live: str | None, live_share: int,
-                       canary: str | None, canary_share: int = 0) -> None:
-        backends = spread((await self._ports(target, lanes, live), live_share) if live is not None else None,
-                          (await self._ports(target, lanes, canary), canary_share) if canary is not None else None)
+    async def publish(self, target: Target, route, lanes, live: str | None, live_share: int,
+                      canary: str | None, canary_share: int = 0) -> None:
+        """The router sends `live_share` % of the environment's traffic to `live`, `canary_share` % to `canary`."""
+        backends = spread((await self.ports(target, lanes, live), live_share) if live is not None else None,
+                          (await self.ports(target, lanes, canary), canary_share) if canary is not None else None)
         await asyncio.to_thread(self.router.publish, target.service, target.env, route["port"], backends)
 
-    async def _ports(self, target: Target, lanes, lane: str) -> list[int]:
+    async def ports(self, target: Target, lanes, lane: str) -> list[int]:
         """Where the lane's release serves: its port, and one per further replica."""
         return await asyncio.to_thread(self.drivers[target.driver].ports, target.service,
                                        lane_slot(target.env, lane), lanes[lane]["port"])
-
-    async def _analyse(self, log_path, offset: int, ports: list[int], analysis: Analysis) -> Figures:
-        """Collect the canary's requests for `interval` (longer, up to `max_wait`, until `min_requests`)."""
-        started, outcomes = time.monotonic(), []
-        while True:
-            await asyncio.sleep(0.25)
-            if log_path.exists():
-                new, offset = await asyncio.to_thread(read_outcomes, log_path, offset, ports)
-                outcomes += new
-            elapsed = time.monotonic() - started
-            if elapsed >= analysis.interval and (len(outcomes) >= analysis.min_requests
-                                                 or elapsed >= analysis.max_wait):
-                return summarise(outcomes)
 
     async def _check_router(self, port: int, version: str) -> str:
         """The router's port answers the release's version (the switch took effect)."""

@@ -37,7 +37,7 @@ SAMPLE_FIELDS: dict[str, Any] = {
     "requested_by": "carol", "from_version": "2.4.0", "who": "mallory", "action": "approve", "status": 403,
     "stopped": ["qa.blue"], "tag": "127.0.0.1:18500/payments:2.4.1", "moved_to": OTHER_DIGEST,
     "slot": "prod", "differences": ["process 4242 not running"], "on_drift": "restore", "how": "restore",
-    "drift_id": "evt-drift-1", "request_id": "evt-request-1",
+    "drift_id": "evt-drift-1", "request_id": "evt-request-1", "state": "step", "step": 2, "steps": 4, "share": 25,
     "environments": {"prod": {"state": "drifted", "version": "2.4.1", "digest": DIGEST,
                               "differences": ["process 4242 not running"]}},
 }

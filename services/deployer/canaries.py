@@ -1,0 +1,268 @@
+"""Canaries as durable state machines: a row per canary in progress, moved on by a background task.
+
+A canary's steps take as long as the pipeline says (5–10 minute steps are usual), far beyond what a
+consumer may spend on one record. So the deployment order's handler only starts and verifies the
+release in its lane and saves the canary (table `canaries`, with the order and the step it is at);
+from then on `step()`, a background task of the deployer, moves each canary whose time has come:
+
+    step k, not published → the router gives the canary the step's share; the analysis begins
+    step k, published     → the canary's requests since the step began (router access log, from the
+                            step's offset) are judged at the step's end: passed → step k+1
+                            (deployment.progressed), the last share (100 %) → verified; failed →
+                            traffic back to the serving lane, the canary stops (verification.failed)
+
+Each move is saved before the router acts on it, under the environment's deploy lock (one change at
+a time per environment, across instances): a deployer killed mid-step finds the row as it was and
+goes on with the same step, whose analysis is read again from the step's start in the access log
+(nothing counted so far is lost, nothing is started again). A move the router did not take yet is
+taken again; taking one twice changes nothing. A newer order for the environment supersedes its
+canary (aborted first, with the reason).
+"""
+
+import asyncio
+import contextlib
+import json
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import structlog
+from pydantic import TypeAdapter
+
+from services.deployer import repository
+from services.deployer.analysis import Thresholds, judge, read_outcomes, summarise
+from services.deployer.domain import Target, step_wait, target_from_json, target_json
+from services.deployer.routed import Outcome, RoutedDeployer, Stepwise, lane_slot
+from services.deployer.router import RouterError
+from shared.events import DeploymentProgressed, DeploymentSucceeded, Event, EventData, \
+    VerificationFailed, VerificationPassed, parse_event
+from shared.pipeline import Canary, Strategy
+from shared.runtime import ServiceRuntime
+
+log = structlog.get_logger()
+
+STRATEGY: TypeAdapter[Strategy] = TypeAdapter(Strategy)
+LOOK_SECONDS = 1.0
+"""The longest the task sleeps between two looks at the canaries."""
+AT_ONCE = 20
+"""Canaries moved per look at most (the others' turn comes at the next)."""
+
+Finish = Callable[..., Awaitable[None]]
+"""The handlers' `_save`: the outcome of a deployment saved with its events, once per cause."""
+
+
+def derived(event: Event, part: str) -> Event:
+    """A part of `event`'s work under an id of its own (its inbox row), in the same correlation."""
+    identity = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{event.id}/{part}"))
+    return Event(envelope=event.envelope.model_copy(update={"id": identity, "correlationid": event.correlation_id}),
+                 data=event.data)
+
+
+def deployment_fields(target: Target) -> dict:
+    """The fields every deployment event of `target` carries."""
+    return dict(deployment_id=target.deployment_id, service=target.service, version=target.version,
+                digest=target.digest, env=target.env, config=target.config,
+                config_version=target.config_version, driver=target.driver, location=target.location,
+                replicas=target.replicas, resources=target.resources, purpose=target.purpose,
+                rollback_id=target.rollback_id)
+
+
+def outcome_events(fields: dict, port: int, checks: dict[str, str], failure: str | None) -> list[EventData]:
+    """deployment.succeeded, then verification.passed or (with `failure` as the reason) verification.failed."""
+    verdict = VerificationPassed(**fields, checks=checks) if failure is None else \
+        VerificationFailed(**fields, reason=failure, checks=checks)
+    return [DeploymentSucceeded(**fields, port=port), verdict]
+
+
+class _Canary:
+    """A canary's row, read: what it deploys, how, where it stands."""
+
+    def __init__(self, row: asyncpg.Record) -> None:
+        self.row = row
+        self.id: str = row["deployment_id"]
+        self.order = parse_event(bytes(row["order_event"]))
+        self.target = target_from_json(json.loads(row["target"]))
+        strategy = STRATEGY.validate_python(json.loads(row["strategy"]))
+        assert isinstance(strategy, Canary)
+        self.strategy: Canary = strategy
+        self.lane: str = row["lane"]
+        self.serving: str = row["serving"]
+        self.step: int = row["step"]
+        self.share: int = self.strategy.steps[self.step]
+        self.checks: dict[str, str] = json.loads(row["checks"])
+        self.elapsed: float = row["elapsed"] or 0.0
+
+    def progressed(self, step: int, state: str = "step", by: str | None = None) -> DeploymentProgressed:
+        return DeploymentProgressed(**deployment_fields(self.target), state=state, step=step + 1,
+                                    steps=len(self.strategy.steps), share=self.strategy.steps[step],
+                                    checks=self.checks, by=by)
+
+
+class Canaries:
+    """The deployer's canaries in progress: begun by the order's handler, moved on by `step`."""
+
+    def __init__(self, runtime: ServiceRuntime, routed: RoutedDeployer, finish: Finish) -> None:
+        self.runtime, self.routed, self.finish = runtime, routed, finish
+
+    async def begin(self, order: Event, target: Target, strategy: Canary, route, stepwise: Stepwise) -> None:
+        """Save the canary at its first step (with the order's inbox row), then publish that step; the caller
+        holds the environment's deploy lock."""
+        outcome = stepwise.outcome
+
+        async def work(conn: asyncpg.Connection) -> list[Event]:
+            await conn.execute(
+                "insert into canaries (deployment_id, service, env, order_event, target, strategy, lane, serving, "
+                "pid, checks) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                target.deployment_id, target.service, target.env, order.to_bytes(), json.dumps(target_json(target)),
+                json.dumps(strategy.model_dump(mode="json")), outcome.lane, stepwise.serving, outcome.pid,
+                json.dumps(outcome.checks))
+            first = DeploymentProgressed(**deployment_fields(target), state="step", step=1,
+                                         steps=len(strategy.steps), share=strategy.steps[0], checks=outcome.checks)
+            return [self.runtime.event(first, order)]
+
+        await self.runtime.once(order, work)
+        log.info("canary.begun", deployment_id=target.deployment_id, steps=list(strategy.steps))
+        await self.move(target.deployment_id)
+
+    async def supersede(self, target: Target) -> bool:
+        """Abort the environment's canary in progress if it is another deployment's (the caller holds the
+        environment's lock); False if `target` is itself that canary (a redelivered order: it goes on as it is)."""
+        async with self.runtime.pool.acquire() as conn:
+            row = await self._row(conn, "service = $1 and env = $2 and state <> 'done'", target.service, target.env)
+        if row is None:
+            return True
+        canary = _Canary(row)
+        if canary.id == target.deployment_id:
+            return False
+        await self._fail(canary, f"superseded at {canary.share}% of traffic by the deployment of {target.version} "
+                                 f"({target.purpose})")
+        return True
+
+    async def step(self) -> float:
+        """Move every canary whose time has come (its environment not locked by a deployment); seconds until
+        the next look (a new canary's first step is published by its handler, so none waits for a look)."""
+        async with self.runtime.pool.acquire() as conn:
+            due = await conn.fetch("select deployment_id, service, env from canaries where state = 'running' and "
+                                   "due_at <= now() order by due_at limit $1", AT_ONCE)
+        for row in due:
+            async with self._lock_if_free(row["service"], row["env"]) as free:
+                if free:
+                    await self.move(row["deployment_id"])
+        async with self.runtime.pool.acquire() as conn:
+            wait = await conn.fetchval("select extract(epoch from min(due_at) - now()) from canaries "
+                                       "where state = 'running'")
+        return LOOK_SECONDS if wait is None else min(LOOK_SECONDS, max(0.05, float(wait)))
+
+    async def move(self, deployment_id: str) -> None:
+        """One move of a canary (the caller holds its environment's lock): publish its step, or judge it."""
+        async with self.runtime.pool.acquire() as conn:
+            row = await self._row(conn, "deployment_id = $1", deployment_id)
+        if row is None or row["state"] != "running":
+            return
+        canary = _Canary(row)
+        if not row["published"]:
+            await self._publish(canary)
+            return
+        log_path = self.routed.router.access_log(canary.target.service, canary.target.env)
+        route, lanes = await self._route(canary.target)
+        ports = await self.routed.ports(canary.target, lanes, canary.lane)
+        outcomes, _ = await asyncio.to_thread(read_outcomes, log_path, row["log_offset"], ports)
+        figures = summarise(outcomes)
+        analysis = canary.strategy.analysis
+        wait = step_wait(canary.elapsed, figures.requests, analysis.interval, analysis.min_requests,
+                         analysis.max_wait)
+        if wait > 0:
+            async with self.runtime.pool.acquire() as conn:
+                await conn.execute("update canaries set due_at = now() + make_interval(secs => $2), "
+                                   "updated_at = now() where deployment_id = $1", deployment_id, wait)
+            return
+        canary.checks.update({f"step_{canary.share}_{key}": value for key, value in figures.as_checks().items()})
+        failure = judge(figures, Thresholds(analysis.max_error_rate, analysis.max_p99_ms, analysis.min_requests))
+        log.info("canary.step", share=canary.share, failure=failure, requests=figures.requests, errors=figures.errors)
+        if failure is not None:
+            canary.checks.update(figures.as_checks())
+            canary.checks["aborted_at_share"] = f"{canary.share}%"
+            await self._fail(canary, f"canary analysis at {canary.share}% of traffic: {failure}")
+            return
+        following = canary.step + 1
+        if canary.strategy.steps[following] == 100:
+            await self._complete(canary)
+            return
+
+        async def work(conn: asyncpg.Connection) -> list[Event]:
+            await conn.execute("update canaries set step = $2, published = false, checks = $3, due_at = now(), "
+                               "updated_at = now() where deployment_id = $1", deployment_id, following,
+                               json.dumps(canary.checks))
+            return [self.runtime.event(canary.progressed(following), canary.order, following)]
+
+        await self.runtime.once(derived(canary.order, f"canary/step/{following}"), work)
+        await self.move(deployment_id)  # publish the next step now
+
+    async def _publish(self, canary: _Canary) -> None:
+        """The router gives the canary its step's share; the step's analysis begins (from the log's end)."""
+        log_path = self.routed.router.access_log(canary.target.service, canary.target.env)
+        offset = await asyncio.to_thread(lambda: log_path.stat().st_size if log_path.exists() else 0)
+        route, lanes = await self._route(canary.target)
+        try:
+            await self.routed.publish(canary.target, route, lanes, canary.serving, 100 - canary.share, canary.lane,
+                                      canary.share)
+        except RouterError as error:
+            await self._fail(canary, str(error))
+            return
+        async with self.runtime.pool.acquire() as conn:
+            await conn.execute(
+                "update canaries set published = true, step_started_at = now(), log_offset = $2, "
+                "due_at = now() + make_interval(secs => $3), updated_at = now() where deployment_id = $1",
+                canary.id, offset, canary.strategy.analysis.interval)
+        log.info("canary.published", deployment_id=canary.id, share=canary.share)
+
+    async def _complete(self, canary: _Canary) -> None:
+        """The last step: all traffic to the canary, checked through the router; verified (or aborted)."""
+        route, lanes = await self._route(canary.target)
+        outcome = Outcome(canary.lane, canary.row["pid"], dict(canary.checks), port=route["port"])
+        outcome = await self.routed.complete(canary.target, route, lanes, outcome, canary.serving)
+        await self._finish(canary, route, lanes, outcome)
+
+    async def _fail(self, canary: _Canary, failure: str) -> None:
+        """Traffic back to the serving lane, the canary stopped, the deployment failed with `failure`."""
+        route, lanes = await self._route(canary.target)
+        outcome = Outcome(canary.lane, canary.row["pid"], dict(canary.checks), port=route["port"])
+        outcome = await self.routed.abort(canary.target, route, lanes, canary.serving, outcome, failure)
+        await self._finish(canary, route, lanes, outcome)
+
+    async def _finish(self, canary: _Canary, route, lanes, outcome: Outcome) -> None:
+        target, strategy = canary.target, canary.strategy
+
+        async def also(conn: asyncpg.Connection) -> None:
+            await self.routed.save(conn, target, outcome, strategy, route)
+            await conn.execute("update canaries set state = 'done', checks = $2, updated_at = now() "
+                               "where deployment_id = $1", canary.id, json.dumps(outcome.checks))
+
+        events = outcome_events(deployment_fields(target), outcome.port, outcome.checks, outcome.failure)
+        await self.finish(derived(canary.order, "canary/outcome"), target, outcome.pid,
+                          "verified" if outcome.failure is None else "failed", outcome.failure, events,
+                          slot_changed=False, also=also,
+                          serving=(lane_slot(target.env, outcome.lane), lanes[outcome.lane]["port"], True))
+        log.info("canary.finished", deployment_id=canary.id, failure=outcome.failure)
+
+    async def _route(self, target: Target):
+        async with self.runtime.pool.acquire() as conn:
+            return await repository.route(conn, target.service, target.env, self.routed.port_base)
+
+    @staticmethod
+    async def _row(conn: asyncpg.Connection, where: str, *args) -> asyncpg.Record | None:
+        return await conn.fetchrow("select *, extract(epoch from now() - step_started_at)::float8 as elapsed "
+                                   f"from canaries where {where}", *args)
+
+    @contextlib.asynccontextmanager
+    async def _lock_if_free(self, service: str, env: str) -> AsyncIterator[bool]:
+        """The environment's deploy lock if no deployment holds it (True), else nothing (False)."""
+        lock = repository.deploy_lock(service, env)
+        async with self.runtime.pool.acquire() as holder:
+            free = await holder.fetchval("select pg_try_advisory_lock(hashtext($1))", lock)
+            try:
+                yield free
+            finally:
+                if free:
+                    await holder.execute("select pg_advisory_unlock(hashtext($1))", lock)
+
