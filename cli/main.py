@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from cli import api
+from cli.canary import canary_app
 from cli.drift import drift as drift_command
 from cli.errors import CliError
 
@@ -26,6 +27,7 @@ app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(stack_app, name="stack")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(token_app, name="token")
+app.add_typer(canary_app, name="canary")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 EnvOpt = Annotated[str, typer.Option("--env", "-e", help="Environment name, e.g. prod.")]

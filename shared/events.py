@@ -346,12 +346,14 @@ class VerificationPassed(_Deployment):
 
 
 class VerificationFailed(_Deployment):
-    """A verification check failed; the rollback service takes over."""
+    """A verification check failed; the rollback service takes over (unless `superseded_by` names the newer
+    deployment that replaced this one in the middle of its canary: that one is on its way)."""
 
     event_type = "verification.failed"
     topic = topics.DEPLOYMENTS
     reason: str
     checks: dict[str, str]
+    superseded_by: str | None = None
 
 
 class DeploymentProgressed(_Deployment):
@@ -495,6 +497,20 @@ class RollbackRequested(EventData):
     reason: Text | None = None
 
 
+class CanaryCommanded(EventData):
+    """An operator's command to the canary in progress in an environment: `pause` (it holds its share, its step's
+    analysis stops), `resume` (the step is published and judged afresh), `abort` (traffic back, the canary
+    stops: verification.failed) or `promote` (all traffic to it now, the analysis left undone:
+    verification.passed)."""
+
+    event_type = "canary.commanded"
+    topic = topics.OPERATIONS
+    env: EnvironmentName
+    action: Literal["pause", "resume", "abort", "promote"]
+    requested_by: Identity
+    reason: Text | None = None
+
+
 class OperationRefused(EventData):
     """The operator API refused a request (authentication, role or a gate's rule): who tried what, and why.
 
@@ -568,8 +584,9 @@ EVENT_TYPES: dict[str, type[EventData]] = {
         BuildCompleted, EvidenceRecorded, PipelineApplied, ArtifactRegistered, ArtifactRejected, ArtifactTagMoved,
         PromotionRequested, GatePassed, GatePending, GateFailed, DeploymentStarted,
         DeploymentSucceeded, DeploymentFailed, DeploymentProgressed, VerificationPassed, VerificationFailed,
-        EnvironmentPruned, ApprovalGranted, ApprovalRejected, RollbackRequested, OperationRefused, RollbackOrdered,
-        RollbackCompleted, RollbackFailed, DriftDetected, DriftResolved, DriftChecked, DriftCheckRequested,
+        EnvironmentPruned, ApprovalGranted, ApprovalRejected, RollbackRequested, CanaryCommanded, OperationRefused,
+        RollbackOrdered, RollbackCompleted, RollbackFailed, DriftDetected, DriftResolved, DriftChecked,
+        DriftCheckRequested,
     )
 }
 

@@ -9,14 +9,14 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.api import commands, dead_letters, drift, roles, tokens
+from services.api import canary, commands, dead_letters, drift, roles, tokens
 from services.api.auth import Authenticator, AuthError, Identity
 from services.api.context import Context
 from services.api.outcomes import Outcomes
@@ -50,6 +50,14 @@ class Rollback(_Body):
     env: EnvironmentName
     reason: Text | None = None
     wait: float = Field(60.0, ge=0, le=WAIT_LIMIT_S)
+
+
+class CanaryCommand(_Body):
+    """A command to the canary in progress in an environment."""
+
+    action: Literal["pause", "resume", "abort", "promote"]
+    reason: Text | None = None
+    wait: float = Field(30.0, ge=0, le=WAIT_LIMIT_S)
 
 
 class DriftCheck(_Body):
@@ -228,6 +236,13 @@ def _routes(app: FastAPI) -> None:
     async def rollback(request: Request, who: Caller, service: ServiceName, body: Rollback) -> dict:
         """Return an environment to its last verified release (role: promoter there)."""
         return await commands.rollback(ctx_of(request), who, service, body.env, body.reason, body.wait)
+
+    @app.post("/v1/services/{service}/environments/{env}/canary", tags=["commands"])
+    async def canary_command(request: Request, who: Caller, service: ServiceName, env: EnvironmentName,
+                             body: CanaryCommand) -> dict:
+        """Pause, resume or abort the canary in progress in `env` (role: promoter there), or promote it now,
+        leaving its analysis undone (role: approver there)."""
+        return await canary.command(ctx_of(request), who, service, env, body.action, body.reason, body.wait)
 
     @app.post("/v1/drift-checks", tags=["commands"])
     async def drift_check(request: Request, who: Viewer, body: DriftCheck) -> dict:

@@ -1,8 +1,8 @@
 """Who may do what, pure: roles per environment, from bindings such as `approver:prod` or `viewer:*`.
 
 Roles rank viewer < promoter < approver < admin; a binding grants its role and every lower one in
-its environment (`*`: all of them). Reading needs any binding; a rollback needs promoter in the
-environment, an approval or a rejection approver there, and applying a pipeline, resubmitting a
+its environment (`*`: all of them). Reading needs any binding; a rollback, or a canary's pause, resume
+or abort, needs promoter in the environment, an approval, a rejection or a canary's promote-now approver there, and applying a pipeline, resubmitting a
 dead letter or managing tokens admin everywhere (`admin:*`).
 """
 

@@ -37,7 +37,7 @@ def create_app(settings: Settings | None = None) -> FastStream:
         description="gate.passed and rollback.ordered are the deployment orders; a pipeline.applied that "
                     "changes an environment's config redeploys what runs there with the new config (and sets each "
                     "environment's on_drift); drift.check_requested (from the operator API) asks for a drift "
-                    "check now.",
+                    "check now; canary.commanded pauses, resumes, aborts or promotes a canary in progress.",
         together=False,  # it starts and stops processes: each order commits on its own
         services_at_once=4,  # one deployment per environment at a time stays the rule (its lock)
         lane=environment_lane,  # a service's environments deploy side by side (a fan-out's prods at once)
@@ -48,6 +48,6 @@ def create_app(settings: Settings | None = None) -> FastStream:
     runtime.background("retire-lanes", handlers.routed.retire_due)
     runtime.background("drift", handlers.drift.step)
     runtime.background("canaries", handlers.canaries.step)
-    runtime.emits(DeploymentStarted, DeploymentProgressed, DeploymentSucceeded, DeploymentFailed, VerificationPassed, VerificationFailed,
-                  EnvironmentPruned, DriftDetected, DriftResolved, DriftChecked)
+    runtime.emits(DeploymentStarted, DeploymentProgressed, DeploymentSucceeded, DeploymentFailed, VerificationPassed,
+                  VerificationFailed, EnvironmentPruned, DriftDetected, DriftResolved, DriftChecked)
     return runtime.app

@@ -34,7 +34,7 @@ from services.deployer.analysis import Thresholds, judge, read_outcomes, summari
 from services.deployer.domain import Target, step_wait, target_from_json, target_json
 from services.deployer.routed import Outcome, RoutedDeployer, Stepwise, lane_slot
 from services.deployer.router import RouterError
-from shared.events import DeploymentProgressed, DeploymentSucceeded, Event, EventData, \
+from shared.events import CanaryCommanded, DeploymentProgressed, DeploymentSucceeded, Event, EventData, \
     VerificationFailed, VerificationPassed, parse_event
 from shared.pipeline import Canary, Strategy
 from shared.runtime import ServiceRuntime
@@ -67,10 +67,11 @@ def deployment_fields(target: Target) -> dict:
                 rollback_id=target.rollback_id)
 
 
-def outcome_events(fields: dict, port: int, checks: dict[str, str], failure: str | None) -> list[EventData]:
+def outcome_events(fields: dict, port: int, checks: dict[str, str], failure: str | None,
+                   superseded_by: str | None = None) -> list[EventData]:
     """deployment.succeeded, then verification.passed or (with `failure` as the reason) verification.failed."""
     verdict = VerificationPassed(**fields, checks=checks) if failure is None else \
-        VerificationFailed(**fields, reason=failure, checks=checks)
+        VerificationFailed(**fields, reason=failure, checks=checks, superseded_by=superseded_by)
     return [DeploymentSucceeded(**fields, port=port), verdict]
 
 
@@ -135,8 +136,45 @@ class Canaries:
         if canary.id == target.deployment_id:
             return False
         await self._fail(canary, f"superseded at {canary.share}% of traffic by the deployment of {target.version} "
-                                 f"({target.purpose})")
+                                 f"({target.purpose})", superseded_by=target.deployment_id)
         return True
+
+    async def command(self, event: Event, command: CanaryCommanded) -> None:
+        """An operator's pause, resume, abort or promote of the environment's canary (the caller holds the
+        environment's lock). A command that finds no canary it applies to (none in progress, a pause of a paused
+        one) changes nothing: the API refuses those it can see, and the deployer logs the rest."""
+        async with self.runtime.pool.acquire() as conn:
+            row = await self._row(conn, "service = $1 and env = $2 and state <> 'done'", command.service,
+                                  command.env)
+        wanted = {"pause": ("running",), "resume": ("paused",)}.get(command.action, ("running", "paused"))
+        if row is None or row["state"] not in wanted:
+            log.warning("canary.command_ignored", action=command.action, env=command.env,
+                        state=None if row is None else row["state"])
+            return
+        canary = _Canary(row)
+        said = f" ({command.reason})" if command.reason else ""
+        if command.action == "abort":
+            canary.checks.update(aborted_by=command.requested_by, aborted_at_share=f"{canary.share}%")
+            await self._fail(canary, f"aborted by {command.requested_by} at {canary.share}% of traffic{said}")
+            return
+        if command.action == "promote":
+            canary.checks["promoted_by"] = command.requested_by
+            canary.checks["promoted_at_share"] = f"{canary.share}%"
+            await self._complete(canary)
+            return
+        state, recorded = ("paused", "paused") if command.action == "pause" else ("running", "resumed")
+
+        async def work(conn: asyncpg.Connection) -> list[Event]:
+            # A resumed step is published and judged afresh: what it showed before the pause is not evidence now.
+            await conn.execute("update canaries set state = $2, published = published and $2 = 'paused', "
+                               "due_at = now(), updated_at = now() where deployment_id = $1", canary.id, state)
+            progressed = canary.progressed(canary.step, recorded, by=command.requested_by)
+            return [self.runtime.event(progressed, derived(canary.order, f"canary/{event.id}"))]
+
+        await self.runtime.once(event, work)
+        log.info("canary.commanded", action=command.action, env=command.env, by=command.requested_by)
+        if state == "running":
+            await self.move(canary.id)
 
     async def step(self) -> float:
         """Move every canary whose time has come (its environment not locked by a deployment); seconds until
@@ -223,14 +261,14 @@ class Canaries:
         outcome = await self.routed.complete(canary.target, route, lanes, outcome, canary.serving)
         await self._finish(canary, route, lanes, outcome)
 
-    async def _fail(self, canary: _Canary, failure: str) -> None:
+    async def _fail(self, canary: _Canary, failure: str, superseded_by: str | None = None) -> None:
         """Traffic back to the serving lane, the canary stopped, the deployment failed with `failure`."""
         route, lanes = await self._route(canary.target)
         outcome = Outcome(canary.lane, canary.row["pid"], dict(canary.checks), port=route["port"])
         outcome = await self.routed.abort(canary.target, route, lanes, canary.serving, outcome, failure)
-        await self._finish(canary, route, lanes, outcome)
+        await self._finish(canary, route, lanes, outcome, superseded_by)
 
-    async def _finish(self, canary: _Canary, route, lanes, outcome: Outcome) -> None:
+    async def _finish(self, canary: _Canary, route, lanes, outcome: Outcome, superseded_by: str | None = None) -> None:
         target, strategy = canary.target, canary.strategy
 
         async def also(conn: asyncpg.Connection) -> None:
@@ -238,7 +276,8 @@ class Canaries:
             await conn.execute("update canaries set state = 'done', checks = $2, updated_at = now() "
                                "where deployment_id = $1", canary.id, json.dumps(outcome.checks))
 
-        events = outcome_events(deployment_fields(target), outcome.port, outcome.checks, outcome.failure)
+        events = outcome_events(deployment_fields(target), outcome.port, outcome.checks, outcome.failure,
+                                superseded_by)
         await self.finish(derived(canary.order, "canary/outcome"), target, outcome.pid,
                           "verified" if outcome.failure is None else "failed", outcome.failure, events,
                           slot_changed=False, also=also,

@@ -27,8 +27,8 @@ from services.deployer.driver import Driver, StartFailed
 from services.deployer.canaries import Canaries, deployment_fields, derived, outcome_events
 from services.deployer.routed import RoutedDeployer, Stepwise, lane_slot
 from services.deployer.router import Router
-from shared.events import (DeploymentFailed, DeploymentStarted, DriftCheckRequested, EnvironmentPruned, Event,
-                           EventData, GatePassed, PipelineApplied, RollbackOrdered)
+from shared.events import (CanaryCommanded, DeploymentFailed, DeploymentStarted, DriftCheckRequested,
+                           EnvironmentPruned, Event, EventData, GatePassed, PipelineApplied, RollbackOrdered)
 from shared import inbox
 from shared.outbox import enqueue
 from shared.pipeline import ROUTED_DRIVERS, BlueGreen, Canary, PipelineDefinition, Strategy
@@ -45,7 +45,8 @@ ROLLBACK_SWITCH = BlueGreen(retire_after=0)
 class DeployerHandlers:
     """Acts only on gate.passed, rollback.ordered and pipeline.applied (a config change redeploys, a pruned
     environment stops): nothing else deploys but the drift watcher, which redeploys the promoted release of a
-    drifted environment set to `on_drift: restore`; drift.check_requested asks it to check now."""
+    drifted environment set to `on_drift: restore`; drift.check_requested asks it to check now, and
+    canary.commanded pauses, resumes, aborts or promotes a canary in progress (services/deployer/canaries.py)."""
 
     def __init__(self, runtime: ServiceRuntime, drivers: dict[str, Driver], secrets_dir: Path,
                  port_base: int, router: Router) -> None:
@@ -78,6 +79,10 @@ class DeployerHandlers:
             return
         elif isinstance(data, DriftCheckRequested):
             await self.drift.answer(event, data)
+            return
+        elif isinstance(data, CanaryCommanded):
+            async with self._environment_lock(data.service, data.env):
+                await self.canaries.command(event, data)
             return
         else:
             return

@@ -25,12 +25,13 @@ def choose_target(history: list[VerifiedRelease], current: tuple[str, str] | Non
     return None
 
 
-def rolls_back_after_failure(purpose: str) -> bool:
+def rolls_back_after_failure(purpose: str, superseded: bool = False) -> bool:
     """Whether a failed deployment of this purpose is answered by a rollback to the last verified release.
 
     A promotion or a reconfiguration brought something new that failed: yes. A rollback that fails ends as
     rollback.failed instead. A restore put back the release that was verified and drifted there: its failure
     says the environment (what was done to it by hand, a port taken, the engine) is at fault rather than the
     release, and an older release would meet the same fault; the environment stays failed and drifted for an
-    operator (`promote rollback`, or a new promotion)."""
-    return purpose in ("promotion", "reconfigure")
+    operator (`promote rollback`, or a new promotion). A canary superseded by a newer deployment: no, that one
+    is on its way (a rollback would replace it in turn)."""
+    return purpose in ("promotion", "reconfigure") and not superseded

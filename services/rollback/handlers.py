@@ -46,7 +46,7 @@ class RollbackHandlers:
                 if data.purpose == "rollback":
                     return [RollbackFailed(service=data.service, rollback_id=data.rollback_id, env=data.env,
                                            reason=f"the rollback release failed: {data.reason}")]
-                if not rolls_back_after_failure(data.purpose):
+                if not rolls_back_after_failure(data.purpose, getattr(data, "superseded_by", None) is not None):
                     return []
                 reason = f"{data.version} failed in {data.env}: {data.reason}"
                 return await self._order(conn, event.id, data.service, data.env, reason, "rollback-service")

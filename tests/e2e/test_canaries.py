@@ -7,6 +7,7 @@ to that same step: nothing started again, the requests counted before the kill s
 """
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -17,7 +18,8 @@ import devstack
 
 from shared import topics
 from shared.client import group_lag
-from tests.e2e.test_strategies import load, release, router_port, served_by, starts, version_through
+from tests.e2e.support import api_token, promote_async
+from tests.e2e.test_strategies import lanes, load, release, router_port, served_by, starts, version_through
 
 pytestmark = pytest.mark.e2e
 
@@ -134,3 +136,98 @@ async def test_a_deployer_killed_mid_step_resumes_that_step_without_starting_any
     assert len(scenario.seen("deployment.started", version="1.0.1")) == 1
     assert len(scenario.seen("verification.passed", version="1.0.1")) == 1
     assert report.result().failed == 0
+
+
+async def ledger_commands(scenario) -> list[tuple[str, str]]:
+    rows = await scenario.query("ledger", "select canonical from entries where service = $1 and "
+                                "type = 'canary.commanded' order by seq", scenario.service)
+    return [(data["action"], data["requested_by"]) for data in
+            (json.loads(bytes(row["canonical"]))["data"] for row in rows)]
+
+
+async def test_an_operator_pauses_resumes_and_promotes_a_canary_now_each_audited_and_role_checked(scenario):
+    await scenario.apply_pipeline(canary("[10, 50, 100]", "3s"))
+    await release(scenario, "1.0.0", "staging")
+    port = await router_port(scenario, "staging")
+    pat, vic = (await asyncio.to_thread(api_token, "pat", "promoter:staging"),
+                await asyncio.to_thread(api_token, "vic", "viewer:staging"))
+    ada = await asyncio.to_thread(api_token, "ada", "approver:staging")
+    as_ = {name: {"PROMOTE_TOKEN": token} for name, token in (("pat", pat), ("vic", vic), ("ada", ada))}
+    async with load(port) as report:
+        path, digest = scenario.build("1.0.1")
+        await scenario.send(scenario.build_completed("1.0.1", path, digest))
+        await scenario.wait("deployment.progressed", env="staging", version="1.0.1", step=1, timeout=60)
+
+        refused = await promote_async("canary", "pause", scenario.service, "--env", "staging", env=as_["vic"])
+        assert refused.returncode != 0 and "needs the promoter role in staging" in refused.stderr
+        paused = await promote_async("canary", "pause", scenario.service, "--env", "staging", "--reason", "look",
+                                     env=as_["pat"])
+        assert paused.returncode == 0, paused.stderr
+        assert "paused (by pat)" in paused.stdout
+        again = await promote_async("canary", "pause", scenario.service, "--env", "staging", env=as_["pat"])
+        assert again.returncode != 0 and "is paused already" in again.stderr
+        with pytest.raises(TimeoutError):  # a paused canary is not judged: no step 2 within twice its interval
+            await scenario.wait("deployment.progressed", env="staging", version="1.0.1", step=2, timeout=6)
+
+        resumed = await promote_async("canary", "resume", scenario.service, "--env", "staging", env=as_["pat"])
+        assert resumed.returncode == 0, resumed.stderr
+        await scenario.wait("deployment.progressed", env="staging", version="1.0.1", step=2, timeout=30)
+        not_approver = await promote_async("canary", "promote-now", scenario.service, "--env", "staging",
+                                           env=as_["pat"])
+        assert not_approver.returncode != 0 and "needs the approver role in staging" in not_approver.stderr
+        now = await promote_async("canary", "promote-now", scenario.service, "--env", "staging", "--json",
+                                  env=as_["ada"])
+        assert now.returncode == 0, now.stderr
+        passed = await scenario.wait("verification.passed", env="staging", version="1.0.1", timeout=30)
+        assert await version_through(port) == "1.0.1"
+    assert json.loads(now.stdout)["outcome"]["result"] == "verification.passed"
+    assert (passed.data.checks["promoted_by"], passed.data.checks["promoted_at_share"]) == ("ada", "50%")
+    assert "step_50_requests" not in passed.data.checks, "promoted before its 50 % step was judged"
+    states = [(e.data.state, e.data.step, e.data.by) for e in scenario.seen("deployment.progressed",
+                                                                              version="1.0.1")]
+    assert states == [("step", 1, None), ("paused", 1, "pat"), ("resumed", 1, "pat"), ("step", 2, None)]
+    assert await ledger_commands(scenario) == [("pause", "pat"), ("resume", "pat"), ("promote", "ada")]
+    assert await starts(scenario) == 2 and report.result().failed == 0
+
+
+async def test_an_aborted_canary_returns_all_traffic_and_a_command_without_a_canary_is_refused(scenario):
+    await scenario.apply_pipeline(canary("[10, 50, 100]", "20s"))
+    await release(scenario, "1.0.0", "staging")
+    port = await router_port(scenario, "staging")
+    pat = await asyncio.to_thread(api_token, "pat", "promoter:staging")
+    async with load(port) as report:
+        path, digest = scenario.build("1.0.1")
+        await scenario.send(scenario.build_completed("1.0.1", path, digest))
+        await scenario.wait("deployment.progressed", env="staging", version="1.0.1", step=1, timeout=60)
+        aborted = await promote_async("canary", "abort", scenario.service, "--env", "staging", "--reason",
+                                      "wrong build", env={"PROMOTE_TOKEN": pat})
+        assert aborted.returncode == 0, aborted.stderr
+        failed = await scenario.wait("verification.failed", env="staging", version="1.0.1", timeout=30)
+        await scenario.wait("rollback.completed", env="staging", timeout=60)
+        assert await version_through(port) == "1.0.0"
+    assert failed.data.reason == "aborted by pat at 10% of traffic (wrong build)"
+    assert failed.data.checks["aborted_by"] == "pat"
+    nothing = await promote_async("canary", "resume", scenario.service, "--env", "staging",
+                                  env={"PROMOTE_TOKEN": pat})
+    assert nothing.returncode != 0 and "no canary is in progress in staging" in nothing.stderr
+    lane = next(row for row in (await lanes(scenario, "staging")).values() if row["version"] == "1.0.1")
+    assert lane["pid"] is None and lane["state"] == "failed"
+    assert report.result().failed == 0
+
+
+async def test_a_newer_release_supersedes_a_canary_in_progress(scenario):
+    await scenario.apply_pipeline(canary("[10, 50, 100]", "20s"))
+    await release(scenario, "1.0.0", "staging")
+    path, digest = scenario.build("1.0.1")
+    await scenario.send(scenario.build_completed("1.0.1", path, digest))
+    await scenario.wait("deployment.progressed", env="staging", version="1.0.1", step=1, timeout=60)
+    path, digest = scenario.build("1.0.2")
+    await scenario.send(scenario.build_completed("1.0.2", path, digest))
+    failed = await scenario.wait("verification.failed", env="staging", version="1.0.1", timeout=60)
+    assert failed.data.reason == "superseded at 10% of traffic by the deployment of 1.0.2 (promotion)"
+    await scenario.wait("deployment.progressed", env="staging", version="1.0.2", step=1, timeout=60)
+    rows = await scenario.query("deployer", "select deployment_id, state from canaries where service = $1 "
+                                "order by updated_at", scenario.service)
+    assert [row["state"] for row in rows] == ["done", "running"]
+    assert failed.data.superseded_by == rows[1]["deployment_id"]
+    assert scenario.seen("rollback.ordered", env="staging") == [], "no rollback undoes the newer release"

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from services.rollback.domain import rolls_back_after_failure
 from services.deployer.domain import Target, step_wait, target_from_json, target_json
 from shared.events import DeploymentProgressed
 from shared.pipeline import Resources
@@ -41,3 +42,8 @@ def test_a_progress_event_names_a_step_within_the_canary():
     for wrong in ({"step": 0}, {"share": 101}, {"state": "done"}):
         with pytest.raises(ValueError):
             DeploymentProgressed(**{**fields, "state": "step", "step": 1, "steps": 4, "share": 5, **wrong})
+
+
+def test_a_canary_superseded_by_a_newer_deployment_is_not_rolled_back_but_one_that_failed_is():
+    assert rolls_back_after_failure("promotion", superseded=True) is False
+    assert rolls_back_after_failure("promotion") is True

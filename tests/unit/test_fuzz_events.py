@@ -41,6 +41,8 @@ SAMPLE_FIELDS: dict[str, Any] = {
     "environments": {"prod": {"state": "drifted", "version": "2.4.1", "digest": DIGEST,
                               "differences": ["process 4242 not running"]}},
 }
+KIND_FIELDS: dict[str, dict[str, Any]] = {"canary.commanded": {"action": "pause"}}
+"""Fields whose sample differs for one kind of event."""
 TOPICS = [spec.name for spec in topics.ALL_TOPICS if spec.name != topics.DLQ]
 # Any field name (line breaks included) and any float (NaN and infinities included).
 names = st.text(max_size=12)
@@ -56,7 +58,8 @@ huge_text = st.sampled_from([129, 4097, 70_000, 140_000]).map(lambda n: "é" * n
 def sample_event(kind: str) -> Event:
     """A valid event of `kind` built from SAMPLE_FIELDS."""
     model = EVENT_TYPES[kind]
-    data = model.model_validate({name: SAMPLE_FIELDS[name] for name in model.model_fields if name in SAMPLE_FIELDS})
+    fields = {**SAMPLE_FIELDS, **KIND_FIELDS.get(kind, {})}
+    data = model.model_validate({name: fields[name] for name in model.model_fields if name in fields})
     return new_event(data, source="/fuzz", event_id=f"evt-{kind}", correlation_id="corr-1")
 
 
