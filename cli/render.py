@@ -21,7 +21,7 @@ def status_table(status: dict) -> Table:
     for column in ("environment", "version", "digest", "state", "waiting to enter"):
         table.add_column(column)
     for env, entry in status["environments"].items():
-        style = STATE_STYLE.get(entry["state"], "")
+        style = STATE_STYLE.get(entry["state"], "yellow" if entry["state"].startswith("canary") else "")
         waiting = "; ".join(f"{w['version']} {w['outcome']}: {', '.join(w['reasons'])}" for w in entry["waiting"])
         digest = short(entry["digest"])
         moved = entry.get("tag_moved")

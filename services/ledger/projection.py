@@ -4,12 +4,14 @@ import json
 
 import asyncpg
 
-from shared.events import (ArtifactRegistered, ArtifactTagMoved, DeploymentFailed, DeploymentStarted,
-                           DeploymentSucceeded, DriftDetected, DriftResolved, EnvironmentPruned, Event, GateFailed,
-                           GatePassed, GatePending, PipelineApplied, VerificationFailed, VerificationPassed)
+from shared.events import (ArtifactRegistered, ArtifactTagMoved, DeploymentFailed, DeploymentProgressed,
+                           DeploymentStarted, DeploymentSucceeded, DriftDetected, DriftResolved, EnvironmentPruned,
+                           Event, GateFailed, GatePassed, GatePending, PipelineApplied, VerificationFailed,
+                           VerificationPassed)
 
 DEPLOYMENT_STATES = {
     DeploymentStarted: "deploying",
+    DeploymentProgressed: "canary",
     DeploymentSucceeded: "deployed",
     DeploymentFailed: "failed",
     VerificationPassed: "verified",
@@ -69,6 +71,9 @@ def statements(event: Event) -> list[Statement]:
     if state is not None:
         if state == "deploying" and data.purpose in ("rollback", "restore"):
             state = "rolling-back" if data.purpose == "rollback" else "restoring"
+        if isinstance(data, DeploymentProgressed):  # "canary 2/4 at 25%", "canary paused at 25%"
+            state = f"canary paused at {data.share}%" if data.state == "paused" else \
+                f"canary {data.step}/{data.steps} at {data.share}%"
         out.append(("environments",
                     "insert into environments (service, env, version, digest, config_version, state, updated_at) "
                     "values ($1, $2, $3, $4, $5, $6, $7) on conflict (service, env) do update set "

@@ -164,6 +164,11 @@ async def test_an_operator_pauses_resumes_and_promotes_a_canary_now_each_audited
                                      env=as_["pat"])
         assert paused.returncode == 0, paused.stderr
         assert "paused (by pat)" in paused.stdout
+        deadline = time.monotonic() + 10
+        while (shown := json.loads((await promote_async("status", scenario.service, "--json")).stdout)[
+                "environments"]["staging"]["state"]) != "canary paused at 10%" and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert shown == "canary paused at 10%"
         again = await promote_async("canary", "pause", scenario.service, "--env", "staging", env=as_["pat"])
         assert again.returncode != 0 and "is paused already" in again.stderr
         with pytest.raises(TimeoutError):  # a paused canary is not judged: no step 2 within twice its interval

@@ -47,3 +47,16 @@ def test_a_progress_event_names_a_step_within_the_canary():
 def test_a_canary_superseded_by_a_newer_deployment_is_not_rolled_back_but_one_that_failed_is():
     assert rolls_back_after_failure("promotion", superseded=True) is False
     assert rolls_back_after_failure("promotion") is True
+
+
+@pytest.mark.parametrize(("state", "shown"), [("step", "canary 2/4 at 25%"), ("paused", "canary paused at 25%"),
+                                              ("resumed", "canary 2/4 at 25%")])
+def test_status_shows_where_a_canary_stands(state, shown):
+    from services.ledger.projection import statements
+    from shared.events import new_event
+
+    progressed = DeploymentProgressed(service="payments", deployment_id="d-1", version="2.4.1", digest=DIGEST,
+                                      env="prod", config={}, config_version=DIGEST, state=state, step=2, steps=4,
+                                      share=25, by="bob" if state != "step" else None)
+    [(table, _sql, args)] = statements(new_event(progressed, source="/promote/deployer"))
+    assert (table, args[5]) == ("environments", shown)
