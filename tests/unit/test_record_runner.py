@@ -452,6 +452,7 @@ class Delivered(FakeMessage):
 
     def __init__(self, record: FakeRecord, consumer: FakeConsumer) -> None:
         super().__init__(record.value or b"", topic=record.topic, partition=record.partition, offset=record.offset)
+        self.raw_message = record  # that very record (a copy would carry another timestamp a millisecond later)
         self.consumer = consumer
 
 
