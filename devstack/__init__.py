@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from devstack import containers, kafka, keycloak, postgres, registry, router, topics, users
+from devstack import containers, kafka, keycloak, postgres, prometheus, registry, router, topics, users
 from devstack import processes as p
 from devstack.processes import StackError
 from devstack.services import (
@@ -37,8 +37,8 @@ __all__ = [
 
 
 def up(services: bool = True, ready_timeout: float = 90.0) -> None:
-    """Start PostgreSQL, Kafka, the registry, podman's API service and the router (nginx), create topics, then
-    (optionally) start the services and wait for /health."""
+    """Start PostgreSQL, Kafka, the registry, podman's API service, the router (nginx) and Prometheus, create topics,
+    then (optionally) start the services and wait for /health."""
     t0 = time.monotonic()
     p.ensure_dirs()
     users.ensure_app_user()
@@ -52,6 +52,7 @@ def up(services: bool = True, ready_timeout: float = 90.0) -> None:
     registry.up()
     containers.up()
     router.up()
+    prometheus.up()
     if services:
         for name in COMPONENTS:
             start_service(name)
@@ -60,13 +61,14 @@ def up(services: bool = True, ready_timeout: float = 90.0) -> None:
 
 
 def down() -> None:
-    """Stop deployed apps, services, the apps' containers, the router, podman's API service, the registry,
+    """Stop deployed apps, services, the apps' containers, the router, Prometheus, podman's API service, the registry,
     Keycloak, Kafka, then PostgreSQL (only what this stack started)."""
     t0 = time.monotonic()
     stop_apps()
     stop_services()
     containers.stop_apps()  # after the deployer stopped: nothing starts one again
     router.stop()
+    prometheus.stop()
     containers.stop()
     registry.stop()
     keycloak.stop()
@@ -91,6 +93,7 @@ def status() -> dict:
                    "socket": str(containers.socket_path())},
         "router": {"running": router.running_pid() is not None, "pid": router.running_pid(),
                    "config": str(router.router_dir() / "nginx.conf")},
+        "prometheus": _entry(prometheus.running_pid(), prometheus.address()[1]),
         "services": {},
         "apps": apps(),
     }

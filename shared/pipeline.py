@@ -19,7 +19,8 @@ from collections.abc import Collection
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field,
-                      PlainSerializer, Tag, ValidationError, ValidationInfo, field_validator, model_serializer, model_validator)
+                      PlainSerializer, StringConstraints, Tag, ValidationError, ValidationInfo, field_validator,
+                      model_serializer, model_validator)
 from pydantic_core import PydanticCustomError
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
@@ -184,8 +185,59 @@ class BlueGreen(_Frozen):
         return {"blue_green": {"retire_after": format_duration(self.retire_after)}}
 
 
+SUCCESS_CONDITION = re.compile(r"^\s*result\s*(<=|>=|==|!=|<|>)\s*(-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*$")
+"""A metric's success condition: `result` compared with a number (`result < 0.05`); nothing else is evaluated."""
+QUERY_PLACEHOLDERS = ("service", "env", "lane", "version")
+
+
+def success_condition(text: str) -> tuple[str, float]:
+    """(operator, number) of `result < 0.05`; ValueError otherwise."""
+    found = SUCCESS_CONDITION.match(text)
+    if found is None:
+        raise ValueError(f"success {text!r}: write `result` compared with a number, e.g. \"result < 0.05\" "
+                         "(<, <=, >, >=, ==, !=)")
+    return found.group(1), float(found.group(2))
+
+
+def _placeholders_known(query: str) -> str:
+    unknown = sorted(set(re.findall(r"\{\{\s*([^}]*?)\s*\}\}", query)) - set(QUERY_PLACEHOLDERS))
+    if unknown:
+        raise ValueError(f"query: unknown placeholder {{{{{unknown[0]}}}}} (known: "
+                         f"{', '.join('{{' + name + '}}' for name in QUERY_PLACEHOLDERS)})")
+    return query
+
+
+class Metric(_Frozen):
+    """A PromQL measurement taken during each canary step, in the shape of Argo Rollouts' analysis templates:
+    `count` measurements, one every `interval`; more than `failure_limit` failed ones fail the step, more than
+    `inconclusive_limit` inconclusive ones (Prometheus unreachable, no data, not a number) make it inconclusive.
+    The query's `{{service}}`, `{{env}}`, `{{lane}}` (the canary's) and `{{version}}` are filled in."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,39}$")]
+    query: Annotated[str, StringConstraints(min_length=1, max_length=2000), AfterValidator(_placeholders_known)]
+    success: Annotated[str, StringConstraints(max_length=100)]
+    interval: Duration = 5
+    count: int = Field(3, ge=1, le=100, strict=True)
+    failure_limit: int = Field(0, ge=0, le=100, strict=True)
+    inconclusive_limit: int = Field(0, ge=0, le=100, strict=True)
+
+    @field_validator("success")
+    @classmethod
+    def _a_comparison(cls, text: str) -> str:
+        success_condition(text)
+        return text
+
+    @field_validator("interval")
+    @classmethod
+    def _at_least_a_second(cls, interval: int) -> int:
+        if interval < 1:
+            raise ValueError("interval: at least 1s")
+        return interval
+
+
 class Analysis(_Frozen):
-    """What a canary step must show, judged on the canary's own requests at the router."""
+    """What a canary step must show, judged on the canary's own requests at the router (and, with `metrics`,
+    on PromQL measurements)."""
 
     interval: Duration = 10
     """How long each step collects requests before it is judged."""
@@ -195,6 +247,17 @@ class Analysis(_Frozen):
     """Share of 5xx answers allowed."""
     max_p99_ms: float | None = Field(None, gt=0)
     max_wait: Duration = 60
+    metrics: tuple[Metric, ...] = Field((), max_length=10)
+    on_inconclusive: Literal["pause", "abort"] = "pause"
+    """An inconclusive metric pauses the canary for an operator (`promote canary …`), or aborts it."""
+
+    @field_validator("metrics")
+    @classmethod
+    def _named_once(cls, metrics: tuple[Metric, ...]) -> tuple[Metric, ...]:
+        names = [metric.name for metric in metrics]
+        if twice := next((name for name in names if names.count(name) > 1), None):
+            raise ValueError(f"metric {twice!r} is named twice")
+        return metrics
 
 
 class Canary(_Frozen):
@@ -221,6 +284,8 @@ class Canary(_Frozen):
     @model_serializer
     def _to_pipeline_form(self) -> dict[str, Any]:
         analysis = self.analysis.model_dump(mode="json")
+        if not analysis["metrics"]:  # as before metrics existed: an unchanged pipeline keeps its content hash
+            del analysis["metrics"], analysis["on_inconclusive"]
         return {"canary": {"steps": list(self.steps), "analysis": analysis,
                            "retire_after": format_duration(self.retire_after)}}
 

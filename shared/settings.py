@@ -52,6 +52,11 @@ class Settings(BaseSettings):
     of its group and its partitions go to another member: no handler may take that long (a canary's steps run
     outside its handler)."""
 
+    prometheus_url: str = Field("http://127.0.0.1:19090", pattern=r"^https?://[^/?#\s]+$")
+    """The Prometheus that canary analyses with `metrics` query (the stack runs Debian's on loopback)."""
+    prometheus_timeout_s: float = Field(5.0, gt=0, le=60)
+    """A query that takes longer is an inconclusive measurement."""
+
     registry: str = "127.0.0.1:18500"
     """The OCI registry the stack runs (host:port, plain HTTP on loopback); image references naming it are
     fetched over HTTP, every other registry over HTTPS."""

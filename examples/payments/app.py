@@ -16,6 +16,8 @@ import os
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
 import _build
 
 env = os.getenv("APP_ENV", "dev")
@@ -23,6 +25,11 @@ feature_new_ui = os.getenv("FEATURE_NEW_UI", "false") == "true"
 BUILD_VERSION = os.getenv("BUILD_VERSION", "unknown")
 _served = itertools.count(1)
 _served_lock = threading.Lock()
+metrics = CollectorRegistry()
+REQUESTS = Counter("app_requests", "Business requests answered (/ and /pay), by status code", ["code"],
+                   registry=metrics)
+LATENCY = Histogram("app_request_duration_seconds", "Time to answer a business request", registry=metrics,
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
 
 
 def version() -> dict:
@@ -37,31 +44,46 @@ def fails_now() -> bool:
 
 
 class Handler(BaseHTTPRequestHandler):
-    """GET /health, /version, / (a page that shows the feature flag) and /pay."""
+    """GET /health, /version, / (a page that shows the feature flag), /pay and /metrics (Prometheus: request
+    counts by status code and latencies of / and /pay)."""
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        if self.path == "/health":
+        if self.path in ("/", "/pay"):
+            with LATENCY.time():
+                status = self._business()
+            REQUESTS.labels(code=str(status)).inc()
+        elif self.path == "/metrics":
+            payload = generate_latest(metrics)
+            self.send_response(200)
+            self.send_header("Content-Type", CONTENT_TYPE_LATEST)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+        elif self.path == "/health":
             healthy = not _build.BROKEN
             self._reply(200 if healthy else 500, {"status": "ok" if healthy else "broken build"})
         elif self.path == "/version":
             self._reply(200, version())
-        elif self.path in ("/", "/pay") and fails_now():
-            self._reply(500, {"error": "faulty build"})
-        elif self.path == "/":
-            ui = "new" if feature_new_ui else "classic"
-            self._reply(200, {"service": "payments", "version": _build.VERSION, "env": env, "ui": ui})
-        elif self.path == "/pay":
-            self._reply(200, {"paid": True, "version": _build.VERSION, "env": env})
         else:
             self._reply(404, {"error": "not found"})
 
-    def _reply(self, status: int, body: dict) -> None:
+    def _business(self) -> int:
+        """Answer / or /pay; the status sent."""
+        if fails_now():
+            return self._reply(500, {"error": "faulty build"})
+        if self.path == "/":
+            ui = "new" if feature_new_ui else "classic"
+            return self._reply(200, {"service": "payments", "version": _build.VERSION, "env": env, "ui": ui})
+        return self._reply(200, {"paid": True, "version": _build.VERSION, "env": env})
+
+    def _reply(self, status: int, body: dict) -> int:
         payload = json.dumps(body).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+        return status
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002
         pass

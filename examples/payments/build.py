@@ -11,12 +11,20 @@ changes the bytes without changing the version (to show an immutability violatio
 
 import argparse
 import hashlib
+import importlib
 import io
 import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 FIXED_TIME = (2020, 1, 1, 0, 0, 0)
+
+
+def _vendored(package: str) -> dict[str, bytes]:
+    """The pure-Python files of an installed package (the version pyproject.toml pins), to ship inside the app."""
+    root = Path(importlib.import_module(package).__file__).parent
+    return {f"{package}/{path.relative_to(root).as_posix()}": path.read_bytes()
+            for path in sorted(root.rglob("*.py")) if "__pycache__" not in path.parts}
 
 
 def build(version: str, out: Path, *, bad: bool = False, label: str = "", faulty: bool = False) -> str:
@@ -26,6 +34,7 @@ def build(version: str, out: Path, *, bad: bool = False, label: str = "", faulty
         "__main__.py": (HERE / "__main__.py").read_bytes(),
         "app.py": (HERE / "app.py").read_bytes(),
         "_build.py": baked.encode(),
+        **_vendored("prometheus_client"),
     }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:

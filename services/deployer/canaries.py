@@ -26,10 +26,11 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
+import httpx
 import structlog
 from pydantic import TypeAdapter
 
-from services.deployer import repository
+from services.deployer import measurements, repository
 from services.deployer.analysis import Thresholds, judge, read_outcomes, summarise
 from services.deployer.domain import Target, step_wait, target_from_json, target_json
 from services.deployer.routed import Outcome, RoutedDeployer, Stepwise, lane_slot
@@ -104,6 +105,7 @@ class Canaries:
 
     def __init__(self, runtime: ServiceRuntime, routed: RoutedDeployer, finish: Finish) -> None:
         self.runtime, self.routed, self.finish = runtime, routed, finish
+        self.targets_dir = runtime.settings.var_dir / "prometheus" / "targets"
 
     async def begin(self, order: Event, target: Target, strategy: Canary, route, stepwise: Stepwise) -> None:
         """Save the canary at its first step (with the order's inbox row), then publish that step; the caller
@@ -123,6 +125,11 @@ class Canaries:
 
         await self.runtime.once(order, work)
         log.info("canary.begun", deployment_id=target.deployment_id, steps=list(strategy.steps))
+        route, lanes = await self._route(target)  # Prometheus scrapes both lanes' apps (their metrics' labels)
+        for lane, version in ((outcome.lane, target.version), (stepwise.serving, lanes[stepwise.serving]["version"])):
+            ports = await self.routed.ports(target, lanes, lane)
+            await asyncio.to_thread(measurements.write_targets, self.targets_dir, target.service, target.env, lane,
+                                    version or "unknown", ports)
         await self.move(target.deployment_id)
 
     async def supersede(self, target: Target) -> bool:
@@ -207,14 +214,30 @@ class Canaries:
         outcomes, _ = await asyncio.to_thread(read_outcomes, log_path, row["log_offset"], ports)
         figures = summarise(outcomes)
         analysis = canary.strategy.analysis
+        taken = await self._measure(canary, json.loads(row["measurements"]))
+        verdicts = {metric.name: measurements.outcome(metric, taken) for metric in analysis.metrics}
+        if bad := next(((kind, said) for kind, said in verdicts.values() if kind in ("failed", "inconclusive")),
+                       None):
+            kind, said = bad
+            canary.checks.update({f"step_{canary.share}_metric_{name}": text for name, (_, text) in verdicts.items()})
+            if kind == "inconclusive" and analysis.on_inconclusive == "pause":
+                await self._pause_inconclusive(canary, taken, said)
+            else:
+                canary.checks["aborted_at_share"] = f"{canary.share}%"
+                await self._fail(canary, f"canary analysis at {canary.share}% of traffic: {said}")
+            return
         wait = step_wait(canary.elapsed, figures.requests, analysis.interval, analysis.min_requests,
                          analysis.max_wait)
-        if wait > 0:
+        measuring = measurements.next_due(analysis.metrics, taken, canary.elapsed)
+        if wait > 0 or measuring is not None:
+            wait = min(w for w in (wait if wait > 0 else None, measuring) if w is not None)
             async with self.runtime.pool.acquire() as conn:
                 await conn.execute("update canaries set due_at = now() + make_interval(secs => $2), "
-                                   "updated_at = now() where deployment_id = $1", deployment_id, wait)
+                                   "measurements = $3, updated_at = now() where deployment_id = $1", deployment_id,
+                                   max(wait, 0.05), json.dumps(taken))
             return
         canary.checks.update({f"step_{canary.share}_{key}": value for key, value in figures.as_checks().items()})
+        canary.checks.update({f"step_{canary.share}_metric_{name}": text for name, (_, text) in verdicts.items()})
         failure = judge(figures, Thresholds(analysis.max_error_rate, analysis.max_p99_ms, analysis.min_requests))
         log.info("canary.step", share=canary.share, failure=failure, requests=figures.requests, errors=figures.errors)
         if failure is not None:
@@ -236,6 +259,36 @@ class Canaries:
         await self.runtime.once(derived(canary.order, f"canary/step/{following}"), work)
         await self.move(deployment_id)  # publish the next step now
 
+    async def _measure(self, canary: _Canary, taken: list[dict]) -> list[dict]:
+        """The step's measurements with those now due taken (each metric's next, one `interval` apart)."""
+        metrics = measurements.due(canary.strategy.analysis.metrics, taken, canary.elapsed)
+        if not metrics:
+            return taken
+        labels = {"service": canary.target.service, "env": canary.target.env, "lane": canary.lane,
+                  "version": canary.target.version}
+        settings = self.runtime.settings
+        async with httpx.AsyncClient(timeout=settings.prometheus_timeout_s, trust_env=False) as client:
+            for metric in metrics:
+                found = await measurements.measure(client, settings.prometheus_url, metric, labels)
+                log.info("canary.measured", metric=metric.name, verdict=found.verdict, value=found.value,
+                         detail=found.detail)
+                taken = [*taken, found.as_json()]
+        return taken
+
+    async def _pause_inconclusive(self, canary: _Canary, taken: list[dict], said: str) -> None:
+        """An inconclusive metric with `on_inconclusive: pause`: the canary holds its share for an operator."""
+        canary.checks["paused_because"] = said
+
+        async def work(conn: asyncpg.Connection) -> list[Event]:
+            await conn.execute("update canaries set state = 'paused', checks = $2, measurements = $3, "
+                               "updated_at = now() where deployment_id = $1", canary.id, json.dumps(canary.checks),
+                               json.dumps(taken))
+            return [self.runtime.event(canary.progressed(canary.step, "paused"), cause)]
+
+        cause = derived(canary.order, f"canary/inconclusive/{canary.step}/{canary.row['updated_at'].isoformat()}")
+        await self.runtime.once(cause, work)
+        log.warning("canary.paused_inconclusive", deployment_id=canary.id, reason=said)
+
     async def _publish(self, canary: _Canary) -> None:
         """The router gives the canary its step's share; the step's analysis begins (from the log's end)."""
         log_path = self.routed.router.access_log(canary.target.service, canary.target.env)
@@ -249,9 +302,10 @@ class Canaries:
             return
         async with self.runtime.pool.acquire() as conn:
             await conn.execute(
-                "update canaries set published = true, step_started_at = now(), log_offset = $2, "
+                "update canaries set published = true, step_started_at = now(), log_offset = $2, measurements = '[]', "
                 "due_at = now() + make_interval(secs => $3), updated_at = now() where deployment_id = $1",
-                canary.id, offset, canary.strategy.analysis.interval)
+                canary.id, offset, min([canary.strategy.analysis.interval,
+                                        *(metric.interval for metric in canary.strategy.analysis.metrics)]))
         log.info("canary.published", deployment_id=canary.id, share=canary.share)
 
     async def _complete(self, canary: _Canary) -> None:
