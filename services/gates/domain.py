@@ -14,7 +14,7 @@ from typing import Literal
 from services.gates.supply_chain import provenance_problem, signature_problem
 from services.gates.windows import window_problem
 from shared.events import SupplyChain
-from shared.pipeline import (ApprovalGate, ChangeWindowGate, EvidenceGate, PipelineDefinition, ProvenanceGate,
+from shared.pipeline import (ApprovalGate, ChangeWindowGate, EvidenceGate, Gate, PipelineDefinition, ProvenanceGate,
                              SignatureGate, SoakGate)
 from shared.signature_keys import TrustedKey
 from shared.time_gates import format_duration
@@ -77,6 +77,29 @@ class Verdict:
 def evaluate(env: str, digest: str, facts: Facts, now: datetime) -> Verdict:
     """Check, in order: the pipeline, the artifact, the upstream environments (`after`: all, or any one, verified
     the release), then each gate at `now`."""
+    early = _before_gates(env, digest, facts)
+    if early is not None:
+        return early
+    assert facts.pipeline is not None and facts.release is not None
+    environment = facts.pipeline.environment(env)
+    upstreams = facts.pipeline.upstreams(env)
+    verified = tuple(upstream for upstream in upstreams if is_verified_in(facts, upstream))
+    if environment.require == "any" and upstreams and not verified:
+        return Verdict("pending", (f"not yet verified in any of {', '.join(upstreams)}",))
+    if environment.require == "all" and len(verified) < len(upstreams):
+        return Verdict("pending", (f"not yet verified in {', '.join(u for u in upstreams if u not in verified)}",))
+    found = _Findings()
+    for gate in environment.gates:
+        found.add(_judge(gate, digest, facts, verified, now, every=environment.require == "all"))
+    if found.failed:
+        return Verdict("failed", tuple(found.failed))
+    if found.pending:
+        return Verdict("pending", tuple(found.pending), min(found.wakes, default=None))
+    return Verdict("passed", evidence=tuple(found.accepted))
+
+
+def _before_gates(env: str, digest: str, facts: Facts) -> Verdict | None:
+    """The verdict when the pipeline or the artifact decides before any gate is looked at, else None."""
     if facts.pipeline is None:
         return Verdict("pending", ("no pipeline has been applied for this service",))
     if env not in facts.pipeline.environment_names:
@@ -87,44 +110,46 @@ def evaluate(env: str, digest: str, facts: Facts, now: datetime) -> Verdict:
         return Verdict("failed", (f"digest {digest} is not the registered artifact {facts.release.digest}",))
     if facts.released_here:
         return Verdict("passed")
-    environment = facts.pipeline.environment(env)
-    upstreams = facts.pipeline.upstreams(env)
-    verified = tuple(upstream for upstream in upstreams if is_verified_in(facts, upstream))
-    if environment.require == "any" and upstreams and not verified:
-        return Verdict("pending", (f"not yet verified in any of {', '.join(upstreams)}",))
-    if environment.require == "all" and len(verified) < len(upstreams):
-        return Verdict("pending", (f"not yet verified in {', '.join(u for u in upstreams if u not in verified)}",))
-    failed: list[str] = []
-    pending: list[str] = []
-    wakes: list[datetime] = []
-    accepted: list[str] = []
-    for gate in environment.gates:
-        if isinstance(gate, EvidenceGate):
-            pending += evidence_problems(facts, gate, verified)
-        elif isinstance(gate, ApprovalGate):
-            rejected, waiting = approval_problems(facts, gate)
-            failed += rejected
-            pending += waiting
-        elif isinstance(gate, (SoakGate, ChangeWindowGate)):
-            reason, wake = (soak_problem(facts, gate, verified, now, every=environment.require == "all")
-                            if isinstance(gate, SoakGate) else window_problem(gate, now))
-            pending += [reason] if reason else []
-            wakes += [wake] if wake else []
-        elif isinstance(gate, SignatureGate):
-            problem, holds = signature_problem(gate, facts.trusted_keys, digest, facts.release.location,
-                                               facts.release.supply_chain)
-            failed += [problem] if problem else []
-            accepted += [holds] if holds else []
-        elif isinstance(gate, ProvenanceGate):
-            problem, holds = provenance_problem(gate, facts.trusted_keys, digest, facts.release.commit,
-                                                facts.release.supply_chain)
-            failed += [problem] if problem else []
-            accepted += [holds] if holds else []
-    if failed:
-        return Verdict("failed", tuple(failed))
-    if pending:
-        return Verdict("pending", tuple(pending), min(wakes, default=None))
-    return Verdict("passed", evidence=tuple(accepted))
+    return None
+
+
+@dataclass
+class _Findings:
+    """What one environment's gates said, gathered gate by gate."""
+
+    failed: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+    wakes: list[datetime] = field(default_factory=list)
+    accepted: list[str] = field(default_factory=list)
+
+    def add(self, other: "_Findings") -> None:
+        """Take in one gate's findings."""
+        self.failed += other.failed
+        self.pending += other.pending
+        self.wakes += other.wakes
+        self.accepted += other.accepted
+
+
+def _judge(gate: Gate, digest: str, facts: Facts, verified: tuple[str, ...], now: datetime,
+           every: bool) -> _Findings:
+    """What one gate says of the release at `now` (`verified`: the upstreams that verified it)."""
+    release = facts.release
+    assert release is not None
+    if isinstance(gate, EvidenceGate):
+        return _Findings(pending=evidence_problems(facts, gate, verified))
+    if isinstance(gate, ApprovalGate):
+        rejected, waiting = approval_problems(facts, gate)
+        return _Findings(failed=rejected, pending=waiting)
+    if isinstance(gate, (SoakGate, ChangeWindowGate)):
+        reason, wake = (soak_problem(facts, gate, verified, now, every=every)
+                        if isinstance(gate, SoakGate) else window_problem(gate, now))
+        return _Findings(pending=[reason] if reason else [], wakes=[wake] if wake else [])
+    if isinstance(gate, SignatureGate):
+        problem, holds = signature_problem(gate, facts.trusted_keys, digest, release.location, release.supply_chain)
+    else:
+        assert isinstance(gate, ProvenanceGate), gate
+        problem, holds = provenance_problem(gate, facts.trusted_keys, digest, release.commit, release.supply_chain)
+    return _Findings(failed=[problem] if problem else [], accepted=[holds] if holds else [])
 
 
 def is_verified_in(facts: Facts, env: str) -> bool:
