@@ -46,3 +46,38 @@ def test_the_binary_mode_example_is_the_build_completed_example_in_the_other_con
 def test_the_committed_asyncapi_document_matches_the_service_app(service):
     committed = (DOCS / "asyncapi" / f"{service}.json").read_text()
     assert json.loads(committed) == json.loads(asyncapi.documents()[service]), "run: promote asyncapi"
+
+
+def _table_row(service: str) -> list[str]:
+    """The cells of `service`'s row in architecture.md's table of what each service consumes and emits."""
+    architecture = (DOCS / "architecture.md").read_text()
+    [row] = [line for line in architecture.splitlines() if line.startswith(f"| {service} | ")]
+    return [cell.strip() for cell in row.strip("|").split("|")]
+
+
+def _documented_types(cell: str) -> set[str]:
+    """`deployment.started/succeeded/failed`, `gate.passed` -> each event type it names."""
+    found = set()
+    for name in re.findall(r"`([a-z_.]+(?:/[a-z_]+)*)`", cell):
+        kind, _, rest = name.partition(".")
+        first, *others = rest.split("/")
+        found |= {f"{kind}.{first}"} | {f"{kind}.{other}" for other in others}
+    return found
+
+
+@pytest.mark.parametrize("service", asyncapi.SERVICE_NAMES)
+def test_the_architecture_table_lists_what_each_service_app_consumes_and_emits(service):
+    spec = json.loads(asyncapi.documents()[service])
+    channels = {name: channel["address"] for name, channel in spec["channels"].items()}
+    operations = spec["operations"].values()
+    consumed = {channels[op["channel"]["$ref"].rsplit("/", 1)[1]] for op in operations if op["action"] == "receive"}
+    emitted = {channels[op["channel"]["$ref"].rsplit("/", 1)[1]] for op in operations if op["action"] == "send"}
+    emitted_types = {name.split(":", 1)[1] for name in spec["channels"] if ":consume:" not in name}
+    assert emitted <= {t.name for t in topics.ALL_TOPICS}
+    _, topics_cell, _, emits_cell = _table_row(service)
+    if topics_cell == "every topic but `promotion.dlq`":
+        documented_topics = {t.name for t in topics.ALL_TOPICS} - {topics.DLQ}
+    else:
+        documented_topics = {f"promotion.{name.strip()}" for name in topics_cell.split(",")}
+    assert documented_topics == consumed, "docs/architecture.md: the topics this service consumes"
+    assert _documented_types(emits_cell) == emitted_types, "docs/architecture.md: the events this service emits"
