@@ -112,6 +112,10 @@ def audit(service: Annotated[str | None, typer.Argument()] = None,
 
         if report["events"] or not verify:
             render.console.print(render.entries_table(f"audit of {service} {version}", report["events"]))
+        if report.get("graph"):
+            verified = {entry["env"] for entry in report["events"] if entry["type"] == "verification.passed"}
+            marks = {name: " ✓" for name in verified}
+            render.console.print(f"pipeline (✓ verified there): {render.graph_text(report['graph'], marks)}")
         verdict = "[green]intact[/]" if chain["intact"] else f"[red]broken at entry #{chain['first_broken_seq']}[/]"
         render.console.print(f"hash chain: {chain['entries']} entries, {verdict}")
     if not chain["intact"]:

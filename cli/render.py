@@ -15,9 +15,36 @@ def short(digest: str | None) -> str:
     return f"{digest[:15]}…" if digest else "-"
 
 
+def graph_text(graph: list[dict], marks: dict[str, str] | None = None) -> str:
+    """A pipeline's graph on one line, environments side by side where it fans out:
+    `dev -> staging -> prod-eu | prod-us -> global (after all of prod-eu, prod-us)`. An environment says what it
+    comes after where the layer before it does not say so alone (a join, a branch). `marks` follow a name."""
+    depth: dict[str, int] = {}
+    for environment in graph:  # in the pipeline's order, every upstream comes first
+        depth[environment["name"]] = 1 + max((depth[up] for up in environment["after"]), default=-1)
+    layers: list[list[dict]] = [[] for _ in range(max(depth.values(), default=-1) + 1)]
+    for environment in graph:
+        layers[depth[environment["name"]]].append(environment)
+    shown = []
+    for index, layer in enumerate(layers):
+        names = []
+        for environment in layer:
+            name = environment["name"] + (marks or {}).get(environment["name"], "")
+            after = environment["after"]
+            if len(after) > 1:
+                name += f" (after {environment['require']} of {', '.join(after)})"
+            elif after and len(layers[index - 1]) > 1:
+                name += f" (after {after[0]})"
+            names.append(name)
+        shown.append(" | ".join(names))
+    return " → ".join(shown)
+
+
 def status_table(status: dict) -> Table:
-    """One row per environment: what runs, its state, and what waits to enter."""
-    table = Table(title=f"{status['service']}", title_justify="left")
+    """One row per environment: what runs, its state, and what waits to enter; the pipeline's graph below."""
+    graph = status.get("graph")
+    table = Table(title=f"{status['service']}", title_justify="left", caption_justify="left",
+                  caption=f"pipeline: {graph_text(graph)}" if graph else None)
     for column in ("environment", "version", "digest", "state", "waiting to enter"):
         table.add_column(column)
     for env, entry in status["environments"].items():

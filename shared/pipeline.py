@@ -552,6 +552,12 @@ class PipelineDefinition(_Frozen):
         index = self.environments.index(environment)
         return (self.environments[index - 1].name,) if index > 0 else ()
 
+    def graph(self) -> list[dict]:
+        """The environments in order, each with those it comes after and whether it needs all or any of them:
+        `[{"name": "prod", "after": ["staging"], "require": "all"}, ...]` (what status and audit show)."""
+        return [{"name": environment.name, "after": list(self.upstreams(environment.name)),
+                 "require": environment.require} for environment in self.environments]
+
     def downstreams(self, name: str) -> tuple[Environment, ...]:
         """The environments that come after `name` (one in a line; several where it fans out)."""
         self.environment(name)

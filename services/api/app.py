@@ -210,7 +210,9 @@ def _routes(app: FastAPI) -> None:
         """Every ledger entry about one release, and the hash-chain check."""
         async with ctx_of(request).reader.acquire() as conn:
             ledger = ctx_of(request).ledger(conn)
-            return {"service": service, "version": version, "events": await ledger.audit(service, version),
+            events = await ledger.audit(service, version)
+            graph = await ledger.graph(service) if events else []
+            return {"service": service, "version": version, "events": events, "graph": graph,
                     "chain": await ledger.verify_chain()}
 
     @app.get("/v1/services/{service}/environments/{env}/bundle", tags=["read"])

@@ -42,9 +42,22 @@ class LedgerReader:
             raise NotFound(f"unknown service {service!r}: no pipeline applied (promote pipeline apply FILE)")
         return json.loads(envs)
 
+    async def graph(self, service: str) -> list[dict]:
+        """The pipeline's environments in order with what each comes after (PipelineDefinition.graph); a line for a
+        pipeline projected before the ledger kept its graph. NotFound without a pipeline."""
+        row = await self.conn.fetchrow("select environments, graph from ledger.pipelines where service = $1", service)
+        if row is None:
+            raise NotFound(f"unknown service {service!r}: no pipeline applied (promote pipeline apply FILE)")
+        if row["graph"] is not None:
+            return json.loads(row["graph"])
+        names = json.loads(row["environments"])
+        return [{"name": name, "after": names[index - 1:index], "require": "all"} for index, name in enumerate(names)]
+
     async def status(self, service: str) -> dict:
-        """One entry per environment of the pipeline, with what runs there and what waits to enter."""
-        envs = await self.environments(service)
+        """One entry per environment of the pipeline, with what runs there and what waits to enter, and the
+        pipeline's graph."""
+        graph = await self.graph(service)
+        envs = [environment["name"] for environment in graph]
         rows = {r["env"]: r for r in await self.conn.fetch("select * from ledger.environments where service = $1",
                                                             service)}
         waiting = await self.conn.fetch(
@@ -52,7 +65,7 @@ class LedgerReader:
         moved = {r["version"]: {"tag": r["tag"], "now_names": r["tag_moved_to"]} for r in await self.conn.fetch(
             "select version, tag, tag_moved_to from ledger.artifacts where service = $1 and tag_moved_to is not null",
             service)}
-        result: dict = {"service": service, "environments": {}}
+        result: dict = {"service": service, "environments": {}, "graph": graph}
         for env in envs:
             row = rows.get(env)
             result["environments"][env] = {

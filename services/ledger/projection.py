@@ -8,6 +8,7 @@ from shared.events import (ArtifactRegistered, ArtifactTagMoved, DeploymentFaile
                            DeploymentStarted, DeploymentSucceeded, DriftDetected, DriftResolved, EnvironmentPruned,
                            Event, GateFailed, GatePassed, GatePending, PipelineApplied, VerificationFailed,
                            VerificationPassed)
+from shared.pipeline import PipelineDefinition
 
 DEPLOYMENT_STATES = {
     DeploymentStarted: "deploying",
@@ -32,10 +33,12 @@ def statements(event: Event) -> list[Statement]:
         case PipelineApplied():
             names = [environment["name"] for environment in data.definition.get("environments", [])]
             out.append(("pipelines",
-                        "insert into pipelines (service, pipeline_version, environments) values ($1, $2, $3::jsonb) "
+                        "insert into pipelines (service, pipeline_version, environments, graph) "
+                        "values ($1, $2, $3::jsonb, $4::jsonb) "
                         "on conflict (service) do update set pipeline_version = excluded.pipeline_version, "
-                        "environments = excluded.environments",
-                        (data.service, data.pipeline_version, json.dumps(names))))
+                        "environments = excluded.environments, graph = excluded.graph",
+                        (data.service, data.pipeline_version, json.dumps(names),
+                         json.dumps(PipelineDefinition.model_validate(data.definition).graph()))))
         case ArtifactRegistered():
             out.append(("artifacts",
                         "insert into artifacts (service, version, digest, author, tag) values ($1, $2, $3, $4, $5) "

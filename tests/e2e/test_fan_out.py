@@ -1,10 +1,12 @@
 """Fan-out and fan-in on the real stack: after staging one digest enters prod-eu and prod-us, which deploy as real
 processes side by side; a join of both (`require: all`) waits for the second, one of either (`require: any`) for
-the first. `promote pipeline validate` refuses a cycle with FILE:LINE:COL."""
+the first; status and audit show the graph. `promote pipeline validate` refuses a cycle with FILE:LINE:COL."""
+
+import json
 
 import pytest
 
-from tests.e2e.support import Scenario, promote
+from tests.e2e.support import Scenario, promote, promote_async
 
 pytestmark = pytest.mark.e2e
 
@@ -46,10 +48,22 @@ async def test_a_digest_fans_out_to_two_prods_deployed_side_by_side_and_each_joi
     assert joined.envelope.time >= max(event.envelope.time for event in verified.values())
     either = await scenario.wait("gate.passed", env="first-prod", digest=digest)
     assert either.envelope.time >= min(event.envelope.time for event in verified.values())
-    await scenario.wait("verification.passed", env="global", digest=digest)
+    done = await scenario.wait("verification.passed", env="global", digest=digest)
     assert [event.data.env for event in scenario.seen("gate.passed", digest=digest)].count("global") == 1
     pending = [event.data.reasons for event in scenario.seen("gate.pending", env="global")]
     assert all(reasons and reasons[0].startswith("not yet verified in ") for reasons in pending), pending
+
+    # Status and audit show the graph, the audit marking where this release was verified.
+    await scenario.processed_by("ledger", done)
+    graph = "staging → prod-eu | prod-us → global (after all of prod-eu, prod-us) | first-prod (after any of " \
+            "prod-eu, prod-us)"
+    shown = await promote_async("status", scenario.service)
+    assert shown.returncode == 0 and f"pipeline: {graph}" in shown.stdout, shown.stdout + shown.stderr
+    audit = await promote_async("audit", scenario.service, "1.0.0")
+    marked = "staging ✓ → prod-eu ✓ | prod-us ✓ → global ✓ (after all of prod-eu, prod-us)"
+    assert audit.returncode == 0 and marked in audit.stdout, audit.stdout + audit.stderr
+    status = json.loads((await promote_async("status", scenario.service, "--json")).stdout)
+    assert status["graph"][3] == {"name": "global", "after": ["prod-eu", "prod-us"], "require": "all"}
 
 
 def test_pipeline_validate_refuses_a_cycle_naming_its_place(tmp_path):
