@@ -76,6 +76,8 @@ def status(service: Annotated[str | None, typer.Argument(help="Service; all serv
         render.console.print("no services yet: apply a pipeline with `promote pipeline apply FILE`")
     for one in statuses:
         render.console.print(render.status_table(one))
+        if one.get("graph"):  # on a line of its own: a table's caption would wrap at the table's width
+            render.console.print(f"pipeline: {render.graph_text(one['graph'])}")
 
 
 @app.command()

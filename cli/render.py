@@ -41,10 +41,8 @@ def graph_text(graph: list[dict], marks: dict[str, str] | None = None) -> str:
 
 
 def status_table(status: dict) -> Table:
-    """One row per environment: what runs, its state, and what waits to enter; the pipeline's graph below."""
-    graph = status.get("graph")
-    table = Table(title=f"{status['service']}", title_justify="left", caption_justify="left",
-                  caption=f"pipeline: {graph_text(graph)}" if graph else None)
+    """One row per environment: what runs, its state, and what waits to enter."""
+    table = Table(title=f"{status['service']}", title_justify="left")
     for column in ("environment", "version", "digest", "state", "waiting to enter"):
         table.add_column(column)
     for env, entry in status["environments"].items():
