@@ -209,7 +209,8 @@ def _placeholders_known(query: str) -> str:
 
 class Metric(_Frozen):
     """A PromQL measurement taken during each canary step, in the shape of Argo Rollouts' analysis templates:
-    `count` measurements, one every `interval`; more than `failure_limit` failed ones fail the step, more than
+    `count` measurements, one every `interval` after `initial_delay` (Argo's initialDelay: a new lane's app is
+    discovered and scraped a few seconds after it starts); more than `failure_limit` failed ones fail the step, more than
     `inconclusive_limit` inconclusive ones (Prometheus unreachable, no data, not a number) make it inconclusive.
     The query's `{{service}}`, `{{env}}`, `{{lane}}` (the canary's) and `{{version}}` are filled in."""
 
@@ -217,6 +218,7 @@ class Metric(_Frozen):
     query: Annotated[str, StringConstraints(min_length=1, max_length=2000), AfterValidator(_placeholders_known)]
     success: Annotated[str, StringConstraints(max_length=100)]
     interval: Duration = 5
+    initial_delay: Duration = 0
     count: int = Field(3, ge=1, le=100, strict=True)
     failure_limit: int = Field(0, ge=0, le=100, strict=True)
     inconclusive_limit: int = Field(0, ge=0, le=100, strict=True)

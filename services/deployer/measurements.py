@@ -56,12 +56,12 @@ def taken(measurements: Sequence[dict], metric: str) -> list[dict]:
 def due(metrics: Sequence[Metric], measurements: Sequence[dict], elapsed: float) -> list[Metric]:
     """The metrics whose next measurement is due `elapsed` s into the step."""
     return [metric for metric in metrics if (n := len(taken(measurements, metric.name))) < metric.count
-            and elapsed >= (n + 1) * metric.interval]
+            and elapsed >= metric.initial_delay + (n + 1) * metric.interval]
 
 
 def next_due(metrics: Sequence[Metric], measurements: Sequence[dict], elapsed: float) -> float | None:
     """Seconds until the next measurement of any metric (None: every metric has all its measurements)."""
-    waits = [(n + 1) * metric.interval - elapsed for metric in metrics
+    waits = [metric.initial_delay + (n + 1) * metric.interval - elapsed for metric in metrics
              if (n := len(taken(measurements, metric.name))) < metric.count]
     return max(0.0, min(waits)) if waits else None
 

@@ -37,6 +37,7 @@ environments:
               query: 'QUERY'
               success: "result < 0.05"
               interval: 3s
+              initial_delay: 6s
               count: 2
               inconclusive_limit: 1
     config: {{APP_ENV: staging}}

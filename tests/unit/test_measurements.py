@@ -49,6 +49,15 @@ def test_measurements_come_one_interval_apart_from_the_steps_start():
     assert next_due([ERRORS], taken * 3, 100.0) is None, "every measurement taken"
 
 
+def test_an_initial_delay_holds_every_measurement_back_by_as_much():
+    delayed = ERRORS.model_copy(update={"initial_delay": 6})
+    taken = [{"metric": "error-rate", "verdict": "passed", "value": 0.0, "detail": ""}]
+    assert due([delayed], [], 15.9) == [] and due([delayed], [], 16.0) == [delayed]
+    assert next_due([delayed], [], 0.0) == pytest.approx(16.0)
+    assert due([delayed], taken, 25.0) == [] and next_due([delayed], taken, 25.0) == pytest.approx(1.0)
+    assert Metric.model_validate({**ERRORS.model_dump(mode="json"), "initial_delay": "6s"}).initial_delay == 6
+
+
 def m(verdict: str, value: float | None = 0.0, detail: str = "") -> dict:
     return {"metric": "error-rate", "verdict": verdict, "value": value, "detail": detail}
 
