@@ -24,7 +24,7 @@ from cli.errors import CliError
 from services.ledger import rebuild, repository
 from services.ledger.state import state_digest
 from services.ledger.topics import consumed_topics
-from shared.client import partitions_of, start_client
+from shared.client import partitions_of, read_range, start_client
 from shared import inbox
 from shared.consumer import parse_record
 from shared.limits import MAX_CLOCK_SKEW_S
@@ -115,26 +115,8 @@ class KafkaLog:
 
     async def records(self, plan: dict[TopicPartition, tuple[int, int]]) -> AsyncIterator:
         """Every record of the plan, each partition in offset order."""
-        if not plan:
-            return
-        self._consumer.assign(list(plan))
-        for tp, (first, _) in plan.items():
-            self._consumer.seek(tp, first)
-        remaining = set(plan)
-        last_progress = time.monotonic()
-        while remaining:
-            batches = await self._consumer.getmany(*remaining, timeout_ms=1000)
-            if not batches and time.monotonic() - last_progress > STALL_S:
-                raise TimeoutError(f"Kafka delivered nothing for {STALL_S:.0f} s with {len(remaining)} partition(s) "
-                                   "left to read")
-            for tp, batch in batches.items():
-                last_progress = time.monotonic()
-                for record in batch:
-                    if record.offset <= plan[tp][1]:
-                        yield record
-                if await self._consumer.position(tp) > plan[tp][1]:
-                    remaining.discard(tp)
-                    self._consumer.pause(tp)
+        async for record in read_range(self._consumer, plan, STALL_S):
+            yield record
 
 
 async def replay_ledger(settings: Settings, *, replace: bool,

@@ -36,6 +36,26 @@ __all__ = [
 ]
 
 
+REBUILDABLE = ("intake", "gates", "deployer", "rollback")
+"""The services that rebuild a lost schema from the topics at their start (the ledger's projections: promote replay
+--rebuild; its entries are the audit history itself)."""
+
+
+def rebuild(service: str) -> float:
+    """The disaster drill on the running stack: stop the service, drop its schema, start it, and wait until it
+    answers again, its state rebuilt from the topics (docs/reliability.md); the seconds it took."""
+    if service not in REBUILDABLE:
+        hint = " (the ledger: promote replay --rebuild)" if service == "ledger" else ""
+        raise StackError(f"cannot rebuild {service!r}: one of {', '.join(REBUILDABLE)}{hint}")
+    started = time.monotonic()
+    stop_service(service)
+    postgres.drop_schema(service)
+    p.say(f"{service}: schema dropped; starting it to rebuild from the topics")
+    start_service(service)
+    wait_services_ready(300, names=[service])
+    return time.monotonic() - started
+
+
 def up(services: bool = True, ready_timeout: float = 90.0) -> None:
     """Start PostgreSQL, Kafka, the registry, podman's API service, the router (nginx) and Prometheus, create topics,
     then (optionally) start the services and wait for /health."""

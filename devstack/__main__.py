@@ -1,4 +1,5 @@
-"""CLI: python -m devstack up [--no-services] | down | status [--json] | fetch | keycloak | podman ARGS."""
+"""CLI: python -m devstack up [--no-services] | down | status [--json] | fetch | keycloak | rebuild SERVICE |
+podman ARGS."""
 
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("fetch", help=f"only fetch the Kafka {kafka.KAFKA_VERSION} jars")
     sub.add_parser("keycloak", help=f"start Keycloak (OIDC on 127.0.0.1:{keycloak.PORT}) with the realm "
                                     f"{keycloak.REALM!r}; prints its issuer")
+    drill = sub.add_parser("rebuild", help="disaster drill: stop a service, drop its schema, start it again: it "
+                                           "rebuilds its state from the topics")
+    drill.add_argument("service", choices=devstack.REBUILDABLE)
     engine = sub.add_parser("podman", help="podman against the stack's storage and configuration, e.g. "
                                            "`podman ps --filter label=promote.service=payments`")
     engine.add_argument("args", nargs=argparse.REMAINDER)
@@ -63,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             devstack.down()
         elif args.cmd == "fetch":
             print(f"kafka: jars in {kafka.fetch()}")
+        elif args.cmd == "rebuild":
+            print(f"{args.service}: rebuilt from the topics and ready in {devstack.rebuild(args.service):.1f} s")
         elif args.cmd == "keycloak":
             print(f"keycloak: issuer {keycloak.up()}")
         elif args.json:

@@ -157,6 +157,12 @@ def _psql(bins: Path, sql: str, db: str = "postgres") -> str:
     return res.stdout.strip()
 
 
+def drop_schema(schema: str) -> None:
+    """Drop one service's schema and everything in it (the disaster drill: the service rebuilds it at its start)."""
+    _, _, db = dsn_parts()
+    _psql(bin_dir(), f'DROP SCHEMA IF EXISTS "{schema}" CASCADE', db)
+
+
 def ensure_role_db(bins: Path) -> None:
     """The database (owned by the superuser), a login role per service owning its schema, and the reader."""
     _, _, db = dsn_parts()

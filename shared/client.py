@@ -6,7 +6,7 @@ waiting for an outcome is awaiting an event, never sleeping.
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -43,6 +43,31 @@ async def partitions_of(consumer: AIOKafkaConsumer, topic_names: Iterable[str]) 
     cluster = await consumer._client.fetch_all_metadata()
     return [TopicPartition(topic, p) for topic in topic_names for p in sorted(cluster.partitions_for_topic(topic) or ())]
 
+
+async def read_range(consumer: AIOKafkaConsumer, plan: dict[TopicPartition, tuple[int, int]],
+                     stall_s: float = 30.0) -> AsyncIterator:
+    """Every record of `plan` ({partition: (first, last) offset, inclusive}), each partition in offset order, on a
+    consumer without a group; TimeoutError when Kafka delivers nothing for `stall_s` with records left."""
+    if not plan:
+        return
+    consumer.assign(list(plan))
+    for tp, (first, _) in plan.items():
+        consumer.seek(tp, first)
+    remaining = set(plan)
+    last_progress = time.monotonic()
+    while remaining:
+        batches = await consumer.getmany(*remaining, timeout_ms=1000)
+        if not batches and time.monotonic() - last_progress > stall_s:
+            raise TimeoutError(f"Kafka delivered nothing for {stall_s:.0f} s with {len(remaining)} partition(s) "
+                               "left to read")
+        for tp, batch in batches.items():
+            last_progress = time.monotonic()
+            for record in batch:
+                if record.offset <= plan[tp][1]:
+                    yield record
+            if await consumer.position(tp) > plan[tp][1]:
+                remaining.discard(tp)
+                consumer.pause(tp)
 
 
 async def group_lag(settings: Settings, groups: Iterable[str], topic_names: Iterable[str]) -> dict[str, int]:

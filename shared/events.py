@@ -321,12 +321,22 @@ class DeploymentStarted(_Deployment):
     topic = topics.DEPLOYMENTS
 
 
+RouterLane = Literal["blue", "green"]
+"""One of a routed environment's two lanes."""
+LanePort = Annotated[int, Field(ge=1, le=65535)]
+
+
 class DeploymentSucceeded(_Deployment):
     """The release runs in the environment (not yet verified)."""
 
     event_type = "deployment.succeeded"
     topic = topics.DEPLOYMENTS
     port: int
+    """Where the environment serves: the release's own port, or (routed) the router's."""
+    lane: RouterLane | None = None
+    """Routed (blue/green, canary): the lane the release runs in (what a rebuilt deployer learns lanes from)."""
+    lane_port: LanePort | None = None
+    """Routed: the lane's own port."""
 
 
 class DeploymentFailed(_Deployment):
@@ -370,6 +380,12 @@ class DeploymentProgressed(_Deployment):
     checks: dict[str, str] = {}
     by: Identity | None = None
     """Who paused or resumed it (None: the deployer moved it on its own)."""
+    lane: RouterLane | None = None
+    """The canary's lane (None from a deployer older than these fields)."""
+    lane_port: LanePort | None = None
+    """The canary lane's own port."""
+    serving: RouterLane | None = None
+    """The lane that takes the rest of the traffic."""
 
 
 class EnvironmentPruned(EventData):

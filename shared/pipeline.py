@@ -210,8 +210,8 @@ def _placeholders_known(query: str) -> str:
 class Metric(_Frozen):
     """A PromQL measurement taken during each canary step, in the shape of Argo Rollouts' analysis templates:
     `count` measurements, one every `interval` after `initial_delay` (Argo's initialDelay: a new lane's app is
-    discovered and scraped a few seconds after it starts); more than `failure_limit` failed ones fail the step, more than
-    `inconclusive_limit` inconclusive ones (Prometheus unreachable, no data, not a number) make it inconclusive.
+    discovered and scraped a few seconds after it starts); more than `failure_limit` failed ones fail the step,
+    more than `inconclusive_limit` inconclusive ones (Prometheus unreachable, no data, not a number) make it inconclusive.
     The query's `{{service}}`, `{{env}}`, `{{lane}}` (the canary's) and `{{version}}` are filled in."""
 
     name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,39}$")]

@@ -101,6 +101,9 @@ class ServiceRuntime:
         self.background_errors: dict[str, str] = {}
         """What a background task is failing with right now, by task name (shown on /health)."""
         self._background: list[tuple[str, Callable[[], Awaitable[float]]]] = []
+        self.rebuild: Callable[[], Awaitable[object]] | None = None
+        """How the service rebuilds its state when its schema is new; None: read its topics again from their
+        start (shared/rebuild.py). The deployer rebuilds from its own events instead (deployer/recovery.py)."""
         self._health_server: asyncio.AbstractServer | None = None
         self._started_at = time.monotonic()
 
@@ -286,7 +289,9 @@ class ServiceRuntime:
         self.pool = await connect(database_dsn(self.settings), self.name, max_size=self.pool_size)
         applied = await migrate(self.pool, self.name, self.migrations_package)
         log.info("service.starting", migrations_applied=applied, instance=self.instance)
-        if COMMON_MIGRATION_NAME in applied:  # a new schema: rebuild the state from the topics
+        if COMMON_MIGRATION_NAME in applied and self.rebuild is not None:  # a new schema: its own way
+            await self.rebuild()
+        elif COMMON_MIGRATION_NAME in applied:  # a new schema: rebuild the state from the topics
             await rewind_group(kafka_options(self.settings), self.name, self.topic_names)
         self.relay = OutboxRelay(self.pool, self._send_event_bytes, service=self.name)
         self._tasks.append(asyncio.create_task(self._run_relay_when_connected()))

@@ -64,7 +64,7 @@ SERVICE_PRINCIPALS: tuple[Principal, ...] = (
     Principal("intake", produces=(ARTIFACTS, REQUESTS, DLQ), reads=(BUILDS, PIPELINES), group="intake"),
     Principal("gates", produces=(REQUESTS, GATES, DLQ),
               reads=(PIPELINES, ARTIFACTS, REQUESTS, EVIDENCE, OPERATIONS, DEPLOYMENTS), group="gates"),
-    Principal("deployer", produces=(DEPLOYMENTS, DLQ), reads=(GATES, ROLLBACKS, PIPELINES, OPERATIONS),
+    Principal("deployer", produces=(DEPLOYMENTS, DLQ), reads=(GATES, ROLLBACKS, PIPELINES, OPERATIONS, DEPLOYMENTS),
               group="deployer"),
     Principal("rollback", produces=(ROLLBACKS, DLQ), reads=(DEPLOYMENTS, OPERATIONS), group="rollback"),
     Principal("ledger", produces=(DLQ,), reads=EVENT_TOPICS, group="ledger"),

@@ -5,6 +5,7 @@ from faststream import FastStream
 from services.deployer.container import ContainerDriver
 from services.deployer.driver import LocalDriver
 from services.deployer.handlers import DeployerHandlers
+from services.deployer import recovery
 from services.deployer.noop import NoopDriver
 from services.deployer.router import Router
 from shared import topics
@@ -48,6 +49,8 @@ def create_app(settings: Settings | None = None) -> FastStream:
     runtime.background("retire-lanes", handlers.routed.retire_due)
     runtime.background("drift", handlers.drift.step)
     runtime.background("canaries", handlers.canaries.step)
+    runtime.background("resume-rebuilt", lambda: recovery.resume_rebuilt(handlers))
+    runtime.rebuild = lambda: recovery.rebuild(handlers)  # a new schema: from its own events, not by replaying orders
     runtime.emits(DeploymentStarted, DeploymentProgressed, DeploymentSucceeded, DeploymentFailed, VerificationPassed,
                   VerificationFailed, EnvironmentPruned, DriftDetected, DriftResolved, DriftChecked)
     return runtime.app

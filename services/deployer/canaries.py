@@ -69,11 +69,13 @@ def deployment_fields(target: Target) -> dict:
 
 
 def outcome_events(fields: dict, port: int, checks: dict[str, str], failure: str | None,
-                   superseded_by: str | None = None) -> list[EventData]:
-    """deployment.succeeded, then verification.passed or (with `failure` as the reason) verification.failed."""
+                   superseded_by: str | None = None, lane: tuple[str, int] | None = None) -> list[EventData]:
+    """deployment.succeeded, then verification.passed or (with `failure` as the reason) verification.failed;
+    `lane`: (lane, its port) of a routed release."""
     verdict = VerificationPassed(**fields, checks=checks) if failure is None else \
         VerificationFailed(**fields, reason=failure, checks=checks, superseded_by=superseded_by)
-    return [DeploymentSucceeded(**fields, port=port), verdict]
+    lanes = {"lane": lane[0], "lane_port": lane[1]} if lane else {}
+    return [DeploymentSucceeded(**fields, port=port, **lanes), verdict]
 
 
 class _Canary:
@@ -97,7 +99,8 @@ class _Canary:
     def progressed(self, step: int, state: str = "step", by: str | None = None) -> DeploymentProgressed:
         return DeploymentProgressed(**deployment_fields(self.target), state=state, step=step + 1,
                                     steps=len(self.strategy.steps), share=self.strategy.steps[step],
-                                    checks=self.checks, by=by)
+                                    checks=self.checks, by=by, lane=self.lane, lane_port=self.row["lane_port"],
+                                    serving=self.serving)
 
 
 class Canaries:
@@ -111,16 +114,18 @@ class Canaries:
         """Save the canary at its first step (with the order's inbox row), then publish that step; the caller
         holds the environment's deploy lock."""
         outcome = stepwise.outcome
+        lane_port = (await self._route(target))[1][outcome.lane]["port"]
 
         async def work(conn: asyncpg.Connection) -> list[Event]:
             await conn.execute(
                 "insert into canaries (deployment_id, service, env, order_event, target, strategy, lane, serving, "
-                "pid, checks) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "pid, checks, lane_port) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 target.deployment_id, target.service, target.env, order.to_bytes(), json.dumps(target_json(target)),
                 json.dumps(strategy.model_dump(mode="json")), outcome.lane, stepwise.serving, outcome.pid,
-                json.dumps(outcome.checks))
+                json.dumps(outcome.checks), lane_port)
             first = DeploymentProgressed(**deployment_fields(target), state="step", step=1,
-                                         steps=len(strategy.steps), share=strategy.steps[0], checks=outcome.checks)
+                                         steps=len(strategy.steps), share=strategy.steps[0], checks=outcome.checks,
+                                         lane=outcome.lane, lane_port=lane_port, serving=stepwise.serving)
             return [self.runtime.event(first, order)]
 
         await self.runtime.once(order, work)
@@ -189,10 +194,20 @@ class Canaries:
         async with self.runtime.pool.acquire() as conn:
             due = await conn.fetch("select deployment_id, service, env from canaries where state = 'running' and "
                                    "due_at <= now() order by due_at limit $1", AT_ONCE)
+        failed: Exception | None = None
         for row in due:
-            async with self._lock_if_free(row["service"], row["env"]) as free:
-                if free:
-                    await self.move(row["deployment_id"])
+            try:
+                async with self._lock_if_free(row["service"], row["env"]) as free:
+                    if free:
+                        await self.move(row["deployment_id"])
+            except Exception as error:  # one canary that cannot move holds back none of the others
+                log.error("canary.move_failed", deployment_id=row["deployment_id"], error=repr(error))
+                failed = failed or error
+                async with self.runtime.pool.acquire() as conn:
+                    await conn.execute("update canaries set due_at = now() + interval '5 seconds' "
+                                       "where deployment_id = $1", row["deployment_id"])
+        if failed is not None:
+            raise failed  # shown on /health until a look succeeds; retried with backoff
         async with self.runtime.pool.acquire() as conn:
             wait = await conn.fetchval("select extract(epoch from min(due_at) - now()) from canaries "
                                        "where state = 'running'")
@@ -331,7 +346,7 @@ class Canaries:
                                "where deployment_id = $1", canary.id, json.dumps(outcome.checks))
 
         events = outcome_events(deployment_fields(target), outcome.port, outcome.checks, outcome.failure,
-                                superseded_by)
+                                superseded_by, lane=(outcome.lane, lanes[outcome.lane]["port"]))
         await self.finish(derived(canary.order, "canary/outcome"), target, outcome.pid,
                           "verified" if outcome.failure is None else "failed", outcome.failure, events,
                           slot_changed=False, also=also,

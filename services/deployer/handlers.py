@@ -88,6 +88,11 @@ class DeployerHandlers:
             return
         await self._deploy_locked(event, target, strategy)
 
+    async def resume(self, cause: Event, target: Target, strategy: object) -> None:
+        """Finish a deployment a rebuild found in flight (services/deployer/recovery.py): as a redelivered order,
+        it re-attaches to what the driver runs, or starts the release if it never ran."""
+        await self._deploy_locked(cause, target, STRATEGY.validate_python(strategy))
+
     async def reconfigure(self, event: Event, data: PipelineApplied) -> None:
         """A pipeline whose config changed for an environment redeploys what runs there with the new config.
 
@@ -211,7 +216,8 @@ class DeployerHandlers:
             assert isinstance(strategy, Canary)
             await self.canaries.begin(event, target, strategy, route, outcome)
             return
-        events = outcome_events(fields, outcome.port, outcome.checks, outcome.failure)
+        events = outcome_events(fields, outcome.port, outcome.checks, outcome.failure,
+                                lane=(outcome.lane, lanes[outcome.lane]["port"]))
 
         async def lanes_after(conn: asyncpg.Connection) -> None:
             await self.routed.save(conn, target, outcome, strategy, route)

@@ -21,7 +21,7 @@ async def slot(conn: asyncpg.Connection, service: str, env: str, port_base: int)
     return await conn.fetchrow(
         "insert into slots (service, env, port) values ($1, $2, $3) "
         "on conflict (service, env) do update set service = excluded.service returning *",
-        service, env, await _free_port(conn, port_base),
+        service, env, await free_port(conn, port_base),
     )
 
 
@@ -31,10 +31,10 @@ async def route(conn: asyncpg.Connection, service: str, env: str,
     row = await conn.fetchrow("select * from routes where service = $1 and env = $2", service, env)
     if row is None:
         await conn.execute("insert into routes (service, env, port) values ($1, $2, $3) on conflict do nothing",
-                           service, env, await _free_port(conn, port_base))
+                           service, env, await free_port(conn, port_base))
         for lane in ("blue", "green"):
             await conn.execute("insert into lanes (service, env, lane, port) values ($1, $2, $3, $4) "
-                               "on conflict do nothing", service, env, lane, await _free_port(conn, port_base))
+                               "on conflict do nothing", service, env, lane, await free_port(conn, port_base))
         row = await conn.fetchrow("select * from routes where service = $1 and env = $2", service, env)
     lanes = await conn.fetch("select * from lanes where service = $1 and env = $2", service, env)
     return row, {lane["lane"]: lane for lane in lanes}
@@ -45,7 +45,7 @@ async def is_routed(conn: asyncpg.Connection, service: str, env: str) -> bool:
     return bool(await conn.fetchval("select true from routes where service = $1 and env = $2", service, env))
 
 
-async def _free_port(conn: asyncpg.Connection, port_base: int) -> int:
+async def free_port(conn: asyncpg.Connection, port_base: int) -> int:
     """The next port no slot, route or lane holds (allocation is serialised by a transaction lock)."""
     await conn.execute("select pg_advisory_xact_lock(hashtext('deployer:ports'))")
     return await conn.fetchval(
@@ -97,7 +97,8 @@ async def running_releases(conn: asyncpg.Connection, service: str) -> dict[str, 
         "and state = 'verified' "
         "and not exists (select 1 from routes r where r.service = slots.service and r.env = slots.env) "
         "union all select l.env, l.version, l.digest, l.config_version, l.location from lanes l "
-        "join routes r on r.service = l.service and r.env = l.env and r.live = l.lane where l.service = $1",
+        "join routes r on r.service = l.service and r.env = l.env and r.live = l.lane where l.service = $1 "
+        "and l.version is not null",
         service)
     return {row["env"]: row for row in rows}
 

@@ -116,8 +116,9 @@ class RoutedDeployer:
                 await self.publish(target, route, lanes, serving, 100, None)
             except RouterError as error:
                 log.error("router.restore_failed", error=str(error))
-        await asyncio.to_thread(self.drivers[target.driver].stop, target.service,
-                                lane_slot(target.env, outcome.lane), outcome.pid)
+        if outcome.pid is not None:  # None: nothing of it runs (a rebuilt canary whose lane had stopped)
+            await asyncio.to_thread(self.drivers[target.driver].stop, target.service,
+                                    lane_slot(target.env, outcome.lane), outcome.pid)
         outcome.pid = None
         return outcome
 

@@ -75,6 +75,18 @@ async def canary_row(scenario, version: str) -> dict:
     return dict(rows[0])
 
 
+async def published_canary(scenario, version: str, timeout: float = 10.0) -> dict:
+    """The canary's row once its step reached the router (right after its deployment.progressed; bounded)."""
+    deadline = time.monotonic() + timeout
+    row = await canary_row(scenario, version)
+    while not row["published"]:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the canary of {version} was not published within {timeout:.0f} s")
+        await asyncio.sleep(0.05)
+        row = await canary_row(scenario, version)
+    return row
+
+
 def steps_seen(scenario, version: str) -> list[tuple[int, int]]:
     return [(e.data.step, e.data.share) for e in scenario.seen("deployment.progressed", version=version)]
 
@@ -112,10 +124,7 @@ async def test_a_deployer_killed_mid_step_resumes_that_step_without_starting_any
         path, digest = scenario.build("1.0.1")
         await scenario.send(scenario.build_completed("1.0.1", path, digest))
         await scenario.wait("deployment.progressed", env="staging", version="1.0.1", step=1, timeout=60)
-        before = await canary_row(scenario, "1.0.1")
-        while not before["published"]:  # the first step reaches the router right after its event
-            await asyncio.sleep(0.05)
-            before = await canary_row(scenario, "1.0.1")
+        before = await published_canary(scenario, "1.0.1")
         lane_port = (await scenario.query("deployer", "select port from lanes where service = $1 and lane = $2",
                                           scenario.service, before["lane"]))[0]["port"]
         deadline = time.monotonic() + 5
