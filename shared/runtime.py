@@ -9,7 +9,6 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -73,7 +72,7 @@ class ServiceRuntime:
         self.settings = settings or Settings()
         # Several instances of a service share its consumer group; each has a stable identity
         # (static membership), so a restarted instance takes its partitions back at once.
-        self.instance = os.environ.get("PROMOTE_INSTANCE", "1")
+        self.instance = self.settings.instance
         self.topic_names: list[str] = []
         self.migrations_package = migrations_package or f"services.{name}"
         self.broker = KafkaBroker(
@@ -296,7 +295,7 @@ class ServiceRuntime:
         self.relay = OutboxRelay(self.pool, self._send_event_bytes, service=self.name)
         self._tasks.append(asyncio.create_task(self._run_relay_when_connected()))
         self._tasks += [asyncio.create_task(self._repeat(name, step)) for name, step in self._background]
-        port = int(os.environ.get("PROMOTE_HEALTH_PORT", "0"))
+        port = self.settings.health_port
         if port:
             self._health_server = await serve_health(port, self.health)
 

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     from var/credentials/postgres/<role> (shared.credentials.database_dsn)."""
     var_dir: Path = REPO_ROOT / "var"
     health_port_base: int = 18080
+    """The stack's first service's /health port (./dev-stack gives each service base + its index)."""
+    health_port: int = Field(0, ge=0, le=65535)
+    """This service's /health and /metrics port on loopback (0: none served)."""
+    instance: str = Field("1", pattern=r"^[a-z0-9-]{1,16}$")
+    """This instance's identity among its service's instances (static group membership)."""
     app_port_base: int = 18100
     topic_partitions: int = Field(3, ge=1, le=64)
     """Partitions of each event topic the stack creates (or raises an existing topic to; never fewer)."""

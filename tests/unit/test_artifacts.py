@@ -288,3 +288,19 @@ def test_a_mismatch_is_never_excused_by_what_the_store_holds(tmp_path, drop):
 
     with pytest.raises(DigestMismatch):
         store.fetch(uri(drop / "other"), DIGEST)
+
+
+def test_a_read_error_in_the_middle_of_a_copy_leaves_no_temporary_file(tmp_path, drop, monkeypatch):
+    (drop / "app").write_bytes(BYTES * 1000)
+    store = a_store(tmp_path, [drop])
+    reads = itertools.count()
+
+    def failing_read(source, size):
+        if next(reads) == 1:  # the second chunk: the first is already in the temporary file
+            raise ArtifactUnreachable("cannot read the file: Input/output error")
+        return source.read(min(size, 1024))
+
+    monkeypatch.setattr("shared.artifacts._read", failing_read)
+    with pytest.raises(ArtifactUnreachable, match="Input/output error"):
+        store.fetch(uri(drop / "app"), "sha256:" + hashlib.sha256(BYTES * 1000).hexdigest())
+    assert next(reads) > 1 and stored(store) == []
