@@ -29,7 +29,7 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from shared import kafka_binding, metrics, topics
+from shared import backoff, kafka_binding, metrics, topics
 from shared.events import Event, InvalidEvent
 from shared.limits import MAX_CLOCK_SKEW_S
 
@@ -67,7 +67,7 @@ class RecordRunner:
         self._lane = lane
         self._publish_raw = publish_raw
         self._max_attempts = max_attempts
-        self._backoff_base_s = backoff_base_s
+        self._backoff = backoff.waits(backoff_base_s)
         # Failed deliveries per record, kept apart: only handler errors count towards dead-lettering.
         self._failures: dict[tuple[str, int, int], int] = {}
         self._outages: dict[tuple[str, int, int], int] = {}
@@ -255,7 +255,7 @@ class RecordRunner:
         self.last_error = f"{type(error).__name__}: {error}"
         metrics.EVENTS_RETRIED.labels(self._consumer_name, str(transient).lower()).inc()
         self.failing_since = self.failing_since or time.monotonic()
-        delay = min(self._backoff_base_s * 2 ** min(attempt - 1, 6), 5.0)
+        delay = backoff.delay(self._backoff, attempt)
 
         log.warning("event.retry", error=self.last_error, attempt=attempt, transient=transient, retry_in=delay)
         await asyncio.sleep(delay)

@@ -1,10 +1,11 @@
 """PostgreSQL access: one schema per service, migrations applied at start, retries on connect."""
 
-import asyncio
 from importlib import resources
 
 import asyncpg
 import structlog
+
+from shared.backoff import retrying
 
 log = structlog.get_logger()
 
@@ -39,18 +40,11 @@ create index if not exists processed_events_by_id on processed_events (event_id)
 
 async def connect(dsn: str, schema: str, *, attempts: int = 30, min_size: int = 1, max_size: int = 4) -> asyncpg.Pool:
     """Open a pool whose connections use `schema`, retrying with backoff while the server is down."""
-    delay = 0.2
-    for attempt in range(1, attempts + 1):
-        try:
+    async for attempt in retrying((OSError, asyncpg.PostgresError), attempts, 0.2, event="database.unavailable"):
+        with attempt:
             return await asyncpg.create_pool(
                 dsn, min_size=min_size, max_size=max_size, server_settings={"search_path": schema}
             )
-        except (OSError, asyncpg.PostgresError) as error:
-            if attempt == attempts:
-                raise
-            log.warning("database.unavailable", attempt=attempt, error=str(error), retry_in=delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
     raise AssertionError("unreachable")
 
 

@@ -7,6 +7,7 @@ import asyncpg
 import structlog
 
 from shared import metrics
+from shared.backoff import Backoff
 from shared.events import Event
 
 log = structlog.get_logger()
@@ -46,7 +47,7 @@ class OutboxRelay:
 
     async def run(self) -> None:
         """Flush whenever woken, and at least every `poll_s` (rows left by a crash)."""
-        delay = 0.2
+        backoff = Backoff(0.2)
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_s)
@@ -55,12 +56,13 @@ class OutboxRelay:
             self._wake.clear()
             try:
                 await self.flush()
-                self.last_error, delay = None, 0.2
+                self.last_error = None
+                backoff.succeeded()
             except Exception as error:  # retried: the rows stay in the outbox
                 self.last_error = f"{type(error).__name__}: {error}"
+                delay = backoff.failed()
                 log.warning("outbox.relay_failed", error=self.last_error, retry_in=delay)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
                 self._wake.set()
 
     async def flush(self) -> int:

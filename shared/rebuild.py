@@ -6,12 +6,11 @@ handled again against the empty state; the events it emits again carry the same 
 (derived from their causes), so other services ignore them as duplicates.
 """
 
-import asyncio
-
 import structlog
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
+from shared.backoff import retrying
 from shared.client import partitions_of
 
 log = structlog.get_logger()
@@ -31,18 +30,12 @@ async def rewind_group(options: dict, group_id: str, topic_names: list[str], *, 
         partitions = await partitions_of(consumer, topic_names)
         consumer.assign(partitions)
         earliest = await consumer.beginning_offsets(partitions)
-        delay = 0.5
-        for attempt in range(1, attempts + 1):
-            try:
+        async for attempt in retrying((KafkaError,), attempts, 0.5, 3.0, 1.5, event="rebuild.rewind_retry",
+                                      group=group_id):
+            with attempt:
                 await consumer.commit(dict(earliest))
                 log.warning("rebuild.group_rewound", group=group_id, partitions=len(partitions))
                 return len(partitions)
-            except KafkaError as error:
-                if attempt == attempts:
-                    raise
-                log.warning("rebuild.rewind_retry", group=group_id, error=repr(error), retry_in=delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 1.5, 3.0)
     finally:
         await consumer.stop()
     return 0

@@ -27,6 +27,7 @@ from faststream.specification import AsyncAPI
 from shared.consumer import Fetched, Handler, Lane, Prepare, RecordRunner
 from shared.credentials import database_dsn, kafka_login, kafka_options
 from shared.db import COMMON_MIGRATION_NAME, connect, migrate
+from shared.backoff import Backoff
 from shared.events import Event, EventData, new_event
 from shared import inbox
 from shared.health import serve_health
@@ -169,16 +170,16 @@ class ServiceRuntime:
         self._background.append((name, step))
 
     async def _repeat(self, name: str, step: Callable[[], Awaitable[float]]) -> None:
-        delay = 0.2
+        backoff = Backoff(0.2)
         while True:
             try:
                 pause = await step()
                 self.background_errors.pop(name, None)
-                delay = 0.2
+                backoff.succeeded()
             except Exception as error:  # retried: a background step's work is kept in the database
                 self.background_errors[name] = f"{type(error).__name__}: {error}"
-                log.warning("background.failed", task=name, error=self.background_errors[name], retry_in=delay)
-                pause, delay = delay, min(delay * 2, 5.0)
+                pause = backoff.failed()
+                log.warning("background.failed", task=name, error=self.background_errors[name], retry_in=pause)
             await asyncio.sleep(pause)
 
     def emits(self, *models: type[EventData]) -> None:
