@@ -30,7 +30,7 @@ from shared.db import COMMON_MIGRATION_NAME, connect, migrate
 from shared.backoff import Backoff
 from shared.events import Event, EventData, new_event
 from shared import inbox
-from shared.health import serve_health
+from shared.health import HealthServer, serve_health
 from shared.logging import configure_logging, library_logger
 from shared.outbox import OutboxRelay, enqueue
 from shared.rebuild import rewind_group
@@ -104,7 +104,7 @@ class ServiceRuntime:
         self.rebuild: Callable[[], Awaitable[object]] | None = None
         """How the service rebuilds its state when its schema is new; None: read its topics again from their
         start (shared/rebuild.py). The deployer rebuilds from its own events instead (deployer/recovery.py)."""
-        self._health_server: asyncio.AbstractServer | None = None
+        self._health_server: HealthServer | None = None
         self._started_at = time.monotonic()
 
     def _security(self) -> BaseSecurity | None:
@@ -311,7 +311,7 @@ class ServiceRuntime:
         for task in self._tasks:
             task.cancel()
         if self._health_server:
-            self._health_server.close()
+            await self._health_server.close()
         if self.pool:
             await self.pool.close()
         log.info("service.stopped")
