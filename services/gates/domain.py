@@ -13,7 +13,8 @@ from typing import Literal
 
 from services.gates.supply_chain import provenance_problem, signature_problem
 from services.gates.windows import window_problem
-from shared.events import SupplyChain
+from shared.events import (EventData, GateFailed, GatePassed, GatePending, PromotionRequested, SupplyChain,
+                           VerificationPassed)
 from shared.pipeline import (ApprovalGate, ChangeWindowGate, EvidenceGate, Gate, PipelineDefinition, ProvenanceGate,
                              SignatureGate, SoakGate)
 from shared.signature_keys import TrustedKey
@@ -150,6 +151,37 @@ def _judge(gate: Gate, digest: str, facts: Facts, verified: tuple[str, ...], now
         assert isinstance(gate, ProvenanceGate), gate
         problem, holds = provenance_problem(gate, facts.trusted_keys, digest, release.commit, release.supply_chain)
     return _Findings(failed=[problem] if problem else [], accepted=[holds] if holds else [])
+
+
+def verdict_event(verdict: Verdict, facts: Facts, ident: dict, pipeline_version: str | None,
+                  previous: list[str], always: bool = False) -> EventData | None:
+    """What a verdict says on the bus: gate.passed with everything the deployer needs (the environment's
+    strategy, driver, config and its version, the image), gate.failed with the reasons, or gate.pending when its
+    reasons changed from `previous` (or `always`: a person acted and is answered); None when nothing changed.
+    `ident`: service, version, digest, env."""
+    reasons = list(verdict.reasons)
+    if verdict.outcome == "passed":
+        assert facts.pipeline is not None and facts.release is not None
+        environment = facts.pipeline.environment(ident["env"])
+        dumped = environment.model_dump(mode="json")
+        return GatePassed(**ident, strategy=dumped["strategy"], driver=environment.driver, config=dumped["config"],
+                          location=facts.release.location, replicas=environment.replicas,
+                          resources=environment.resources, config_version=environment.config_version,
+                          pipeline_version=pipeline_version, evidence=list(verdict.evidence))
+    if verdict.outcome == "failed":
+        return GateFailed(**ident, reasons=reasons)
+    if always or reasons != previous:
+        return GatePending(**ident, reasons=reasons)
+    return None
+
+
+def requests_after(pipeline: PipelineDefinition | None, verified: VerificationPassed) -> list[PromotionRequested]:
+    """A release verified in an environment is requested for each that comes after it (one in a line, several
+    where the pipeline fans out; a join is requested by each of its upstreams and judged by its `require`)."""
+    if pipeline is None or verified.env not in pipeline.environment_names:
+        return []
+    return [PromotionRequested(service=verified.service, version=verified.version, digest=verified.digest,
+                               env=following.name) for following in pipeline.downstreams(verified.env)]
 
 
 def is_verified_in(facts: Facts, env: str) -> bool:

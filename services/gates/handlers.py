@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import asyncpg
 
 from services.gates import repository
-from services.gates.domain import Release, evaluate
+from services.gates.domain import Release, evaluate, requests_after, verdict_event
 from services.gates.trusted_keys import TrustedKeys
 from shared.events import (ApprovalGranted, ApprovalRejected, ArtifactRegistered, DeploymentFailed, Event,
-                           EventData, EvidenceRecorded, GateFailed, GatePassed, GatePending, PipelineApplied,
-                           PromotionRequested, VerificationFailed, VerificationPassed)
+                           EventData, EvidenceRecorded, PipelineApplied, PromotionRequested, VerificationFailed,
+                           VerificationPassed)
 from shared.runtime import ServiceRuntime
 
 
@@ -79,11 +79,8 @@ class GatesHandlers:
         verified_at = min(at, self.clock())
         await repository.save_verification(conn, data.service, data.env, data.digest, data.version, verified_at)
         loaded = await repository.load_pipeline(conn, data.service)
-        emitted: list[EventData] = []
-        if loaded is not None and data.env in loaded[1].environment_names:
-            emitted += [PromotionRequested(service=data.service, version=data.version, digest=data.digest,
-                                           env=following.name) for following in loaded[1].downstreams(data.env)]
-        return emitted + await self._judge(conn, data.service, digest=data.digest)
+        requested: list[EventData] = list(requests_after(loaded[1] if loaded else None, data))
+        return requested + await self._judge(conn, data.service, digest=data.digest)
 
     async def _judge(self, conn: asyncpg.Connection, service: str, always: bool = False, *,
                      now: datetime | None = None, skip_locked: bool = False, **where: str) -> list[EventData]:
@@ -98,23 +95,11 @@ class GatesHandlers:
             if facts.release is not None and facts.release.supply_chain is not None:
                 facts = replace(facts, trusted_keys=self.trusted_keys.current())
             verdict = evaluate(env, digest, facts, now)
-            reasons = list(verdict.reasons)
             ident = dict(service=service, version=version, digest=digest, env=env)
-            if verdict.outcome == "passed":
-                environment = pipeline.environment(env)
-                dumped = environment.model_dump(mode="json")
-                emitted.append(GatePassed(
-                    **ident, strategy=dumped["strategy"], driver=environment.driver, config=dumped["config"],
-                    location=facts.release.location, replicas=environment.replicas,
-                    resources=environment.resources,
-                    config_version=environment.config_version, pipeline_version=pipeline_version,
-                    evidence=list(verdict.evidence),
-                ))
-            elif verdict.outcome == "failed":
-                emitted.append(GateFailed(**ident, reasons=reasons))
-            elif always or reasons != json.loads(row["reasons"]):
-                emitted.append(GatePending(**ident, reasons=reasons))
-            await repository.set_outcome(conn, service, version, env, verdict.outcome, reasons, verdict.wake_at)
+            said = verdict_event(verdict, facts, ident, pipeline_version, json.loads(row["reasons"]), always)
+            emitted += [said] if said is not None else []
+            await repository.set_outcome(conn, service, version, env, verdict.outcome, list(verdict.reasons),
+                                         verdict.wake_at)
         return emitted
 
 
