@@ -20,7 +20,7 @@ import asyncio
 import json
 import time
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from contextvars import ContextVar
+from dataclasses import dataclass, field
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 
@@ -35,12 +35,24 @@ from shared.limits import MAX_CLOCK_SKEW_S
 
 log = structlog.get_logger()
 
-Handler = Callable[[Event], Awaitable[None]]
 Position = tuple[str, int, int]
-current_position: ContextVar[Position] = ContextVar("current_position")
-"""(topic, partition, offset) of the record being handled, for handlers that keep it (the ledger)."""
+"""(topic, partition, offset) of a record."""
+
+
+@dataclass
+class UnitOfWork:
+    """What one handler call works in, handed to it explicitly: the transaction of its batch of records (None: the
+    handler opens one per event, through ServiceRuntime.once), the events its batch emitted so far, and the
+    position of the record being handled (the ledger keeps it with each entry)."""
+
+    conn: asyncpg.Connection | None = None
+    position: Position | None = None
+    emitted: list[Event] = field(default_factory=list)
+
+
+Handler = Callable[[Event, UnitOfWork], Awaitable[None]]
 PublishRaw = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[None]]
-Together = Callable[[list[Event]], AbstractAsyncContextManager[None]]
+Together = Callable[[list[Event]], AbstractAsyncContextManager[UnitOfWork]]
 """Opens one transaction in which the handlers of these events run (see ServiceRuntime.together)."""
 Prepare = Callable[[list[Event]], Awaitable[None]]
 Lane = Callable[[object], str | None]
@@ -167,13 +179,13 @@ class RecordRunner:
         try:
             if self._prepare is not None and valid:
                 await self._timed(self._prepare([event for _, event in valid]))
-            async with self._together([event for _, event in valid]) if valid else _nothing():
+            async with self._together([event for _, event in valid]) if valid else _nothing() as unit:
                 for record, event in valid:
                     structlog.contextvars.bind_contextvars(topic=record.topic, partition=record.partition,
                                                            offset=record.offset)
                     _bind(event)
-                    current_position.set((record.topic, record.partition, record.offset))
-                    await self._timed(self._handler(event))
+                    unit.position = (record.topic, record.partition, record.offset)
+                    await self._timed(self._handler(event, unit))
         except Exception as error:  # run record by record: that path retries or dead-letters
             log.info("batch.split", records=len(records), error=f"{type(error).__name__}: {error}")
             metrics.BATCHES_SPLIT.labels(self._consumer_name).inc()
@@ -200,9 +212,8 @@ class RecordRunner:
             await message.ack()
             return
         _bind(event)
-        current_position.set(position)
         try:
-            await self._timed(self._handler(event))
+            await self._timed(self._handler(event, UnitOfWork(position=position)))
         except InvalidEvent as refused:  # valid bytes the handler refuses as input (an id reused with other content)
             await self._dead_letter(record, refused.reason)
             self._forget(position)
@@ -328,7 +339,7 @@ class Fetched:
 
 @asynccontextmanager
 async def _nothing():
-    yield
+    yield UnitOfWork()
 
 
 class _OneRecord:

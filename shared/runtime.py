@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from contextvars import ContextVar
 
 import asyncpg
 import structlog
@@ -24,7 +23,7 @@ from faststream.middlewares import AckPolicy
 from faststream.security import BaseSecurity, SASLScram512
 from faststream.specification import AsyncAPI
 
-from shared.consumer import Fetched, Handler, Lane, Prepare, RecordRunner
+from shared.consumer import Fetched, Handler, Lane, Prepare, RecordRunner, UnitOfWork
 from shared.credentials import database_dsn, kafka_login, kafka_options
 from shared.db import COMMON_MIGRATION_NAME, connect, migrate
 from shared.backoff import Backoff
@@ -47,17 +46,6 @@ def derived_id(key: bytes | None, name: str) -> str:
     if key is None:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
     return str(uuid.UUID(bytes=hmac.new(key, name.encode(), hashlib.sha256).digest()[:16]))
-
-
-class _Batch:
-    """The transaction a batch of records runs in, and what its handlers emitted."""
-
-    def __init__(self, conn: asyncpg.Connection) -> None:
-        self.conn = conn
-        self.emitted: list[Event] = []
-
-
-_batch: ContextVar[_Batch] = ContextVar("batch")
 
 
 async def _raw_body(message):
@@ -192,26 +180,27 @@ class ServiceRuntime:
                 schema=model,
             )
 
-    async def once(self, event: Event, work: Work) -> bool:
+    async def once(self, event: Event, work: Work, unit: UnitOfWork | None = None) -> bool:
         """Run `work` and store its events in the outbox in one transaction, once per event id.
 
-        Inside `together` (a batch of records) the batch's transaction is that transaction; outside,
-        the transaction is a batch of this one event."""
-        batch = _batch.get(None)
-        if batch is None:
-            async with self.together([event]):
-                return await self.once(event, work)
-        if not await inbox.claim(batch.conn, event):
+        In a unit of work with a transaction (a batch of records, see `together`) that transaction is it;
+        otherwise the transaction is a unit of this one event (at the unit's record position, if any)."""
+        if unit is None or unit.conn is None:
+            async with self.together([event]) as own:
+                own.position = unit.position if unit is not None else None
+                return await self.once(event, work, own)
+        if not await inbox.claim(unit.conn, event):
             log.info("event.duplicate_ignored")
             return False
-        emitted = await work(batch.conn)
-        await enqueue(batch.conn, emitted)
-        batch.emitted += emitted
+        emitted = await work(unit.conn)
+        await enqueue(unit.conn, emitted)
+        unit.emitted += emitted
         return True
 
     @asynccontextmanager
-    async def together(self, events: list[Event]) -> AsyncIterator[None]:
-        """One transaction for the handlers of `events` (a batch of records): `once` joins it.
+    async def together(self, events: list[Event]) -> AsyncIterator[UnitOfWork]:
+        """One transaction for the handlers of `events` (a batch of records), as the unit of work they are handed:
+        `once` with that unit joins it.
 
         One subject (promoted service) at a time across this service's instances: two instances
         judging facts of one subject from different partitions must not each miss the other's
@@ -226,13 +215,9 @@ class ServiceRuntime:
                 "select count(pg_advisory_xact_lock(hashtext(k))) from (select unnest($1::text[]) as k order by 1) s",
                 subjects,
             )
-            batch = _Batch(conn)
-            token = _batch.set(batch)
-            try:
-                yield
-            finally:
-                _batch.reset(token)
-        self.committed(batch.emitted)
+            unit = UnitOfWork(conn)
+            yield unit
+        self.committed(unit.emitted)
 
     def committed(self, emitted: list[Event]) -> None:
         """Events just committed to the outbox: wake the relay, and log each."""

@@ -32,6 +32,7 @@ from shared.events import (CanaryCommanded, DeploymentFailed, DeploymentStarted,
 from shared import inbox
 from shared.outbox import enqueue
 from shared.pipeline import ROUTED_DRIVERS, BlueGreen, Canary, PipelineDefinition, Strategy
+from shared.consumer import UnitOfWork
 from shared.runtime import ServiceRuntime
 
 log = structlog.get_logger()
@@ -58,8 +59,9 @@ class DeployerHandlers:
         self.canaries = Canaries(runtime, self.routed, self._save)
         self.drift = DriftWatcher(runtime, drivers, self._deploy_locked, runtime.settings.drift_check_interval_s)
 
-    async def handle(self, event: Event) -> None:
-        """Turn a deployment order into a deployment."""
+    async def handle(self, event: Event, unit: UnitOfWork | None = None) -> None:
+        """Turn a deployment order into a deployment (each step commits on its own: the unit of work carries no
+        transaction here, together=False)."""
         data = event.data
         strategy: Strategy = "rolling"
         if isinstance(data, GatePassed):

@@ -13,6 +13,7 @@ from services.gates.trusted_keys import TrustedKeys
 from shared.events import (ApprovalGranted, ApprovalRejected, ArtifactRegistered, DeploymentFailed, Event,
                            EventData, EvidenceRecorded, PipelineApplied, PromotionRequested, VerificationFailed,
                            VerificationPassed)
+from shared.consumer import UnitOfWork
 from shared.runtime import ServiceRuntime
 
 
@@ -24,7 +25,7 @@ class GatesHandlers:
         self.clock = clock
         self.trusted_keys = TrustedKeys(runtime.settings.trusted_keys_dir)
 
-    async def handle(self, event: Event) -> None:
+    async def handle(self, event: Event, unit: UnitOfWork | None = None) -> None:
         """Save the fact carried by `event` and emit the verdicts that changed, in one transaction."""
         if not _matters(event.data):
             return  # no state to change, so no transaction (and no inbox row) is needed
@@ -32,7 +33,7 @@ class GatesHandlers:
         async def work(conn: asyncpg.Connection) -> list[Event]:
             return self.runtime.events(await self._apply(conn, event), event)
 
-        await self.runtime.once(event, work)
+        await self.runtime.once(event, work, unit)
 
     async def on_timer(self, conn: asyncpg.Connection, service: str, version: str, env: str,
                        now: datetime) -> list[EventData]:

@@ -12,6 +12,7 @@ from shared.events import (Artifact, ArtifactRegistered, ArtifactTagMoved, Build
 from shared.oci import ImageMismatch, Registry, RegistryDenied, RegistryError, RegistryUnavailable, parse_reference
 from shared.outbox import enqueue
 from shared.pipeline import PipelineDefinition
+from shared.consumer import UnitOfWork
 from shared.runtime import ServiceRuntime
 
 log = structlog.get_logger()
@@ -114,14 +115,14 @@ class IntakeHandlers:
             self._registry = Registry.from_settings(self.runtime.settings)
         return self._registry
 
-    async def handle(self, event: Event) -> None:
+    async def handle(self, event: Event, unit: UnitOfWork | None = None) -> None:
         """Dispatch by event type; other types on our topics are not ours to act on."""
         if isinstance(event.data, BuildCompleted):
-            await self.on_build(event)
+            await self.on_build(event, unit)
         elif isinstance(event.data, PipelineApplied):
-            await self.on_pipeline(event)
+            await self.on_pipeline(event, unit)
 
-    async def on_build(self, event: Event) -> None:
+    async def on_build(self, event: Event, unit: UnitOfWork | None = None) -> None:
         """Register the artifact (copying and checking its bytes) or reject it."""
         build: BuildCompleted = event.data
         fetched = self._fetched.pop(event.id, None)
@@ -141,7 +142,7 @@ class IntakeHandlers:
                     await repository.add_artifact(conn, item, requested)
             return self.runtime.events(decided, event)
 
-        await self.runtime.once(event, work)
+        await self.runtime.once(event, work, unit)
 
     def _fetch(self, uri: str, claimed: str) -> domain.Fetched:
         """Let the store copy the file if its bytes are the claimed ones (it keeps what a rebuild needs)."""
@@ -154,7 +155,7 @@ class IntakeHandlers:
         found = supply_chain.collect_file(uri, self.store.sources)
         return domain.Fetched("stored", supply_chain=found)
 
-    async def on_pipeline(self, event: Event) -> None:
+    async def on_pipeline(self, event: Event, unit: UnitOfWork | None = None) -> None:
         """Keep the first environment; request promotions of artifacts that were waiting for it."""
         applied: PipelineApplied = event.data
         first = PipelineDefinition.model_validate(applied.definition).first_environment.name
@@ -168,4 +169,4 @@ class IntakeHandlers:
                 event,
             )
 
-        await self.runtime.once(event, work)
+        await self.runtime.once(event, work, unit)

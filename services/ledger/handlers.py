@@ -4,6 +4,7 @@ import asyncpg
 
 from services.ledger import projection, repository
 from shared.events import Event
+from shared.consumer import UnitOfWork
 from shared.runtime import ServiceRuntime
 
 
@@ -13,12 +14,14 @@ class LedgerHandlers:
     def __init__(self, runtime: ServiceRuntime) -> None:
         self.runtime = runtime
 
-    async def handle(self, event: Event) -> None:
-        """Append and project in one transaction; the ledger emits nothing."""
+    async def handle(self, event: Event, unit: UnitOfWork | None = None) -> None:
+        """Append (with the record's position, from the unit of work) and project in one transaction; the ledger
+        emits nothing."""
+        position = unit.position if unit is not None else None
 
         async def work(conn: asyncpg.Connection) -> list[Event]:
-            if await repository.append(conn, event, event.data.topic) is not None:
+            if await repository.append(conn, event, event.data.topic, position) is not None:
                 await projection.apply(conn, event)
             return []
 
-        await self.runtime.once(event, work)
+        await self.runtime.once(event, work, unit)

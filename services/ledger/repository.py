@@ -3,7 +3,7 @@
 import asyncpg
 
 from shared.chain import GENESIS, canonical_bytes, link
-from shared.consumer import current_position
+from shared.consumer import Position
 from shared.events import Event
 
 CHAIN_LOCK = "ledger:chain"
@@ -14,7 +14,7 @@ async def lock_chain(conn: asyncpg.Connection) -> None:
     await conn.execute("select pg_advisory_xact_lock(hashtext($1))", CHAIN_LOCK)
 
 
-async def append(conn: asyncpg.Connection, event: Event, topic: str) -> str | None:
+async def append(conn: asyncpg.Connection, event: Event, topic: str, position: Position | None = None) -> str | None:
     """Append the event to the chain; returns its hash, or None if the event is in the ledger already."""
     await lock_chain(conn)
     if await conn.fetchval("select true from entries where topic = $1 and service = $2 and event_id = $3",
@@ -25,7 +25,6 @@ async def append(conn: asyncpg.Connection, event: Event, topic: str) -> str | No
     digest = link(prev_hash, canonical)
     data = event.data
     # The record's position bounds a replay (cli/replay.py); absent when not called by the consumer.
-    position = current_position.get(None)
     partition, offset = (position[1], position[2]) if position and position[0] == topic else (None, None)
     await conn.execute(
         "insert into entries (event_id, topic, type, service, version, env, event_time, canonical, prev_hash, hash, "

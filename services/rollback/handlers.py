@@ -9,6 +9,7 @@ from services.rollback.domain import decide
 from services.rollback.repository import PostgresRepository, Repository
 from shared.events import (DeploymentFailed, EnvironmentPruned, Event, EventData, RollbackRequested,
                            VerificationFailed, VerificationPassed)
+from shared.consumer import UnitOfWork
 from shared.runtime import ServiceRuntime
 
 ACTS_ON = (VerificationPassed, VerificationFailed, DeploymentFailed, RollbackRequested, EnvironmentPruned)
@@ -30,7 +31,7 @@ class RollbackHandlers:
         self.runtime = runtime
         self.store = store
 
-    async def handle(self, event: Event) -> None:
+    async def handle(self, event: Event, unit: UnitOfWork | None = None) -> None:
         """Record the fact and emit the rollback order or outcome it calls for, in one transaction."""
         if not isinstance(event.data, ACTS_ON):
             return  # no state to change, so no transaction (and no inbox row) is needed
@@ -38,4 +39,4 @@ class RollbackHandlers:
         async def work(conn: asyncpg.Connection) -> list[Event]:
             return self.runtime.events(await apply(self.store(conn), event), event)
 
-        await self.runtime.once(event, work)
+        await self.runtime.once(event, work, unit)

@@ -15,7 +15,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from shared import topics
-from shared.consumer import Fetched, RecordRunner, _segments, environment_lane
+from shared.consumer import Fetched, RecordRunner, UnitOfWork, _segments, environment_lane
 from shared.events import Event, PromotionRequested, new_event
 
 DIGEST = "sha256:" + "a" * 64
@@ -84,7 +84,7 @@ class FakeHandler:
         self.error = error
         self.handled: list[Event] = []
 
-    async def __call__(self, event: Event) -> None:
+    async def __call__(self, event: Event, unit=None) -> None:
         self.handled.append(event)
         if self.error is not None:
             raise self.error
@@ -243,7 +243,7 @@ class FakeTogether:
     async def __call__(self, events: list[Event]):
         ids = [event.id for event in events]
         try:
-            yield
+            yield UnitOfWork()
         except BaseException:
             self.transactions.append((ids, "rolled back"))
             raise
@@ -269,7 +269,7 @@ class FailOn(FakeHandler):
         self.failing = set(failing)
         self.failure = error or ValueError("no such release")
 
-    async def __call__(self, event: Event) -> None:
+    async def __call__(self, event: Event, unit=None) -> None:
         self.handled.append(event)
         if event.id in self.failing:
             raise self.failure
@@ -347,7 +347,7 @@ async def test_the_records_of_different_services_run_at_once():
     other_handled = asyncio.Event()
 
     class WaitsForTheOtherService(FakeHandler):
-        async def __call__(self, event: Event) -> None:
+        async def __call__(self, event: Event, unit=None) -> None:
             self.handled.append(event)
             if event.id == "a":  # a (payments) can only finish once b (billing) ran alongside it
                 await asyncio.wait_for(other_handled.wait(), timeout=2)
@@ -397,7 +397,7 @@ async def test_one_services_records_of_different_environments_run_side_by_side_w
     other_env = asyncio.Event()
 
     class WaitsForTheOtherEnvironment(FakeHandler):
-        async def __call__(self, event: Event) -> None:
+        async def __call__(self, event: Event, unit=None) -> None:
             self.handled.append(event)
             if event.data.env == "prod-eu":  # can only finish once prod-us ran alongside it
                 await asyncio.wait_for(other_env.wait(), timeout=2)

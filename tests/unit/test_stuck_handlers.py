@@ -31,7 +31,7 @@ class Hanging:
     def __init__(self) -> None:
         self.started, self.release = asyncio.Event(), asyncio.Event()
 
-    async def __call__(self, event) -> None:
+    async def __call__(self, event, unit=None) -> None:
         self.started.set()
         await self.release.wait()
 
