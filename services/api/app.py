@@ -211,7 +211,7 @@ def _routes(app: FastAPI) -> None:
         async with ctx_of(request).reader.acquire() as conn:
             ledger = ctx_of(request).ledger(conn)
             events = await ledger.audit(service, version)
-            graph = await ledger.graph(service) if events else []
+            graph = await ledger.graph_if_any(service) if events else []
             return {"service": service, "version": version, "events": events, "graph": graph,
                     "chain": await ledger.verify_chain()}
 

@@ -87,6 +87,14 @@ class LedgerReader:
             "where service = $1 and ($2::text is null or env = $2) order by seq desc limit $3", service, env, limit)
         return [entry(row) for row in reversed(rows)]
 
+    async def graph_if_any(self, service: str) -> list[dict]:
+        """The pipeline's graph, or [] for a service with no pipeline applied (its releases may still be audited:
+        a build registered before any pipeline)."""
+        try:
+            return await self.graph(service)
+        except NotFound:
+            return []
+
     async def audit(self, service: str, version: str) -> list[dict]:
         """Every entry about one release: build, gates, approvals, deployments, verifications, rollbacks."""
         rows = await self.conn.fetch(
