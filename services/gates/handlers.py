@@ -24,6 +24,7 @@ class GatesHandlers:
         self.runtime = runtime
         self.clock = clock
         self.trusted_keys = TrustedKeys(runtime.settings.trusted_keys_dir)
+        self.pipelines = repository.Pipelines()  # the handlers' own: no process-wide cache
 
     async def handle(self, event: Event, unit: UnitOfWork | None = None) -> None:
         """Save the fact carried by `event` and emit the verdicts that changed, in one transaction."""
@@ -79,14 +80,14 @@ class GatesHandlers:
         # Never later than now, so a clock ahead in the deployer cannot stretch a soak.
         verified_at = min(at, self.clock())
         await repository.save_verification(conn, data.service, data.env, data.digest, data.version, verified_at)
-        loaded = await repository.load_pipeline(conn, data.service)
+        loaded = await self.pipelines.latest(conn, data.service)
         requested: list[EventData] = list(requests_after(loaded[1] if loaded else None, data))
         return requested + await self._judge(conn, data.service, digest=data.digest)
 
     async def _judge(self, conn: asyncpg.Connection, service: str, always: bool = False, *,
                      now: datetime | None = None, skip_locked: bool = False, **where: str) -> list[EventData]:
         """Evaluate the matching pending promotions at `now`; emit a verdict where it changed."""
-        loaded = await repository.load_pipeline(conn, service)
+        loaded = await self.pipelines.latest(conn, service)
         pipeline_version, pipeline = loaded if loaded else (None, None)
         now = now or self.clock()
         emitted: list[EventData] = []

@@ -20,21 +20,25 @@ async def save_pipeline(conn: asyncpg.Connection, service: str, version: str, de
     )
 
 
-_parsed: dict[str, PipelineDefinition] = {}
-"""Validated definitions by content hash: a version never changes, so it is parsed once per process."""
+class Pipelines:
+    """The latest applied pipeline of each service, its validated definition kept by content hash (a version never
+    changes, so it is parsed once by its owner, the handlers); bounded: past `limit` versions it starts over."""
 
+    def __init__(self, limit: int = 4096) -> None:
+        self._parsed: dict[str, PipelineDefinition] = {}
+        self.limit = limit
 
-async def load_pipeline(conn: asyncpg.Connection, service: str) -> tuple[str, PipelineDefinition] | None:
-    """(pipeline version, definition) of the latest applied pipeline."""
-    version = await conn.fetchval("select pipeline_version from pipelines where service = $1", service)
-    if version is None:
-        return None
-    if version not in _parsed:
-        if len(_parsed) >= 4096:  # bounded: start over rather than grow without end
-            _parsed.clear()
-        raw = await conn.fetchval("select definition from pipelines where service = $1", service)
-        _parsed[version] = PipelineDefinition.model_validate(json.loads(raw))
-    return version, _parsed[version]
+    async def latest(self, conn: asyncpg.Connection, service: str) -> tuple[str, PipelineDefinition] | None:
+        """(pipeline version, definition) of the latest applied pipeline, or None."""
+        version = await conn.fetchval("select pipeline_version from pipelines where service = $1", service)
+        if version is None:
+            return None
+        if version not in self._parsed:
+            if len(self._parsed) >= self.limit:
+                self._parsed.clear()
+            raw = await conn.fetchval("select definition from pipelines where service = $1", service)
+            self._parsed[version] = PipelineDefinition.model_validate(json.loads(raw))
+        return version, self._parsed[version]
 
 
 async def save_artifact(conn: asyncpg.Connection, release: Release) -> None:
