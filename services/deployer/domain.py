@@ -1,8 +1,13 @@
-"""Deployer decisions, pure: what a deployment needs, and what its checks mean."""
+"""Deployer decisions, pure: what an order asks for and how it runs, what a deployment needs, what its checks
+mean, which environments a new pipeline redeploys."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from shared.pipeline import Resources
+from pydantic import TypeAdapter
+
+from shared.events import Event, GatePassed, RollbackOrdered
+from shared.pipeline import ROUTED_DRIVERS, BlueGreen, PipelineDefinition, Resources, Strategy
 
 Config = dict[str, str | dict[str, str]]
 
@@ -159,3 +164,49 @@ def step_wait(elapsed: float, requests: int, interval: float, min_requests: int,
     if requests >= min_requests or elapsed >= max_wait:
         return 0.0
     return min(1.0, max_wait - elapsed)
+
+
+ROLLBACK_SWITCH = BlueGreen(retire_after=0)
+"""A rollback in a routed environment: all traffic at once to the release returned to; the other lane stops."""
+_STRATEGY: TypeAdapter[Strategy] = TypeAdapter(Strategy)
+
+
+def order_of(event: Event) -> tuple[Target, Strategy] | None:
+    """What a deployment order asks for: gate.passed (a promotion, with the environment's strategy) or
+    rollback.ordered (rolling; routed environments switch back, see `strategy_for`); None for anything else."""
+    data = event.data
+    if isinstance(data, GatePassed):
+        return (Target(event.id, data.service, data.env, data.version, data.digest, dict(data.config),
+                       data.config_version, driver=data.driver, location=data.location, replicas=data.replicas,
+                       resources=data.resources), _STRATEGY.validate_python(data.strategy))
+    if isinstance(data, RollbackOrdered):
+        return (Target(event.id, data.service, data.env, data.version, data.digest, dict(data.config),
+                       data.config_version, purpose="rollback", rollback_id=data.rollback_id, driver=data.driver,
+                       location=data.location, replicas=data.replicas, resources=data.resources), "rolling")
+    return None
+
+
+def strategy_for(strategy: Strategy, target: Target, routed: bool) -> Strategy:
+    """The strategy a deployment runs with: a rollback into an environment behind the router switches lanes at once
+    (the release returned to may still run warm in the other lane) instead of a rolling stop and start."""
+    if strategy == "rolling" and target.purpose == "rollback" and target.driver in ROUTED_DRIVERS and routed:
+        return ROLLBACK_SWITCH
+    return strategy
+
+
+def reconfigurations(pipeline: PipelineDefinition, running: dict[str, dict],
+                     cause_id: Callable[[str], str]) -> list[tuple[Target, Strategy]]:
+    """The redeployments a newly applied pipeline calls for: each environment whose verified release runs with
+    another config version than the pipeline's now (same digest, new config: an audited change). `running`:
+    {env: version, digest, config_version, location} of what serves each; `cause_id(env)`: the redeployment's id."""
+    out = []
+    for environment in pipeline.environments:
+        now = running.get(environment.name)
+        if now is None or now["config_version"] == environment.config_version:
+            continue
+        dumped = environment.model_dump(mode="json")
+        out.append((Target(cause_id(environment.name), pipeline.service, environment.name, now["version"],
+                           now["digest"], dumped["config"], environment.config_version, purpose="reconfigure",
+                           driver=environment.driver, location=now["location"], replicas=environment.replicas,
+                           resources=environment.resources), environment.strategy))
+    return out

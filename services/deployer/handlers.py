@@ -20,18 +20,18 @@ import structlog
 from pydantic import TypeAdapter
 
 from services.deployer import repository
-from services.deployer.domain import LANES, MissingSecret, Target, needs_start, process_environment, \
-    verification_failure
+from services.deployer.domain import LANES, MissingSecret, Target, needs_start, order_of, process_environment, \
+    reconfigurations, strategy_for, verification_failure
 from services.deployer.drift_checks import DriftWatcher
 from services.deployer.driver import Driver, StartFailed
 from services.deployer.canaries import Canaries, deployment_fields, derived, outcome_events
 from services.deployer.routed import RoutedDeployer, Stepwise, lane_slot
 from services.deployer.router import Router
 from shared.events import (CanaryCommanded, DeploymentFailed, DeploymentStarted, DriftCheckRequested,
-                           EnvironmentPruned, Event, EventData, GatePassed, PipelineApplied, RollbackOrdered)
+                           EnvironmentPruned, Event, EventData, PipelineApplied)
 from shared import inbox
 from shared.outbox import enqueue
-from shared.pipeline import ROUTED_DRIVERS, BlueGreen, Canary, PipelineDefinition, Strategy
+from shared.pipeline import BlueGreen, Canary, PipelineDefinition, Strategy
 from shared.consumer import UnitOfWork
 from shared.runtime import ServiceRuntime
 
@@ -39,8 +39,6 @@ log = structlog.get_logger()
 
 T = TypeVar("T")
 STRATEGY: TypeAdapter[Strategy] = TypeAdapter(Strategy)
-ROLLBACK_SWITCH = BlueGreen(retire_after=0)
-"""A rollback in a routed environment: all traffic at once to the release returned to; the other lane stops."""
 
 
 class DeployerHandlers:
@@ -63,17 +61,8 @@ class DeployerHandlers:
         """Turn a deployment order into a deployment (each step commits on its own: the unit of work carries no
         transaction here, together=False)."""
         data = event.data
-        strategy: Strategy = "rolling"
-        if isinstance(data, GatePassed):
-            target = Target(event.id, data.service, data.env, data.version, data.digest, dict(data.config),
-                            data.config_version, driver=data.driver, location=data.location,
-                            replicas=data.replicas, resources=data.resources)
-            strategy = STRATEGY.validate_python(data.strategy)
-        elif isinstance(data, RollbackOrdered):
-            target = Target(event.id, data.service, data.env, data.version, data.digest, dict(data.config),
-                            data.config_version, purpose="rollback", rollback_id=data.rollback_id,
-                            driver=data.driver, location=data.location, replicas=data.replicas,
-                            resources=data.resources)
+        if (order := order_of(event)) is not None:
+            await self._deploy_locked(event, *order)
         elif isinstance(data, PipelineApplied):
             await self.drift.remember_policies(data)
             await self.prune(event, data)
@@ -85,10 +74,6 @@ class DeployerHandlers:
         elif isinstance(data, CanaryCommanded):
             async with self._environment_lock(data.service, data.env):
                 await self.canaries.command(event, data)
-            return
-        else:
-            return
-        await self._deploy_locked(event, target, strategy)
 
     async def resume(self, cause: Event, target: Target, strategy: object) -> None:
         """Finish a deployment a rebuild found in flight (services/deployer/recovery.py): as a redelivered order,
@@ -106,18 +91,11 @@ class DeployerHandlers:
         if not running:
             return  # nothing runs yet: a first pipeline (the usual case) costs one query
         pipeline = PipelineDefinition.model_validate(data.definition)
-        for environment in pipeline.environments:
-            now = running.get(environment.name)
-            if now is None or now["config_version"] == environment.config_version:
-                continue
-            dumped = environment.model_dump(mode="json")
-            cause = derived(event, f"reconfigure/{environment.name}")
-            target = Target(cause.id, data.service, environment.name, now["version"], now["digest"],
-                            dumped["config"], environment.config_version, purpose="reconfigure",
-                            driver=environment.driver, location=now["location"], replicas=environment.replicas,
-                            resources=environment.resources)
-            log.info("deployment.reconfigure", env=environment.name, config_version=environment.config_version)
-            await self._deploy_locked(cause, target, environment.strategy)
+        causes = {environment.name: derived(event, f"reconfigure/{environment.name}")
+                  for environment in pipeline.environments}
+        for target, strategy in reconfigurations(pipeline, running, lambda env: causes[env].id):
+            log.info("deployment.reconfigure", env=target.env, config_version=target.config_version)
+            await self._deploy_locked(causes[target.env], target, strategy)
 
     async def prune(self, event: Event, data: PipelineApplied) -> None:
         """Stop what runs in each environment the operator pruned (`--prune`), then forget it: its slot,
@@ -170,9 +148,9 @@ class DeployerHandlers:
                 return
             if not await self.canaries.supersede(target):
                 return  # this very order's canary is in progress: it goes on in services/deployer/canaries.py
-            if strategy == "rolling" and target.purpose == "rollback" and target.driver in ROUTED_DRIVERS \
-                    and await repository.is_routed(holder, target.service, target.env):
-                strategy = ROLLBACK_SWITCH  # a routed environment rolls back by switching lanes
+            if strategy_for(strategy, target, routed=True) != strategy:  # a rollback that switches lanes if routed
+                strategy = strategy_for(strategy, target, await repository.is_routed(holder, target.service,
+                                                                                      target.env))
             if strategy == "rolling":
                 await self.deploy(event, target)
             else:
