@@ -17,7 +17,6 @@ records of several keys (promoted services) at once, and commit once.
 """
 
 import asyncio
-import json
 import time
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
@@ -26,12 +25,15 @@ from datetime import UTC, datetime
 
 import asyncpg
 import structlog
-from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from shared import backoff, kafka_binding, metrics, topics
 from shared.events import Event, InvalidEvent
 from shared.limits import MAX_CLOCK_SKEW_S
+from shared.records import Fetched, Lane, OneRecord, environment_lane, parse_record, rewind, segments
+
+__all__ = ["Fetched", "Handler", "Lane", "Position", "Prepare", "RecordRunner", "Together", "UnitOfWork",
+           "environment_lane", "parse_record"]
 
 log = structlog.get_logger()
 
@@ -55,9 +57,6 @@ PublishRaw = Callable[[str, bytes | None, bytes, dict[str, str]], Awaitable[None
 Together = Callable[[list[Event]], AbstractAsyncContextManager[UnitOfWork]]
 """Opens one transaction in which the handlers of these events run (see ServiceRuntime.together)."""
 Prepare = Callable[[list[Event]], Awaitable[None]]
-Lane = Callable[[object], str | None]
-"""Within one key (a promoted service), the lane a raw record runs in (None: the whole key's, in order with
-every lane): records of different lanes run side by side, each lane's in order."""
 """Work a handler can do for a whole batch before its transaction opens (intake copies artifacts)."""
 TRANSIENT = (OSError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.OperatorInterventionError,
              KafkaError, TimeoutError)
@@ -125,7 +124,7 @@ class RecordRunner:
             if all(done):
                 await message.ack()
             else:  # a record backed off already: keep what is done, read the rest again
-                await _rewind(message.consumer, records, done)
+                await rewind(message.consumer, records, done)
         except Exception as error:  # a commit or seek that failed: read the whole batch again
             position = (records[0].topic, records[0].partition, records[0].offset)
             outages = self._outages[position] = self._outages.get(position, 0) + 1
@@ -135,7 +134,7 @@ class RecordRunner:
         """Run these records one by one, marking each done; stop at the first that must be read again."""
         for index in indexes:
             structlog.contextvars.unbind_contextvars(*_RECORD_CONTEXT)  # the previous record's
-            one = _OneRecord(records[index])
+            one = OneRecord(records[index])
             await self.run(one)
             done[index] = one.done
             if not one.done:
@@ -155,7 +154,7 @@ class RecordRunner:
                 await self._run_in_order(records, indexes, done)
 
         async def one_key(indexes: list[int]) -> None:
-            for segment in _segments(records, indexes, self._lane):
+            for segment in segments(records, indexes, self._lane):
                 await asyncio.gather(*(one_lane(lane) for lane in segment))
                 if not all(done[index] for lane in segment for index in lane):
                     return  # one must be read again: nothing after it in this key runs before it
@@ -293,123 +292,9 @@ class RecordRunner:
         log.warning("event.dead_lettered", reason=reason)
 
 
-def parse_record(record, value: bytes | None = None, max_skew_s: float = MAX_CLOCK_SKEW_S) -> Event:
-    """A Kafka record's event, as every consumer (and a replay) judges it: in either content mode (its headers
-    say which), on its topic, under its service's key, and not claiming a time more than `max_skew_s` after the
-    broker appended it (the topics keep the broker's LogAppendTime, which no producer sets), so a replay years
-    later refuses exactly what the live consumer did."""
-    appended = datetime.fromtimestamp(record.timestamp / 1000, UTC)
-    return kafka_binding.parse_kafka_event(record.headers, record.value or b"" if value is None else value,
-                                           record.topic, key=record.key, now=appended, max_skew_s=max_skew_s)
-
-
-class Fetched:
-    """A batch: the record FastStream handed over, plus the records the consumer had already fetched
-    behind it (up to a limit), taken without waiting.
-
-    FastStream's own batch subscriber polls with a timeout and then pauses as long when nothing came,
-    which costs an idle service CPU and the next record latency; here the consumer's `getone` wakes
-    the service, and whatever arrived meanwhile joins the batch. Each partition keeps its order.
-    """
-
-    def __init__(self, message, records: tuple) -> None:
-        self._message = message
-        self.consumer = message.consumer
-        self.raw_message = records
-
-    @classmethod
-    async def behind(cls, message, limit: int) -> "Fetched":
-        records = (message.raw_message,)
-        if limit > 1:
-            try:
-                buffered = await message.consumer.getmany(timeout_ms=0, max_records=limit - 1)
-                records += tuple(record for batch in buffered.values() for record in batch)
-            except KafkaError as error:  # what was not taken is fetched again later
-                log.warning("consumer.getmany_failed", error=str(error))
-        return cls(message, records)
-
-    async def ack(self) -> None:
-        """Commit what the consumer has handed over (this batch and everything before it)."""
-        await self._message.ack()
-
-    async def nack(self) -> None:
-        """Read the whole batch again: each of its partitions back to its first record."""
-        await _rewind(self.consumer, self.raw_message, [False] * len(self.raw_message))
-
-
 @asynccontextmanager
 async def _nothing():
     yield UnitOfWork()
-
-
-class _OneRecord:
-    """One record of a batch, run on its own: acknowledging it only marks it done (the batch commits)."""
-
-    def __init__(self, record) -> None:
-        self.raw_message = record
-        self.body = record.value or b""
-        self.done = False
-
-    async def ack(self) -> None:
-        self.done = True
-
-    async def nack(self) -> None:
-        self.done = False
-
-
-def _segments(records: Sequence, indexes: list[int], lane: Lane | None) -> list[list[list[int]]]:
-    """A key's records cut where one of no lane stands: each segment as its lanes' record indexes (in order)."""
-    if lane is None:
-        return [[indexes]]
-    segments: list[list[list[int]]] = []
-    lanes: dict[str, list[int]] = {}
-    for index in indexes:
-        name = lane(records[index])
-        if name is None:
-            if lanes:
-                segments.append(list(lanes.values()))
-                lanes = {}
-            segments.append([[index]])
-        else:
-            lanes.setdefault(name, []).append(index)
-    if lanes:
-        segments.append(list(lanes.values()))
-    return segments
-
-
-def environment_lane(record) -> str | None:
-    """The `data.env` a raw record names (structured or binary CloudEvents), or None: for scheduling only (the
-    record is parsed and validated as usual when it runs; one that cannot be read here runs in the whole
-    service's lane)."""
-    try:
-        value = json.loads(record.value)
-    except (TypeError, ValueError):
-        return None
-    if not isinstance(value, dict):
-        return None
-    data = value.get("data") if "specversion" in value else value
-    env = data.get("env") if isinstance(data, dict) else None
-    return env if isinstance(env, str) and env else None
-
-
-async def _rewind(consumer, records: Sequence, done: list[bool]) -> None:
-    """Seek each partition back to its first record not done, and commit the records done before it.
-
-    Records done after it (another key's) are read again too: their handlers see their ids again
-    and do nothing."""
-    first: dict[TopicPartition, int] = {}
-    for record, finished in zip(records, done):
-        if not finished:
-            first.setdefault(TopicPartition(record.topic, record.partition), record.offset)
-    committed: dict[TopicPartition, int] = {}
-    for record, finished in zip(records, done):
-        partition = TopicPartition(record.topic, record.partition)
-        if finished and record.offset < first.get(partition, record.offset + 1):
-            committed[partition] = record.offset + 1
-    if committed:
-        await consumer.commit(committed)
-    for partition, offset in first.items():
-        consumer.seek(partition, offset)
 
 
 _RECORD_CONTEXT = ("topic", "partition", "offset", "event_id", "event_type", "correlation_id", "env", "artifact")

@@ -15,7 +15,8 @@ import structlog
 from structlog.testing import capture_logs
 
 from shared import topics
-from shared.consumer import Fetched, RecordRunner, UnitOfWork, _segments, environment_lane
+from shared.consumer import Fetched, RecordRunner, UnitOfWork, environment_lane
+from shared.records import segments as _segments
 from shared.events import Event, PromotionRequested, new_event
 
 DIGEST = "sha256:" + "a" * 64
