@@ -1,7 +1,9 @@
 """Gates' tables: pipelines, artifacts, promotions, the facts their gates look at, and timers."""
 
 import json
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import Protocol
 
 import asyncpg
 
@@ -196,3 +198,156 @@ def _checks_supply_chain(pipeline: PipelineDefinition | None, env: str) -> bool:
     if pipeline is None or env not in pipeline.environment_names:
         return False
     return any(isinstance(gate, SignatureGate | ProvenanceGate) for gate in pipeline.environment(env).gates)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A promotion waiting at an environment's gates, with the reasons of its last verdict."""
+
+    service: str
+    version: str
+    env: str
+    digest: str
+    reasons: list[str]
+
+
+class Repository(Protocol):
+    """What gates' handlers keep and read (`PostgresRepository`: the tables above; `MemoryRepository`: dicts, for
+    fast tests of the handlers). One contract suite runs on both (tests/e2e/test_gates_repository.py)."""
+
+    async def save_pipeline(self, service: str, version: str, definition: dict) -> None: ...
+    async def latest_pipeline(self, service: str) -> tuple[str, PipelineDefinition] | None: ...
+    async def save_artifact(self, release: Release) -> None: ...
+    async def request_promotion(self, service: str, version: str, env: str, digest: str,
+                                correlation_id: str | None = None) -> bool: ...
+    async def pending(self, service: str, skip_locked: bool = False, **where: str) -> list[Pending]: ...
+    async def set_outcome(self, service: str, version: str, env: str, status: str, reasons: list[str],
+                          wake_at: datetime | None = None) -> None: ...
+    async def save_evidence(self, service: str, digest: str, env: str, check: str, result: str) -> None: ...
+    async def save_approval(self, service: str, version: str, env: str, who: str, decision: str,
+                            groups: tuple[str, ...] = (), digest: str | None = None) -> None: ...
+    async def save_verification(self, service: str, env: str, digest: str, version: str,
+                                verified_at: datetime) -> None: ...
+    async def load_facts(self, service: str, version: str, env: str, digest: str,
+                         pipeline: PipelineDefinition | None) -> Facts: ...
+
+
+class PostgresRepository:
+    """Gates' tables on one connection (the handler's transaction); parsed pipelines from `pipelines`."""
+
+    def __init__(self, conn: asyncpg.Connection, pipelines: Pipelines) -> None:
+        self.conn, self.pipelines = conn, pipelines
+
+    async def save_pipeline(self, service: str, version: str, definition: dict) -> None:
+        await save_pipeline(self.conn, service, version, definition)
+
+    async def latest_pipeline(self, service: str) -> tuple[str, PipelineDefinition] | None:
+        return await self.pipelines.latest(self.conn, service)
+
+    async def save_artifact(self, release: Release) -> None:
+        await save_artifact(self.conn, release)
+
+    async def request_promotion(self, service: str, version: str, env: str, digest: str,
+                                correlation_id: str | None = None) -> bool:
+        return await request_promotion(self.conn, service, version, env, digest, correlation_id)
+
+    async def pending(self, service: str, skip_locked: bool = False, **where: str) -> list[Pending]:
+        return [Pending(r["service"], r["version"], r["env"], r["digest"], json.loads(r["reasons"]))
+                for r in await pending(self.conn, service, skip_locked, **where)]
+
+    async def set_outcome(self, service: str, version: str, env: str, status: str, reasons: list[str],
+                          wake_at: datetime | None = None) -> None:
+        await set_outcome(self.conn, service, version, env, status, reasons, wake_at)
+
+    async def save_evidence(self, service: str, digest: str, env: str, check: str, result: str) -> None:
+        await save_evidence(self.conn, service, digest, env, check, result)
+
+    async def save_approval(self, service: str, version: str, env: str, who: str, decision: str,
+                            groups: tuple[str, ...] = (), digest: str | None = None) -> None:
+        await save_approval(self.conn, service, version, env, who, decision, groups, digest)
+
+    async def save_verification(self, service: str, env: str, digest: str, version: str,
+                                verified_at: datetime) -> None:
+        await save_verification(self.conn, service, env, digest, version, verified_at)
+
+    async def load_facts(self, service: str, version: str, env: str, digest: str,
+                         pipeline: PipelineDefinition | None) -> Facts:
+        return await load_facts(self.conn, service, version, env, digest, pipeline)
+
+
+class MemoryRepository:
+    """Gates' state in dicts, with the tables' rules: a promotion and an artifact are kept once, the first
+    verification of a digest in an environment counts, the latest evidence and decision of each win."""
+
+    def __init__(self) -> None:
+        self.pipelines: dict[str, tuple[str, PipelineDefinition]] = {}
+        self.artifacts: dict[tuple[str, str], Release] = {}
+        self.promotions: dict[tuple[str, str, str], dict] = {}
+        self.timers: dict[tuple[str, str, str], datetime] = {}
+        self.evidence: dict[tuple[str, str, str, str], str] = {}
+        self.approvals: dict[tuple[str, str, str, str], tuple[str, tuple[str, ...], str | None]] = {}
+        self.verifications: dict[tuple[str, str, str], tuple[str, datetime]] = {}
+        self._clock = 0
+
+    async def save_pipeline(self, service: str, version: str, definition: dict) -> None:
+        self.pipelines[service] = (version, PipelineDefinition.model_validate(definition))
+
+    async def latest_pipeline(self, service: str) -> tuple[str, PipelineDefinition] | None:
+        return self.pipelines.get(service)
+
+    async def save_artifact(self, release: Release) -> None:
+        self.artifacts.setdefault((release.service, release.version), release)
+
+    async def request_promotion(self, service: str, version: str, env: str, digest: str,
+                                correlation_id: str | None = None) -> bool:
+        if (service, version, env) in self.promotions:
+            return False
+        self._clock += 1
+        self.promotions[(service, version, env)] = {"digest": digest, "status": "pending", "reasons": [],
+                                                    "updated": self._clock, "correlation_id": correlation_id}
+        return True
+
+    async def pending(self, service: str, skip_locked: bool = False, **where: str) -> list[Pending]:
+        found = [(row["updated"], Pending(s, version, env, row["digest"], list(row["reasons"])))
+                 for (s, version, env), row in self.promotions.items() if s == service and row["status"] == "pending"]
+        return [p for _, p in sorted(found, key=lambda item: item[0])
+                if all(getattr(p, column) == value for column, value in where.items())]
+
+    async def set_outcome(self, service: str, version: str, env: str, status: str, reasons: list[str],
+                          wake_at: datetime | None = None) -> None:
+        row = self.promotions.get((service, version, env))
+        if row is not None:
+            self._clock += 1
+            row.update(status=status, reasons=list(reasons), updated=self._clock)
+        if status == "pending" and wake_at is not None:
+            self.timers[(service, version, env)] = wake_at
+        else:
+            self.timers.pop((service, version, env), None)
+
+    async def save_evidence(self, service: str, digest: str, env: str, check: str, result: str) -> None:
+        self.evidence[(service, digest, env, check)] = result
+
+    async def save_approval(self, service: str, version: str, env: str, who: str, decision: str,
+                            groups: tuple[str, ...] = (), digest: str | None = None) -> None:
+        self.approvals[(service, version, env, who)] = (decision, tuple(sorted(groups)), digest)
+
+    async def save_verification(self, service: str, env: str, digest: str, version: str,
+                                verified_at: datetime) -> None:
+        self.verifications.setdefault((service, env, digest), (version, verified_at))
+
+    async def load_facts(self, service: str, version: str, env: str, digest: str,
+                         pipeline: PipelineDefinition | None) -> Facts:
+        release = self.artifacts.get((service, version))
+        if release is not None and not _checks_supply_chain(pipeline, env):
+            release = replace(release, supply_chain=None)
+        verified = [(e, v, at) for (s, e, d), (v, at) in self.verifications.items() if s == service and d == digest]
+        approvals = [(who, decision, groups) for (s, v, e, who), (decision, groups, decided_on)
+                     in self.approvals.items() if (s, v, e) == (service, version, env)
+                     and (decided_on is None or decided_on == digest)]
+        return Facts(
+            pipeline=pipeline, release=release, verified_at={e: at for e, _, at in verified},
+            evidence={(e, check): result for (s, d, e, check), result in self.evidence.items()
+                      if s == service and d == digest},
+            approvals={who: decision for who, decision, _ in approvals},
+            approver_groups={who: frozenset(groups) for who, _, groups in approvals},
+            released_here=any(e == env and v == version for e, v, _ in verified))
