@@ -23,11 +23,12 @@ from rich.console import Console
 
 import devstack
 from cli.ops import pipeline_applied
-from shared.credentials import READER, database_dsn, kafka_options
-from shared import client, topics
-from shared.events import Artifact, BuildCompleted, Event, new_event
-from shared.pipeline import PipelineDefinition, parse_pipeline
-from shared.settings import Settings
+from shared.platform.credentials import READER, database_dsn, kafka_options
+from shared.platform import client
+from shared.contracts import topics
+from shared.contracts.events import Artifact, BuildCompleted, Event, new_event
+from shared.contracts.pipeline import PipelineDefinition, parse_pipeline
+from shared.platform.settings import Settings
 
 console = Console(highlight=False, width=max(140, shutil.get_terminal_size((140, 40)).columns))
 SETTINGS = Settings()

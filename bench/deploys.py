@@ -18,8 +18,8 @@ import time
 
 from bench import common, serving
 from bench.common import console
-from shared.client import Publisher
-from shared.events import BuildCompleted, new_event
+from shared.platform.client import Publisher
+from shared.contracts.events import BuildCompleted, new_event
 
 
 async def _publish_builds(publisher: Publisher, services: list[str], built) -> None:

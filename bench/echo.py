@@ -15,9 +15,9 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from shared import topics
-from shared.credentials import kafka_options
-from shared.settings import Settings
+from shared.contracts import topics
+from shared.platform.credentials import kafka_options
+from shared.platform.settings import Settings
 
 BOOTSTRAP = Settings().kafka_bootstrap
 KAFKA = kafka_options(Settings(), topics.ADMIN)  # the raw baseline creates its own topics: the broker's admin

@@ -33,7 +33,7 @@ from rich.table import Table
 
 from bench import common, echo, serving
 from bench.common import console
-from shared.client import Publisher
+from shared.platform.client import Publisher
 
 HOPS = {  # name: (cause type, effect type, env of both, or None for any)
     "intake": ("build.completed", "artifact.registered", None),

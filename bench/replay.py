@@ -33,10 +33,10 @@ from bench import common, echo
 from bench.common import console
 from cli.replay import Counts, _fold_all
 from services.ledger.state import PROJECTION_TABLES
-from shared.credentials import SUPERUSER, database_dsn, kafka_options
-from shared import topics
-from shared.events import (ArtifactRegistered, DeploymentStarted, DeploymentSucceeded, GatePassed, GatePending,
-                           VerificationFailed, VerificationPassed, new_event)
+from shared.platform.credentials import SUPERUSER, database_dsn, kafka_options
+from shared.contracts import topics
+from shared.contracts.events import (ArtifactRegistered, DeploymentStarted, DeploymentSucceeded, GatePassed,
+                                     GatePending, VerificationFailed, VerificationPassed, new_event)
 
 Record = namedtuple("Record", "topic value")
 FED = (topics.PIPELINES, topics.ARTIFACTS, topics.GATES, topics.DEPLOYMENTS)

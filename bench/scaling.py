@@ -25,7 +25,7 @@ from bench import common, throughput
 from bench.common import console
 import devstack.topics
 from devstack.services import health_port
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 
 def processed(instances: int) -> dict[str, int]:

@@ -26,11 +26,11 @@ from bench.common import console
 from services.deployer.container import ContainerDriver
 from services.deployer.domain import Target
 from services.deployer.driver import LocalDriver
-from shared.client import Publisher
-from shared.credentials import READER, database_dsn, registry_login
-from shared.events import Artifact, BuildCompleted, new_event
-from shared.pipeline import PipelineDefinition, parse_pipeline
-from shared.settings import REPO_ROOT
+from shared.platform.client import Publisher
+from shared.platform.credentials import READER, database_dsn, registry_login
+from shared.contracts.events import Artifact, BuildCompleted, new_event
+from shared.contracts.pipeline import PipelineDefinition, parse_pipeline
+from shared.platform.settings import REPO_ROOT
 
 sys.path.insert(0, str(REPO_ROOT / "examples" / "payments"))
 from build import build as build_artifact  # noqa: E402  (the example's own builds)

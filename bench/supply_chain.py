@@ -29,10 +29,10 @@ from bench import common
 from bench.common import console
 from services.intake.supply_chain import collect
 from shared.attestations import judge_provenance
-from shared.client import Publisher
-from shared.events import Artifact, BuildCompleted, new_event
+from shared.platform.client import Publisher
+from shared.contracts.events import Artifact, BuildCompleted, new_event
 from shared.oci import OCI_MANIFEST, Registry, image_manifest, parse_reference
-from shared.pipeline import parse_pipeline
+from shared.contracts.pipeline import parse_pipeline
 from shared.signature_keys import TrustedKey
 from shared.signatures import Signature, judge
 

@@ -28,7 +28,7 @@ from rich.table import Table
 import devstack
 from bench import common, echo
 from bench.common import console
-from shared.client import Publisher
+from shared.platform.client import Publisher
 
 REGISTERED, STARTED = b'"type":"artifact.registered"', b'"type":"deployment.started"'
 INTAKE_TARGET = 1000.0

@@ -26,11 +26,11 @@ from rich.console import Console
 
 from cli import api, render
 from cli.errors import CliError
-from shared.client import EventWatcher, Publisher, matches
-from shared.events import Artifact, BuildCompleted, Event, EventData, EvidenceRecorded, new_event
+from shared.platform.client import EventWatcher, Publisher, matches
+from shared.contracts.events import Artifact, BuildCompleted, Event, EventData, EvidenceRecorded, new_event
 from shared.loadgen import LoadReport, generate
-from shared.pipeline import PipelineDefinition, load_pipeline_file, parse_pipeline
-from shared.settings import REPO_ROOT, Settings
+from shared.contracts.pipeline import PipelineDefinition, load_pipeline_file, parse_pipeline
+from shared.platform.settings import REPO_ROOT, Settings
 
 sys.path.insert(0, str(REPO_ROOT / "examples" / "payments"))
 from build import build as build_artifact  # noqa: E402  (the example's own build script)

@@ -258,7 +258,7 @@ def build_completed(
     import asyncio
 
     from cli import ops
-    from shared.settings import Settings
+    from shared.platform.settings import Settings
 
     checks = dict(_split_check(item) for item in check)
     settings = Settings()
@@ -293,7 +293,7 @@ def evidence(service: str, version: str, env: EnvOpt,
     import asyncio
 
     from cli import ops
-    from shared.settings import Settings
+    from shared.platform.settings import Settings
 
     event = asyncio.run(ops.publish(Settings(), ops.evidence(service, version, digest, env, check, result, url)))
     print(f"evidence {check}={result} for {service} {version} in {env} ({event.id})")
@@ -310,7 +310,7 @@ def _registered_digest(service: str, version: str) -> str:
 @pipeline_app.command("validate")
 def pipeline_validate(file: Path) -> None:
     """Check a pipeline file; errors are listed as FILE:LINE:COLUMN: where: what."""
-    from shared.pipeline import load_pipeline_file
+    from shared.contracts.pipeline import load_pipeline_file
 
     definition = load_pipeline_file(file)
     print(f"{file}: valid pipeline for {definition.service} "
@@ -322,7 +322,7 @@ def pipeline_apply(file: Path, prune: Annotated[bool, typer.Option(
         help="Also stop what runs in environments the new pipeline drops (refused without it).")] = False,
                    wait: WaitOpt = 30.0, as_json: JsonOpt = False) -> None:
     """Validate a pipeline file and apply it through the API (admin): versioned, audited, replayable."""
-    from shared.pipeline import load_pipeline_file
+    from shared.contracts.pipeline import load_pipeline_file
 
     load_pipeline_file(file)  # the same errors, with their positions, before anything is sent
     answer = api.call("POST", "/v1/pipelines", json={"yaml": file.read_text(), "filename": str(file),
@@ -451,7 +451,7 @@ def demo(service: Annotated[str, typer.Option(help="Service name for the demo (a
     import asyncio
 
     from cli.demo import run_demo
-    from shared.settings import Settings
+    from shared.platform.settings import Settings
 
     asyncio.run(run_demo(Settings(), service, images=artifacts is DemoArtifacts.image))
 
@@ -499,10 +499,10 @@ def _one_line(error: Exception) -> str:
     """The error as the CLI reports it: pipeline errors as they are, known failures with their reason."""
     from pydantic import ValidationError
 
-    from shared import limits
-    from shared.client import BusUnavailable
-    from shared.credentials import MissingCredential
-    from shared.pipeline import PipelineError
+    from shared.contracts import limits
+    from shared.platform.client import BusUnavailable
+    from shared.platform.credentials import MissingCredential
+    from shared.contracts.pipeline import PipelineError
 
     if isinstance(error, PipelineError):
         return str(error)

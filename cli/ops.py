@@ -9,12 +9,13 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from cli.errors import CliError
-from shared import limits
+from shared.contracts import limits
 from shared.artifacts import file_digest
-from shared.client import Publisher
-from shared.events import Artifact, BuildCompleted, Event, EventData, EvidenceRecorded, PipelineApplied, new_event
-from shared.pipeline import PipelineDefinition
-from shared.settings import Settings
+from shared.platform.client import Publisher
+from shared.contracts.events import (Artifact, BuildCompleted, Event, EventData, EvidenceRecorded, PipelineApplied,
+                                     new_event)
+from shared.contracts.pipeline import PipelineDefinition
+from shared.platform.settings import Settings
 
 SOURCE = "/promote/cli"
 
@@ -61,7 +62,7 @@ async def image_build_completed(settings: Settings, service: str, version: str, 
                                 commit: str, author: str, checks: dict[str, str]) -> BuildCompleted:
     """What CI publishes after pushing an image: its manifest digest as the registry gives it now (asked as
     the registry user `ci`), or `digest` when CI knows it (intake checks it either way)."""
-    from shared.credentials import MissingCredential
+    from shared.platform.credentials import MissingCredential
     from shared.oci import Registry, RegistryError, RegistryUnavailable, parse_reference
 
     try:

@@ -24,13 +24,13 @@ from cli.errors import CliError
 from services.ledger import rebuild, repository
 from services.ledger.state import state_digest
 from services.ledger.topics import consumed_topics
-from shared.client import partitions_of, read_range, start_client
-from shared import inbox
-from shared.consumer import parse_record
-from shared.limits import MAX_CLOCK_SKEW_S
-from shared.credentials import database_dsn, kafka_options, redacted
-from shared.events import Event, InvalidEvent
-from shared.settings import Settings
+from shared.platform.client import partitions_of, read_range, start_client
+from shared.platform import inbox
+from shared.platform.consumer import parse_record
+from shared.contracts.limits import MAX_CLOCK_SKEW_S
+from shared.platform.credentials import database_dsn, kafka_options, redacted
+from shared.contracts.events import Event, InvalidEvent
+from shared.platform.settings import Settings
 
 LEDGER = "ledger"  # the ledger's schema and consumer group
 STALL_S = 30.0

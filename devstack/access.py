@@ -1,6 +1,6 @@
 """Who may do what on the local stack: generated credentials, and the broker's SCRAM users and ACLs.
 
-Every Kafka principal of shared/topics.py (and the broker's `admin`) gets a random password in
+Every Kafka principal of shared/contracts/topics.py (and the broker's `admin`) gets a random password in
 var/credentials/kafka/<name> (dir 0700, files 0600). The ACLs are derived from the same table:
 a principal may write only the topics it owns, read the topics it consumes, and use its own
 consumer group; everything else is denied (the broker's authorizer allows nothing by default).
@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 from devstack import processes as p
-from shared import topics
-from shared.credentials import credential_file
-from shared.settings import Settings
+from shared.contracts import topics
+from shared.platform.credentials import credential_file
+from shared.platform.settings import Settings
 
 
 def _private_dir(path: Path) -> Path:

@@ -28,9 +28,9 @@ from devstack import access, kafka, kafka_acls, postgres, registry
 from devstack import processes as p
 from devstack.services import API, SERVICES
 from devstack.topics import ensure_topics_async
-from shared import topics
-from shared.credentials import READER, SUPERUSER, credential_file, kafka_options
-from shared.settings import Settings
+from shared.contracts import topics
+from shared.platform.credentials import READER, SUPERUSER, credential_file, kafka_options
+from shared.platform.settings import Settings
 
 OUT = Path("/run/promote")
 """Where setup mounts the volumes it fills: OUT/<container>/ (credentials), OUT/kafka, OUT/postgres, OUT/registry."""
@@ -133,7 +133,7 @@ def setup(out: Path = OUT) -> None:
 
 def database_url(role: str, database: str | None = None) -> str:
     """PROMOTE_DATABASE_URL (postgresql://HOST:PORT/DB) as `role`, without a password (it is read from the
-    container's credentials, shared.credentials.database_dsn)."""
+    container's credentials, shared.platform.credentials.database_dsn)."""
     url = urlsplit(Settings().database_url)
     host = f"{url.hostname}:{url.port}" if url.port else url.hostname
     return urlunsplit((url.scheme, f"{role}@{host}", f"/{database}" if database else url.path, "", ""))

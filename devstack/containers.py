@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 
 from devstack import processes as p
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 PODMAN = Path("/usr/bin/podman")
 RUNC = Path("/usr/sbin/runc")

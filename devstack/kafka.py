@@ -21,9 +21,9 @@ from pathlib import Path
 
 from devstack import access
 from devstack import processes as p
-from shared import topics
-from shared.credentials import kafka_options
-from shared.settings import Settings
+from shared.contracts import topics
+from shared.platform.credentials import kafka_options
+from shared.platform.settings import Settings
 
 KAFKA_VERSION = "4.1.1"
 PORT = 9092

@@ -20,8 +20,8 @@ from urllib.parse import urlparse
 
 from devstack import access
 from devstack import processes as p
-from shared.credentials import READER
-from shared.settings import Settings
+from shared.platform.credentials import READER
+from shared.platform.settings import Settings
 
 IS_ROOT = os.geteuid() == 0
 PG_USER = "postgres"  # OS user running the cluster when we are root, and the bootstrap superuser
@@ -182,7 +182,7 @@ def roles_sql(db: str) -> str:
 
     # psql -c runs these in one transaction. A GRANT on a schema's tables while its service migrates (an
     # ALTER TABLE) fails with "tuple concurrently updated", as do two of these at once (services starting
-    # together): one at a time, and never during a migration (shared.db.migrate holds migrate:<schema>).
+    # together): one at a time, and never during a migration (shared.platform.db.migrate holds migrate:<schema>).
     schemas = sorted({schema for service in SERVICE_ROLES for schema in (service, *EXTRA_SCHEMAS.get(service, ()))})
     sql = ["SELECT pg_advisory_xact_lock(hashtext('devstack:roles'));\n",
            *(f"SELECT pg_advisory_xact_lock(hashtext('migrate:{schema}'));\n" for schema in schemas),

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

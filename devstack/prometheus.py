@@ -19,7 +19,7 @@ import httpx
 
 from devstack import processes as p
 from devstack.services import health_ports
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 BINARY = Path("/usr/bin/prometheus")
 COMPONENT = "prometheus"

@@ -21,7 +21,7 @@ import httpx
 
 from devstack import access
 from devstack import processes as p
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 BINARY = Path("/usr/bin/docker-registry")
 COMPONENT = "registry"

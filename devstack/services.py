@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from devstack import access, postgres, registry
 from devstack import processes as p
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 SERVICES: tuple[str, ...] = ("intake", "gates", "deployer", "rollback", "ledger")
 """The event-driven services (each a consumer group)."""

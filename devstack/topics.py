@@ -10,10 +10,10 @@ import asyncio
 import time
 
 from devstack import processes as p
-from shared import topics
-from shared.credentials import kafka_options
-from shared.settings import Settings
-from shared.topics import TopicSpec, all_topics
+from shared.contracts import topics
+from shared.platform.credentials import kafka_options
+from shared.platform.settings import Settings
+from shared.contracts.topics import TopicSpec, all_topics
 
 TOPIC_ALREADY_EXISTS = 36
 

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 from devstack import processes as p
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 
 def ensure_app_user() -> None:

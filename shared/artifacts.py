@@ -23,7 +23,7 @@ from pathlib import Path
 
 from shared.app_user import AppUserMissing, app_user
 from shared.artifact_source import ArtifactUnreachable, open_artifact
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 __all__ = ["ArtifactStore", "ArtifactUnreachable", "DigestMismatch", "file_digest"]
 CHUNK = 1 << 20

@@ -31,7 +31,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from shared.chain import canonical_bytes, link
-from shared.events import SupplyChain
+from shared.contracts.events import SupplyChain
 from shared.merkle import Tree, root_from_inclusion
 from shared.signature_keys import TrustedKey
 from shared.signatures import Signed, carried, judge
@@ -228,7 +228,7 @@ def _path_to(env: str, version: str, digest: str, entries: list[Entry]) -> list[
     """The environments the release went through to reach `env`, by the pipeline its gate.passed there was
     given under ([env] alone if the bundle has no such gate.passed: the check then says so): every upstream of
     each, or for a `require: any` join the first upstream the entries show it verified in."""
-    from shared.pipeline import PipelineDefinition
+    from shared.contracts.pipeline import PipelineDefinition
 
     passed = [entry.event["data"] for entry in entries if entry.event["type"] == "gate.passed"
               and entry.event["data"].get("env") == env and entry.event["data"].get("digest") == digest]
@@ -257,7 +257,7 @@ def _field(data: dict, dotted: str) -> Any:
 def _supply_chain_gates(claim: dict, entries: list[Entry], keys: Mapping[str, TrustedKey]) -> list[str]:
     """Judge every signed_by and provenance gate of every gate.passed again, on the registration's signatures
     and attestations."""
-    from shared.pipeline import PipelineDefinition, ProvenanceGate, SignatureGate
+    from shared.contracts.pipeline import PipelineDefinition, ProvenanceGate, SignatureGate
 
     pipelines = {entry.event["data"].get("pipeline_version"): entry.event["data"].get("definition")
                  for entry in entries if entry.event["type"] == "pipeline.applied"}

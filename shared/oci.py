@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -160,7 +160,7 @@ class Registry:
     @classmethod
     def from_settings(cls, settings: Settings, user: str | None = None) -> "Registry":
         """Logged in as settings' registry user, or as `user` with its password from var/credentials/registry."""
-        from shared.credentials import registry_login
+        from shared.platform.credentials import registry_login
 
         username, password = registry_login(settings, user)
         return cls(settings, username, password)

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from shared.trust_gates import KEY_ID_PATTERN
+from shared.contracts.trust_gates import KEY_ID_PATTERN
 
 KEY_ID = re.compile(KEY_ID_PATTERN)
 MIN_RSA_BITS = 2048

@@ -38,7 +38,7 @@ from shared.oci import MANIFESTS, BadImage, ImageReference, ImageUnknown, Regist
 from shared.signature_keys import TrustedKey
 
 if TYPE_CHECKING:
-    from shared.events import SupplyChain
+    from shared.contracts.events import SupplyChain
 
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"

@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from devstack import cosign as cosign_build
 from shared.oci import Registry, image_manifest, parse_reference
-from shared.settings import Settings
+from shared.platform.settings import Settings
 from shared.signature_keys import TrustedKey
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples" / "payments"))

@@ -34,11 +34,11 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from shared.credentials import MissingCredential
-from shared.limits import VERSION_PATTERN
+from shared.platform.credentials import MissingCredential
+from shared.contracts.limits import VERSION_PATTERN
 from shared.oci import (OCI_INDEX, OCI_MANIFEST, ImageReference, Registry, RegistryError, RegistryUnavailable,
                         image_manifest, parse_reference)
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "image"

@@ -5,8 +5,8 @@ from urllib.parse import urlsplit
 import uvicorn
 
 from services.api.app import create_app
-from shared.logging import configure_logging
-from shared.settings import Settings
+from shared.platform.logging import configure_logging
+from shared.platform.settings import Settings
 
 
 def main() -> None:

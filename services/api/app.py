@@ -21,12 +21,12 @@ from services.api.auth import Authenticator, AuthError, Identity
 from services.api.context import Context
 from services.api.outcomes import Outcomes
 from services.api.reads import NotFound, NotYet
-from shared import limits
-from shared.client import Publisher
-from shared.credentials import READER, database_dsn
-from shared.db import connect, migrate
-from shared.limits import EnvironmentName, Identity as IdentityName, ServiceName, Text, Version
-from shared.settings import Settings
+from shared.contracts import limits
+from shared.platform.client import Publisher
+from shared.platform.credentials import READER, database_dsn
+from shared.platform.db import connect, migrate
+from shared.contracts.limits import EnvironmentName, Identity as IdentityName, ServiceName, Text, Version
+from shared.platform.settings import Settings
 
 WAIT_LIMIT_S = 120.0
 

@@ -2,7 +2,7 @@
 issuer's JWKS: signature, issuer, audience, expiry, algorithm allow-list), mapped to an Identity.
 
 An identity's subject is what the system records as who acted; it must be an identity in the sense of
-shared.limits (lowercase ASCII), so nobody has two spellings. Roles come from the token's bindings or,
+shared.contracts.limits (lowercase ASCII), so nobody has two spellings. Roles come from the token's bindings or,
 for OIDC, from the person's groups through Settings.api_group_roles.
 """
 
@@ -16,8 +16,8 @@ import jwt
 
 from services.api import tokens
 from services.api.roles import Binding, BindingError
-from shared import limits
-from shared.settings import Settings
+from shared.contracts import limits
+from shared.platform.settings import Settings
 
 
 class AuthError(Exception):

@@ -12,7 +12,7 @@ import json
 from services.api.auth import Identity
 from services.api.commands import environment_of, wait_for
 from services.api.context import Context
-from shared.events import CanaryCommanded
+from shared.contracts.events import CanaryCommanded
 
 ROLES = {"pause": "promoter", "resume": "promoter", "abort": "promoter", "promote": "approver"}
 OUTCOME_TYPES = ("deployment.started", "deployment.progressed", "deployment.succeeded", "deployment.failed",

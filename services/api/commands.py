@@ -13,9 +13,9 @@ from collections.abc import Callable
 from services.api.auth import Identity
 from services.api.context import Context
 from services.api.reads import NotFound
-from shared.client import matches
-from shared.events import ApprovalGranted, ApprovalRejected, Event, PipelineApplied, RollbackRequested
-from shared.pipeline import ApprovalGate, Environment, PipelineDefinition, PipelineError, parse_pipeline
+from shared.platform.client import matches
+from shared.contracts.events import ApprovalGranted, ApprovalRejected, Event, PipelineApplied, RollbackRequested
+from shared.contracts.pipeline import ApprovalGate, Environment, PipelineDefinition, PipelineError, parse_pipeline
 
 
 async def wait_for(ctx: Context, outcomes: dict[str, dict], publish, timeout: float) -> tuple[str, Event | None]:

@@ -13,10 +13,10 @@ from services.api import roles
 from services.api.auth import Authenticator, Identity
 from services.api.outcomes import Outcomes
 from services.api.reads import LedgerReader
-from shared import limits
-from shared.client import Publisher
-from shared.events import EventData, OperationRefused, new_event
-from shared.settings import Settings
+from shared.contracts import limits
+from shared.platform.client import Publisher
+from shared.contracts.events import EventData, OperationRefused, new_event
+from shared.platform.settings import Settings
 
 SOURCE = "/promote/api"
 

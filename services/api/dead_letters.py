@@ -13,11 +13,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaConnectionError
 from aiokafka.structs import RecordMetadata
 
-from shared import topics
-from shared.client import partitions_of, start_client, unreachable
-from shared.credentials import kafka_options
-from shared.kafka_binding import CONTENT_TYPE, is_binding_header
-from shared.settings import Settings
+from shared.contracts import topics
+from shared.platform.client import partitions_of, start_client, unreachable
+from shared.platform.credentials import kafka_options
+from shared.contracts.kafka_binding import CONTENT_TYPE, is_binding_header
+from shared.platform.settings import Settings
 
 READ_TIMEOUT_S = 10.0
 

@@ -9,8 +9,8 @@ import asyncio
 from services.api.auth import Identity
 from services.api.commands import current_pipeline, environment_of
 from services.api.context import SOURCE, Context
-from shared.client import matches
-from shared.events import DriftCheckRequested, new_event
+from shared.platform.client import matches
+from shared.contracts.events import DriftCheckRequested, new_event
 
 MAX_SERVICES = 100
 """Services one call checks at most (without a service: those whose environments run a release)."""

@@ -11,11 +11,11 @@ import structlog
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from shared import topics
-from shared.client import partitions_of
-from shared.credentials import kafka_options
-from shared.events import Event, InvalidEvent, parse_event
-from shared.settings import Settings
+from shared.contracts import topics
+from shared.platform.client import partitions_of
+from shared.platform.credentials import kafka_options
+from shared.contracts.events import Event, InvalidEvent, parse_event
+from shared.platform.settings import Settings
 
 log = structlog.get_logger()
 WATCHED = (topics.GATES, topics.ROLLBACKS, topics.DEPLOYMENTS)

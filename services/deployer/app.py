@@ -8,14 +8,14 @@ from services.deployer.handlers import DeployerHandlers
 from services.deployer import recovery
 from services.deployer.noop import NoopDriver
 from services.deployer.router import Router
-from shared import topics
-from shared.consumer import environment_lane
-from shared.events import (DeploymentFailed, DeploymentProgressed, DeploymentStarted, DeploymentSucceeded,
+from shared.contracts import topics
+from shared.platform.consumer import environment_lane
+from shared.contracts.events import (DeploymentFailed, DeploymentProgressed, DeploymentStarted, DeploymentSucceeded,
                            DriftChecked, DriftDetected, DriftResolved, EnvironmentPruned, VerificationFailed,
                            VerificationPassed)
-from shared.credentials import registry_login
-from shared.runtime import ServiceRuntime
-from shared.settings import Settings
+from shared.platform.credentials import registry_login
+from shared.platform.runtime import ServiceRuntime
+from shared.platform.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastStream:

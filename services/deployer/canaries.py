@@ -35,10 +35,10 @@ from services.deployer.analysis import Thresholds, judge, read_outcomes, summari
 from services.deployer.domain import Target, step_wait, target_from_json, target_json
 from services.deployer.routed import Outcome, RoutedDeployer, Stepwise, lane_slot
 from services.deployer.router import RouterError
-from shared.events import CanaryCommanded, DeploymentProgressed, DeploymentSucceeded, Event, EventData, \
+from shared.contracts.events import CanaryCommanded, DeploymentProgressed, DeploymentSucceeded, Event, EventData, \
     VerificationFailed, VerificationPassed, parse_event
-from shared.pipeline import Canary, Strategy
-from shared.runtime import ServiceRuntime
+from shared.contracts.pipeline import Canary, Strategy
+from shared.platform.runtime import ServiceRuntime
 
 log = structlog.get_logger()
 

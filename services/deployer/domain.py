@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from pydantic import TypeAdapter
 
-from shared.events import Event, GatePassed, RollbackOrdered
-from shared.pipeline import ROUTED_DRIVERS, BlueGreen, PipelineDefinition, Resources, Strategy
+from shared.contracts.events import Event, GatePassed, RollbackOrdered
+from shared.contracts.pipeline import ROUTED_DRIVERS, BlueGreen, PipelineDefinition, Resources, Strategy
 
 Config = dict[str, str | dict[str, str]]
 

@@ -23,12 +23,13 @@ from services.deployer import repository
 from services.deployer.domain import Target
 from services.deployer.drift import DriftState, Expected, confirmed, differences, expected_variables, next_drift
 from services.deployer.driver import Driver
-from shared import inbox, limits
-from shared.events import (DriftChecked, DriftCheckRequested, DriftDetected, DriftResolved, EnvironmentDrift, Event,
-                           PipelineApplied, new_event)
-from shared.outbox import enqueue
-from shared.pipeline import BlueGreen, PipelineDefinition, Resources, Strategy
-from shared.runtime import ServiceRuntime
+from shared.platform import inbox
+from shared.contracts import limits
+from shared.contracts.events import (DriftChecked, DriftCheckRequested, DriftDetected, DriftResolved, EnvironmentDrift,
+                                     Event, PipelineApplied, new_event)
+from shared.platform.outbox import enqueue
+from shared.contracts.pipeline import BlueGreen, PipelineDefinition, Resources, Strategy
+from shared.platform.runtime import ServiceRuntime
 
 log = structlog.get_logger()
 

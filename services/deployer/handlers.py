@@ -27,13 +27,13 @@ from services.deployer.driver import Driver, StartFailed
 from services.deployer.canaries import Canaries, deployment_fields, derived, outcome_events
 from services.deployer.routed import RoutedDeployer, Stepwise, lane_slot
 from services.deployer.router import Router
-from shared.events import (CanaryCommanded, DeploymentFailed, DeploymentStarted, DriftCheckRequested,
+from shared.contracts.events import (CanaryCommanded, DeploymentFailed, DeploymentStarted, DriftCheckRequested,
                            EnvironmentPruned, Event, EventData, PipelineApplied)
-from shared import inbox
-from shared.outbox import enqueue
-from shared.pipeline import BlueGreen, Canary, PipelineDefinition, Strategy
-from shared.consumer import UnitOfWork
-from shared.runtime import ServiceRuntime
+from shared.platform import inbox
+from shared.platform.outbox import enqueue
+from shared.contracts.pipeline import BlueGreen, Canary, PipelineDefinition, Strategy
+from shared.platform.consumer import UnitOfWork
+from shared.platform.runtime import ServiceRuntime
 
 log = structlog.get_logger()
 

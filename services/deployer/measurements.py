@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.pipeline import Metric, success_condition
+from shared.contracts.pipeline import Metric, success_condition
 
 COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge, "==": operator.eq,
            "!=": operator.ne}

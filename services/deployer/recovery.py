@@ -1,6 +1,6 @@
 """Disaster recovery of the deployer: its schema rebuilt from its own events and from what the drivers report.
 
-The generic rebuild (shared/rebuild.py) reads a service's input topics again from their start. For the deployer
+The generic rebuild (shared/platform/rebuild.py) reads a service's input topics again from their start. For the deployer
 that would start again every release ever ordered, in whatever ports came free. So when the deployer finds its
 schema new (dropped, or a first start), its state is rebuilt from what it said it did, on promotion.deployments
 (only its own events: nobody else may write there), checked against what the drivers report running:
@@ -36,14 +36,15 @@ from pydantic import TypeAdapter
 from services.deployer import repository
 from services.deployer.domain import LANES, Target, target_from_json, target_json
 from services.deployer.routed import lane_slot
-from shared import inbox, topics
-from shared.client import partitions_of, read_range, start_client
-from shared.consumer import parse_record
-from shared.credentials import kafka_options
-from shared.events import (DeploymentFailed, DeploymentProgressed, DeploymentStarted, DeploymentSucceeded,
+from shared.platform import inbox
+from shared.contracts import topics
+from shared.platform.client import partitions_of, read_range, start_client
+from shared.platform.consumer import parse_record
+from shared.platform.credentials import kafka_options
+from shared.contracts.events import (DeploymentFailed, DeploymentProgressed, DeploymentStarted, DeploymentSucceeded,
                            EnvironmentPruned, Event, InvalidEvent, PipelineApplied, VerificationFailed,
                            VerificationPassed, parse_event)
-from shared.pipeline import Canary, PipelineDefinition, Strategy
+from shared.contracts.pipeline import Canary, PipelineDefinition, Strategy
 
 log = structlog.get_logger()
 

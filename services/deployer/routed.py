@@ -21,8 +21,8 @@ from services.deployer.domain import LANES, Target, choose_lane, process_environ
     verification_failure
 from services.deployer.driver import Driver
 from services.deployer.router import Router, RouterError, spread
-from shared.pipeline import BlueGreen, Canary
-from shared.runtime import ServiceRuntime
+from shared.contracts.pipeline import BlueGreen, Canary
+from shared.platform.runtime import ServiceRuntime
 
 log = structlog.get_logger()
 

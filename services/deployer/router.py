@@ -29,7 +29,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.limits import MAX_REPLICAS
+from shared.contracts.limits import MAX_REPLICAS
 
 NGINX = "/usr/sbin/nginx"
 RELOAD_TIMEOUT = 5.0

@@ -4,10 +4,10 @@ from faststream import FastStream
 
 from services.gates.handlers import GatesHandlers
 from services.gates.timers import TimerLoop
-from shared import topics
-from shared.events import GateFailed, GatePassed, GatePending, PromotionRequested
-from shared.runtime import ServiceRuntime
-from shared.settings import Settings
+from shared.contracts import topics
+from shared.contracts.events import GateFailed, GatePassed, GatePending, PromotionRequested
+from shared.platform.runtime import ServiceRuntime
+from shared.platform.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastStream:

@@ -13,12 +13,12 @@ from typing import Literal
 
 from services.gates.supply_chain import provenance_problem, signature_problem
 from services.gates.windows import window_problem
-from shared.events import (EventData, GateFailed, GatePassed, GatePending, PromotionRequested, SupplyChain,
+from shared.contracts.events import (EventData, GateFailed, GatePassed, GatePending, PromotionRequested, SupplyChain,
                            VerificationPassed)
-from shared.pipeline import (ApprovalGate, ChangeWindowGate, EvidenceGate, Gate, PipelineDefinition, ProvenanceGate,
-                             SignatureGate, SoakGate)
+from shared.contracts.pipeline import (ApprovalGate, ChangeWindowGate, EvidenceGate, Gate, PipelineDefinition,
+                                       ProvenanceGate, SignatureGate, SoakGate)
 from shared.signature_keys import TrustedKey
-from shared.time_gates import format_duration
+from shared.contracts.time_gates import format_duration
 
 
 @dataclass(frozen=True)

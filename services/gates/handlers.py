@@ -10,11 +10,11 @@ from services.gates import repository
 from services.gates.repository import PostgresRepository, Repository
 from services.gates.domain import Release, evaluate, requests_after, verdict_event
 from services.gates.trusted_keys import TrustedKeys
-from shared.events import (ApprovalGranted, ApprovalRejected, ArtifactRegistered, DeploymentFailed, Event,
+from shared.contracts.events import (ApprovalGranted, ApprovalRejected, ArtifactRegistered, DeploymentFailed, Event,
                            EventData, EvidenceRecorded, PipelineApplied, PromotionRequested, VerificationFailed,
                            VerificationPassed)
-from shared.consumer import UnitOfWork
-from shared.runtime import ServiceRuntime
+from shared.platform.consumer import UnitOfWork
+from shared.platform.runtime import ServiceRuntime
 
 
 class GatesHandlers:

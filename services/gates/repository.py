@@ -8,8 +8,8 @@ from typing import Protocol
 import asyncpg
 
 from services.gates.domain import Facts, Release
-from shared.events import SupplyChain
-from shared.pipeline import PipelineDefinition, ProvenanceGate, SignatureGate
+from shared.contracts.events import SupplyChain
+from shared.contracts.pipeline import PipelineDefinition, ProvenanceGate, SignatureGate
 
 
 async def save_pipeline(conn: asyncpg.Connection, service: str, version: str, definition: dict) -> None:

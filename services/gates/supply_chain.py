@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from shared.attestations import Provenance, judge_provenance
-from shared.events import SupplyChain
+from shared.contracts.events import SupplyChain
 from shared.signature_keys import TrustedKey
 from shared.signatures import Signed, carried, judge
-from shared.trust_gates import ProvenanceGate, SignatureGate
+from shared.contracts.trust_gates import ProvenanceGate, SignatureGate
 
 
 def named_keys(trusted: Mapping[str, TrustedKey | str], wanted: Sequence[str]) -> tuple[list[TrustedKey], list[str]]:

@@ -15,9 +15,9 @@ import structlog
 
 from services.gates import repository
 from services.gates.handlers import GatesHandlers
-from shared import metrics
-from shared.outbox import enqueue
-from shared.runtime import ServiceRuntime
+from shared.platform import metrics
+from shared.platform.outbox import enqueue
+from shared.platform.runtime import ServiceRuntime
 
 log = structlog.get_logger()
 

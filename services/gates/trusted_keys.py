@@ -17,7 +17,7 @@ from pathlib import Path
 import structlog
 
 from shared.signature_keys import MAX_PEM_CHARS, TrustedKey
-from shared.trust_gates import KEY_ID_PATTERN
+from shared.contracts.trust_gates import KEY_ID_PATTERN
 
 log = structlog.get_logger()
 _KEY_FILE = re.compile(KEY_ID_PATTERN.rstrip("$") + r"\.pub$")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
-from shared.time_gates import WEEKDAYS, ChangeWindowGate, Freeze, format_clock
+from shared.contracts.time_gates import WEEKDAYS, ChangeWindowGate, Freeze, format_clock
 
 Interval = tuple[datetime, datetime]
 """[opens, closes) in UTC."""

@@ -3,11 +3,11 @@
 from faststream import FastStream
 
 from services.intake.handlers import IntakeHandlers
-from shared import topics
+from shared.contracts import topics
 from shared.artifacts import ArtifactStore
-from shared.events import ArtifactRegistered, ArtifactRejected, ArtifactTagMoved, PromotionRequested
-from shared.runtime import ServiceRuntime
-from shared.settings import Settings
+from shared.contracts.events import ArtifactRegistered, ArtifactRejected, ArtifactTagMoved, PromotionRequested
+from shared.platform.runtime import ServiceRuntime
+from shared.platform.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastStream:

@@ -4,8 +4,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from shared.artifacts import MISMATCH
-from shared.events import (ArtifactRegistered, ArtifactRejected, BuildCompleted, EventData, PromotionRequested,
-                           SupplyChain)
+from shared.contracts.events import (ArtifactRegistered, ArtifactRejected, BuildCompleted, EventData,
+                                     PromotionRequested, SupplyChain)
 
 
 @dataclass(frozen=True)

@@ -7,13 +7,13 @@ import structlog
 
 from services.intake import domain, repository, supply_chain
 from shared.artifacts import ArtifactStore, ArtifactUnreachable, DigestMismatch
-from shared.events import (Artifact, ArtifactRegistered, ArtifactTagMoved, BuildCompleted, Event, PipelineApplied,
-                           PromotionRequested)
+from shared.contracts.events import (Artifact, ArtifactRegistered, ArtifactTagMoved, BuildCompleted, Event,
+                                     PipelineApplied, PromotionRequested)
 from shared.oci import ImageMismatch, Registry, RegistryDenied, RegistryError, RegistryUnavailable, parse_reference
-from shared.outbox import enqueue
-from shared.pipeline import PipelineDefinition
-from shared.consumer import UnitOfWork
-from shared.runtime import ServiceRuntime
+from shared.platform.outbox import enqueue
+from shared.contracts.pipeline import PipelineDefinition
+from shared.platform.consumer import UnitOfWork
+from shared.platform.runtime import ServiceRuntime
 
 log = structlog.get_logger()
 

@@ -2,7 +2,7 @@
 
 import asyncpg
 
-from shared.events import ArtifactRegistered
+from shared.contracts.events import ArtifactRegistered
 
 
 async def registered_digest(conn: asyncpg.Connection, service: str, version: str) -> str | None:

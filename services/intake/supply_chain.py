@@ -21,7 +21,7 @@ import os
 
 from shared.artifact_source import ArtifactUnreachable, open_artifact
 from shared.attestations import attestation_lines, fetch_attestations
-from shared.events import MAX_SUPPLY_CHAIN_BYTES, MAX_SUPPLY_CHAIN_ITEMS, FoundSignature, SupplyChain
+from shared.contracts.events import MAX_SUPPLY_CHAIN_BYTES, MAX_SUPPLY_CHAIN_ITEMS, FoundSignature, SupplyChain
 from shared.oci import ImageReference, Registry
 from shared.signatures import Refusal, Refused, fetch_signatures
 

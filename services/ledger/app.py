@@ -5,8 +5,8 @@ from faststream import FastStream
 from services.ledger.checkpoints import Checkpointer
 from services.ledger.handlers import LedgerHandlers
 from services.ledger.topics import consumed_topics
-from shared.runtime import ServiceRuntime
-from shared.settings import Settings
+from shared.platform.runtime import ServiceRuntime
+from shared.platform.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastStream:

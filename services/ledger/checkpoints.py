@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.ledger.repository import lock_chain
 from shared.merkle import Frontier
-from shared.runtime import ServiceRuntime
+from shared.platform.runtime import ServiceRuntime
 
 log = structlog.get_logger()
 STATEMENT_TYPE = "promote.ledger.checkpoint/v1"

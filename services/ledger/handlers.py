@@ -3,9 +3,9 @@
 import asyncpg
 
 from services.ledger import projection, repository
-from shared.events import Event
-from shared.consumer import UnitOfWork
-from shared.runtime import ServiceRuntime
+from shared.contracts.events import Event
+from shared.platform.consumer import UnitOfWork
+from shared.platform.runtime import ServiceRuntime
 
 
 class LedgerHandlers:

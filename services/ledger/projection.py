@@ -4,11 +4,11 @@ import json
 
 import asyncpg
 
-from shared.events import (ArtifactRegistered, ArtifactTagMoved, DeploymentFailed, DeploymentProgressed,
+from shared.contracts.events import (ArtifactRegistered, ArtifactTagMoved, DeploymentFailed, DeploymentProgressed,
                            DeploymentStarted, DeploymentSucceeded, DriftDetected, DriftResolved, EnvironmentPruned,
                            Event, GateFailed, GatePassed, GatePending, PipelineApplied, VerificationFailed,
                            VerificationPassed)
-from shared.pipeline import PipelineDefinition
+from shared.contracts.pipeline import PipelineDefinition
 
 DEPLOYMENT_STATES = {
     DeploymentStarted: "deploying",

@@ -13,8 +13,8 @@ import asyncpg
 
 from services.ledger import projection
 from services.ledger.state import PROJECTION_TABLES
-from shared.consumer import TRANSIENT
-from shared.events import Event
+from shared.platform.consumer import TRANSIENT
+from shared.contracts.events import Event
 
 LIVE = "ledger"
 SCRATCH = "ledger_rebuild"

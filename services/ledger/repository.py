@@ -3,8 +3,8 @@
 import asyncpg
 
 from shared.chain import GENESIS, canonical_bytes, link
-from shared.consumer import Position
-from shared.events import Event
+from shared.platform.consumer import Position
+from shared.contracts.events import Event
 
 CHAIN_LOCK = "ledger:chain"
 

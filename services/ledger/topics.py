@@ -1,6 +1,6 @@
 """What the ledger reads: every topic but the dead-letter topic (the service and a replay share this list)."""
 
-from shared import topics
+from shared.contracts import topics
 
 
 def consumed_topics() -> list[str]:

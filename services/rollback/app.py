@@ -3,10 +3,10 @@
 from faststream import FastStream
 
 from services.rollback.handlers import RollbackHandlers
-from shared import topics
-from shared.events import RollbackCompleted, RollbackFailed, RollbackOrdered
-from shared.runtime import ServiceRuntime
-from shared.settings import Settings
+from shared.contracts import topics
+from shared.contracts.events import RollbackCompleted, RollbackFailed, RollbackOrdered
+from shared.platform.runtime import ServiceRuntime
+from shared.platform.settings import Settings
 
 
 def create_app(settings: Settings | None = None) -> FastStream:

@@ -5,7 +5,7 @@ environment, decides, saves the decision and emits its events (services/rollback
 
 from dataclasses import dataclass
 
-from shared.events import (DeploymentFailed, EnvironmentPruned, Event, EventData, RollbackCompleted,
+from shared.contracts.events import (DeploymentFailed, EnvironmentPruned, Event, EventData, RollbackCompleted,
                            RollbackFailed, RollbackOrdered, RollbackRequested, VerificationFailed,
                            VerificationPassed)
 

@@ -7,10 +7,10 @@ import asyncpg
 from services.rollback import repository
 from services.rollback.domain import decide
 from services.rollback.repository import PostgresRepository, Repository
-from shared.events import (DeploymentFailed, EnvironmentPruned, Event, EventData, RollbackRequested,
+from shared.contracts.events import (DeploymentFailed, EnvironmentPruned, Event, EventData, RollbackRequested,
                            VerificationFailed, VerificationPassed)
-from shared.consumer import UnitOfWork
-from shared.runtime import ServiceRuntime
+from shared.platform.consumer import UnitOfWork
+from shared.platform.runtime import ServiceRuntime
 
 ACTS_ON = (VerificationPassed, VerificationFailed, DeploymentFailed, RollbackRequested, EnvironmentPruned)
 

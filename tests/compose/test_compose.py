@@ -21,7 +21,7 @@ from ruamel.yaml import YAML
 
 from devstack import containers, kafka
 from devstack import processes as p
-from shared.settings import Settings
+from shared.platform.settings import Settings
 from tests.compose import base_image
 
 sys.path.insert(0, str(p.REPO_ROOT / "examples" / "payments"))

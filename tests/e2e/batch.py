@@ -9,7 +9,7 @@ import hashlib
 import json
 import time
 import uuid
-from shared.credentials import READER, database_dsn
+from shared.platform.credentials import READER, database_dsn
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,11 +19,11 @@ import httpx
 import devstack
 
 from cli.ops import pipeline_applied
-from shared import topics
-from shared.client import EventWatcher, Publisher, group_lag
-from shared.events import Artifact, BuildCompleted, new_event
-from shared.pipeline import parse_pipeline
-from shared.settings import Settings
+from shared.contracts import topics
+from shared.platform.client import EventWatcher, Publisher, group_lag
+from shared.contracts.events import Artifact, BuildCompleted, new_event
+from shared.contracts.pipeline import parse_pipeline
+from shared.platform.settings import Settings
 
 ENVS = ("dev", "test", "staging", "prod")
 AUTO_PIPELINE = """

@@ -11,8 +11,8 @@ import pytest
 
 import devstack
 from devstack import containers
-from shared.client import EventWatcher, Publisher
-from shared.settings import Settings
+from shared.platform.client import EventWatcher, Publisher
+from shared.platform.settings import Settings
 from tests.e2e.support import Scenario
 
 pytestmark = pytest.mark.e2e

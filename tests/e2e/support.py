@@ -14,12 +14,12 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 import devstack
-from shared import topics
-from shared.client import EventWatcher, Publisher, matches
-from shared.credentials import READER, database_dsn, kafka_options
-from shared.events import Artifact, BuildCompleted, Event, EventData, new_event
-from shared.pipeline import PipelineDefinition, parse_pipeline
-from shared.settings import Settings
+from shared.contracts import topics
+from shared.platform.client import EventWatcher, Publisher, matches
+from shared.platform.credentials import READER, database_dsn, kafka_options
+from shared.contracts.events import Artifact, BuildCompleted, Event, EventData, new_event
+from shared.contracts.pipeline import PipelineDefinition, parse_pipeline
+from shared.platform.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "examples" / "payments"))
@@ -88,7 +88,7 @@ class Scenario:
 
     async def promote_to_staging(self, version: str, author: str = "alice") -> str:
         """Publish a good build and carry it to staging (with the integration-test evidence); returns its digest."""
-        from shared.events import EvidenceRecorded
+        from shared.contracts.events import EvidenceRecorded
 
         path, digest = self.build(version)
         await self.send(self.build_completed(version, path, digest, author=author))

@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from cli import api
-from shared.credentials import SUPERUSER, database_dsn
+from shared.platform.credentials import SUPERUSER, database_dsn
 from tests.e2e.support import admin_token, api_token, promote_async
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ import pytest
 
 import devstack
 from shared.artifacts import file_digest
-from shared.events import Artifact
+from shared.contracts.events import Artifact
 
 pytestmark = pytest.mark.e2e
 ANY = "sha256:" + "0" * 64

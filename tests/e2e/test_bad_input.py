@@ -7,8 +7,8 @@ import httpx
 import pytest
 
 import devstack
-from shared import topics
-from shared.events import new_event
+from shared.contracts import topics
+from shared.contracts.events import new_event
 from tests.e2e.support import dead_letters, dlq_end, promote
 
 pytestmark = pytest.mark.e2e

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from tests.e2e.support import api_token, promote_async
-from shared.events import Artifact, BuildCompleted
+from shared.contracts.events import Artifact, BuildCompleted
 from shared.oci import parse_reference
 from tests.e2e.test_supply_chain import BUILDER, COMMIT, SOURCE, cosign, predicate, pushed, trusted  # noqa: F401
 

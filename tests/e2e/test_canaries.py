@@ -16,8 +16,8 @@ import pytest
 
 import devstack
 
-from shared import topics
-from shared.client import group_lag
+from shared.contracts import topics
+from shared.platform.client import group_lag
 from tests.e2e.support import api_token, promote_async
 from tests.e2e.test_strategies import lanes, load, release, router_port, served_by, starts, version_through
 

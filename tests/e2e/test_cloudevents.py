@@ -8,12 +8,12 @@ from cloudevents.core.bindings import kafka
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
-from shared import topics
+from shared.contracts import topics
 from shared.chain import canonical_bytes
-from shared.client import start_client
-from shared.credentials import kafka_options
-from shared.events import parse_event
-from shared.settings import Settings
+from shared.platform.client import start_client
+from shared.platform.credentials import kafka_options
+from shared.contracts.events import parse_event
+from shared.platform.settings import Settings
 
 pytestmark = pytest.mark.e2e
 

@@ -21,8 +21,8 @@ from services.deployer.container import LABEL, ContainerDriver
 from services.deployer.domain import Target
 from services.deployer.driver import StartFailed
 from services.deployer.router import Router
-from shared.events import Artifact, BuildCompleted, GatePassed, RollbackRequested
-from shared.pipeline import Resources
+from shared.contracts.events import Artifact, BuildCompleted, GatePassed, RollbackRequested
+from shared.contracts.pipeline import Resources
 from tests.e2e.test_strategies import lanes, load, version_through, wait_lane_state
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "payments"))

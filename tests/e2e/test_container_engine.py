@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from devstack import containers, registry
-from shared.events import Artifact, BuildCompleted
+from shared.contracts.events import Artifact, BuildCompleted
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "payments"))
 from build_image import build_image, push  # noqa: E402  (the example's own image build)

@@ -10,7 +10,7 @@ import pytest
 
 import devstack
 
-from shared.client import EventWatcher
+from shared.platform.client import EventWatcher
 from tests.e2e.batch import ENVS, Batch, ledger_caught_up
 from tests.e2e.chaos import Chaos
 

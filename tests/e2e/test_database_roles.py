@@ -5,7 +5,7 @@ import asyncpg
 import pytest
 
 from devstack import postgres
-from shared.credentials import READER, database_dsn
+from shared.platform.credentials import READER, database_dsn
 
 pytestmark = pytest.mark.e2e
 

@@ -9,8 +9,8 @@ import asyncpg
 import pytest
 
 import devstack
-from shared.credentials import SUPERUSER, database_dsn
-from shared.events import ApprovalGranted
+from shared.platform.credentials import SUPERUSER, database_dsn
+from shared.contracts.events import ApprovalGranted
 from tests.e2e.batch import ENVS, Batch
 from tests.e2e.test_canaries import canary_row, published_canary
 from tests.e2e.test_strategies import lanes, load, release, router_port

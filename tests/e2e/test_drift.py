@@ -16,8 +16,8 @@ import pytest
 
 from devstack import containers, registry
 from services.deployer.container import LABEL, container_name
-from shared.pipeline import parse_pipeline
-from shared.settings import Settings
+from shared.contracts.pipeline import parse_pipeline
+from shared.platform.settings import Settings
 from tests.e2e.support import api_token, promote_async
 from tests.e2e.test_container_driver import containers_of, publish_image
 

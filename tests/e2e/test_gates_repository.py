@@ -9,9 +9,9 @@ import pytest
 
 from services.gates.domain import Release
 from services.gates.repository import MemoryRepository, Pending, Pipelines, PostgresRepository
-from shared.credentials import SUPERUSER, database_dsn
-from shared.db import connect, migrate
-from shared.pipeline import parse_pipeline
+from shared.platform.credentials import SUPERUSER, database_dsn
+from shared.platform.db import connect, migrate
+from shared.contracts.pipeline import parse_pipeline
 
 pytestmark = pytest.mark.e2e
 

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from shared import topics
-from shared.events import MAX_EVENT_BYTES, ApprovalGranted, PromotionRequested, new_event
-from shared.pipeline import parse_pipeline
+from shared.contracts import topics
+from shared.contracts.events import MAX_EVENT_BYTES, ApprovalGranted, PromotionRequested, new_event
+from shared.contracts.pipeline import parse_pipeline
 from tests.e2e.support import PIPELINE, api_token, dead_letters, dlq_end, promote_async
 
 pytestmark = pytest.mark.e2e

@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from shared import topics
-from shared.events import EvidenceRecorded, new_event
+from shared.contracts import topics
+from shared.contracts.events import EvidenceRecorded, new_event
 from tests.e2e.support import dead_letters, dlq_end, promote_async
 
 pytestmark = pytest.mark.e2e

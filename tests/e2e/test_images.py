@@ -12,7 +12,7 @@ import pytest
 
 import devstack
 from devstack import registry as stack_registry
-from shared.events import Artifact, BuildCompleted
+from shared.contracts.events import Artifact, BuildCompleted
 from shared.oci import OCI_MANIFEST, Registry, image_manifest, parse_reference
 from tests.e2e.support import dead_letters, dlq_end, promote_async
 

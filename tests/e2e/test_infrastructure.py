@@ -8,7 +8,7 @@ import pytest
 
 import devstack
 from devstack import kafka, postgres
-from shared.client import EventWatcher
+from shared.platform.client import EventWatcher
 from tests.e2e.batch import ENVS, Batch, ledger_caught_up
 
 pytestmark = pytest.mark.e2e

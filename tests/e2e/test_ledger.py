@@ -8,8 +8,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from services.ledger.state import state_digest
-from shared.credentials import SUPERUSER, database_dsn, kafka_options
-from shared.events import Event, EvidenceRecorded, parse_event
+from shared.platform.credentials import SUPERUSER, database_dsn, kafka_options
+from shared.contracts.events import Event, EvidenceRecorded, parse_event
 from tests.e2e.support import Scenario, promote, promote_async
 
 pytestmark = pytest.mark.e2e

@@ -3,7 +3,7 @@
 import httpx
 import pytest
 
-from shared.events import ApprovalGranted, ApprovalRejected, PromotionRequested
+from shared.contracts.events import ApprovalGranted, ApprovalRejected, PromotionRequested
 from tests.e2e.support import ENVS
 
 pytestmark = pytest.mark.e2e

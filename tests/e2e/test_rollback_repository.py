@@ -7,8 +7,8 @@ import pytest
 
 from services.rollback.domain import Current, Known, VerifiedRelease
 from services.rollback.repository import MemoryRepository, PostgresRepository
-from shared.credentials import SUPERUSER, database_dsn
-from shared.db import connect, migrate
+from shared.platform.credentials import SUPERUSER, database_dsn
+from shared.platform.db import connect, migrate
 
 pytestmark = pytest.mark.e2e
 

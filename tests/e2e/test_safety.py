@@ -4,7 +4,7 @@ import httpx
 import pytest
 
 import devstack
-from shared.events import GatePassed, RollbackRequested, new_event
+from shared.contracts.events import GatePassed, RollbackRequested, new_event
 
 pytestmark = pytest.mark.e2e
 

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 import devstack
-from shared.client import EventWatcher
+from shared.platform.client import EventWatcher
 from tests.e2e.batch import ENVS, Batch, ledger_caught_up
 from tests.e2e.test_infrastructure import assert_same_as_a_fault_free_run
 

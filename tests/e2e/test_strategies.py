@@ -16,7 +16,7 @@ import devstack
 
 from services.deployer.analysis import read_outcomes
 from services.deployer.router import Router
-from shared.events import RollbackRequested
+from shared.contracts.events import RollbackRequested
 from shared.loadgen import LoadReport, generate
 
 pytestmark = pytest.mark.e2e

@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from devstack import cosign as cosign_build
-from shared.events import Artifact, BuildCompleted
+from shared.contracts.events import Artifact, BuildCompleted
 from shared.oci import OCI_MANIFEST, Registry, parse_reference
 from shared.signatures import signature_tag
 from tests.cosign_support import Cosign

@@ -9,7 +9,7 @@ import asyncio
 import json
 import math
 import signal
-from shared.credentials import SUPERUSER, database_dsn
+from shared.platform.credentials import SUPERUSER, database_dsn
 from datetime import UTC, datetime, timedelta
 
 import asyncpg

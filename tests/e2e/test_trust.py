@@ -7,10 +7,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import (GroupAuthorizationFailedError, KafkaConnectionError, KafkaError,
                              TopicAuthorizationFailedError)
 
-from shared import topics
-from shared.client import NotAuthorized, Publisher
-from shared.credentials import kafka_options
-from shared.events import GatePassed, VerificationPassed, new_event
+from shared.contracts import topics
+from shared.platform.client import NotAuthorized, Publisher
+from shared.platform.credentials import kafka_options
+from shared.contracts.events import GatePassed, VerificationPassed, new_event
 
 pytestmark = pytest.mark.e2e
 

@@ -24,7 +24,7 @@ from shared.attestations import (DSSE_ENVELOPE, IN_TOTO_PAYLOAD, MAX_ENVELOPE_BY
                                  ProvenanceRefusal, ProvenanceRefused, attestation_tag, fetch_attestations,
                                  judge_provenance, pae, read_attestation_file, verify_provenance)
 from shared.oci import OCI_INDEX, OCI_MANIFEST, Registry, RegistryDenied, RegistryUnavailable, parse_reference
-from shared.settings import Settings
+from shared.platform.settings import Settings
 from shared.signature_keys import TrustedKey
 
 HOST = "registry.test:5000"

@@ -1,8 +1,8 @@
-"""The one backoff (shared/backoff.py, on tenacity): the waits it gives, and a retried operation's outcome."""
+"""The one backoff (shared/platform/backoff.py, on tenacity): the waits it gives, and a retried operation's outcome."""
 
 import pytest
 
-from shared.backoff import Backoff, retrying
+from shared.platform.backoff import Backoff, retrying
 
 
 def test_each_failure_in_a_row_doubles_the_wait_up_to_the_cap_and_a_success_starts_again():

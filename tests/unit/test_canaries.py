@@ -6,8 +6,8 @@ import pytest
 
 from services.rollback.domain import rolls_back_after_failure
 from services.deployer.domain import Target, step_wait, target_from_json, target_json
-from shared.events import DeploymentProgressed
-from shared.pipeline import Resources
+from shared.contracts.events import DeploymentProgressed
+from shared.contracts.pipeline import Resources
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -53,7 +53,7 @@ def test_a_canary_superseded_by_a_newer_deployment_is_not_rolled_back_but_one_th
                                               ("resumed", "canary 2/4 at 25%")])
 def test_status_shows_where_a_canary_stands(state, shown):
     from services.ledger.projection import statements
-    from shared.events import new_event
+    from shared.contracts.events import new_event
 
     progressed = DeploymentProgressed(service="payments", deployment_id="d-1", version="2.4.1", digest=DIGEST,
                                       env="prod", config={}, config_version=DIGEST, state=state, step=2, steps=4,

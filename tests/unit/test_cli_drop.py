@@ -1,7 +1,7 @@
 """Unit tests for `promote build-completed --file`: the file it names is one intake may read."""
 
 from cli.ops import into_drop
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 
 def test_a_file_already_under_an_artifact_root_is_published_where_it_is(tmp_path):

@@ -16,12 +16,13 @@ from cloudevents.v1 import kafka as legacy_kafka
 
 from services.api.dead_letters import DeadLetter, DeadLetterError, resubmit
 from services.ledger import repository
-from shared import inbox, topics
-from shared.consumer import RecordRunner, parse_record
-from shared.events import EVENT_TYPES, MAX_EVENT_BYTES, Event, InvalidEvent, new_event
-from shared.kafka_binding import parse_kafka_event
-from shared.limits import MAX_HEADER_BYTES
-from shared.settings import Settings
+from shared.platform import inbox
+from shared.contracts import topics
+from shared.platform.consumer import RecordRunner, parse_record
+from shared.contracts.events import EVENT_TYPES, MAX_EVENT_BYTES, Event, InvalidEvent, new_event
+from shared.contracts.kafka_binding import parse_kafka_event
+from shared.contracts.limits import MAX_HEADER_BYTES
+from shared.platform.settings import Settings
 from tests.unit.test_fuzz_events import FUZZ, sample_event
 from tests.unit.test_record_runner import FakeHandler, FakePublisher, FakeRecord
 

@@ -9,7 +9,7 @@ import pytest
 
 from devstack import access, compose, kafka_acls
 from devstack.processes import StackError
-from shared import topics
+from shared.contracts import topics
 
 
 @pytest.fixture

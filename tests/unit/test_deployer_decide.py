@@ -4,8 +4,8 @@ for, which strategy a deployment runs with, and which environments a newly appli
 import pytest
 
 from services.deployer.domain import ROLLBACK_SWITCH, Target, order_of, reconfigurations, strategy_for
-from shared.events import ApprovalGranted, GatePassed, RollbackOrdered, new_event
-from shared.pipeline import BlueGreen, Canary, parse_pipeline
+from shared.contracts.events import ApprovalGranted, GatePassed, RollbackOrdered, new_event
+from shared.contracts.pipeline import BlueGreen, Canary, parse_pipeline
 
 DIGEST = "sha256:" + "a" * 64
 CONFIG = "sha256:" + "c" * 64

@@ -3,7 +3,7 @@ deployment's outcome, each environment's ports and live lane, what was promoted 
 progress; pure, without Kafka or a database (the disaster drill on the stack is tests/e2e/test_disaster.py)."""
 
 from services.deployer.recovery import fold
-from shared.events import (DeploymentFailed, DeploymentProgressed, DeploymentStarted, DeploymentSucceeded,
+from shared.contracts.events import (DeploymentFailed, DeploymentProgressed, DeploymentStarted, DeploymentSucceeded,
                            EnvironmentPruned, VerificationFailed, VerificationPassed, new_event)
 
 CONFIG_VERSION = "sha256:" + "c" * 64

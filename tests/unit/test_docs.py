@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 
 from cli import asyncapi
-from shared import topics
-from shared.events import EVENT_TYPES, parse_event
-from shared.kafka_binding import parse_kafka_event
+from shared.contracts import topics
+from shared.contracts.events import EVENT_TYPES, parse_event
+from shared.contracts.kafka_binding import parse_kafka_event
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 CATALOGUE = (DOCS / "events.md").read_text()

@@ -6,9 +6,9 @@ from pydantic import ValidationError
 
 from services.ledger.projection import statements
 from services.rollback.domain import rolls_back_after_failure
-from shared.events import (DeploymentStarted, DriftDetected, DriftResolved, MAX_DIFFERENCES, VerificationFailed,
-                           new_event)
-from shared.pipeline import PipelineError, parse_pipeline
+from shared.contracts.events import (DeploymentStarted, DriftDetected, DriftResolved, MAX_DIFFERENCES,
+                                     VerificationFailed, new_event)
+from shared.contracts.pipeline import PipelineError, parse_pipeline
 
 DIGEST = "sha256:" + "a" * 64
 CONFIG = "sha256:" + "c" * 64

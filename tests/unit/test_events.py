@@ -1,12 +1,12 @@
-"""Unit tests for shared.events: the CloudEvents envelope on the wire and why bytes are refused."""
+"""Unit tests for shared.contracts.events: the CloudEvents envelope on the wire and why bytes are refused."""
 
 import json
 from datetime import UTC, datetime
 
 import pytest
 
-from shared import topics
-from shared.events import (Artifact, BuildCompleted, Event, GatePassed, InvalidEvent, PromotionRequested,
+from shared.contracts import topics
+from shared.contracts.events import (Artifact, BuildCompleted, Event, GatePassed, InvalidEvent, PromotionRequested,
                            new_event, parse_event)
 
 DIGEST = "sha256:" + "a" * 64

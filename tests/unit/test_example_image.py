@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from shared.oci import OCI_MANIFEST, Registry, parse_reference
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples" / "payments"))
 from build import build as build_zipapp  # noqa: E402  (the example's own build scripts)

@@ -17,9 +17,9 @@ from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 from structlog.testing import capture_logs
 
-from shared import topics
-from shared.consumer import RecordRunner
-from shared.events import EVENT_TYPES, MAX_EVENT_BYTES, Event, InvalidEvent, new_event, parse_event
+from shared.contracts import topics
+from shared.platform.consumer import RecordRunner
+from shared.contracts.events import EVENT_TYPES, MAX_EVENT_BYTES, Event, InvalidEvent, new_event, parse_event
 from tests.unit.test_record_runner import FakeHandler, FakeMessage, FakePublisher
 
 DIGEST = "sha256:" + "a" * 64
@@ -226,7 +226,7 @@ def test_an_event_one_byte_over_the_limit_is_refused_before_it_is_parsed():
         parse_event(b"{" * (MAX_EVENT_BYTES + 1))  # not even valid JSON: the size is checked first
 
 
-# Defects the fuzzing found in shared/events.py, pinned by name (both fixed).
+# Defects the fuzzing found in shared/contracts/events.py, pinned by name (both fixed).
 
 
 def test_a_field_name_with_a_line_break_is_refused_in_one_line():

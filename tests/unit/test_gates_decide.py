@@ -4,8 +4,8 @@ the rules that were in its handler, as tables, without a database."""
 import pytest
 
 from services.gates.domain import Facts, Release, Verdict, requests_after, verdict_event
-from shared.events import GateFailed, GatePassed, GatePending, VerificationPassed
-from shared.pipeline import parse_pipeline
+from shared.contracts.events import GateFailed, GatePassed, GatePending, VerificationPassed
+from shared.contracts.pipeline import parse_pipeline
 
 DIGEST = "sha256:" + "a" * 64
 PIPELINE = parse_pipeline("""\

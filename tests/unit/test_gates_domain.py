@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 from services.gates.domain import Facts, Release, Verdict, evaluate
-from shared.pipeline import parse_pipeline
+from shared.contracts.pipeline import parse_pipeline
 
 DIGEST = "sha256:" + "a" * 64
 NOW = datetime(2026, 11, 26, 10, 0, tzinfo=UTC)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from services.gates.domain import Facts, Release, evaluate
-from shared.pipeline import parse_pipeline
+from shared.contracts.pipeline import parse_pipeline
 
 DIGEST = "sha256:" + "a" * 64
 NOW = datetime(2026, 12, 2, 12, tzinfo=UTC)

@@ -6,10 +6,10 @@ from types import SimpleNamespace
 
 from services.gates.handlers import GatesHandlers
 from services.gates.repository import MemoryRepository
-from shared.events import (ApprovalGranted, ArtifactRegistered, GatePassed, GatePending, PipelineApplied,
+from shared.contracts.events import (ApprovalGranted, ArtifactRegistered, GatePassed, GatePending, PipelineApplied,
                            PromotionRequested, new_event)
-from shared.pipeline import parse_pipeline
-from shared.settings import Settings
+from shared.contracts.pipeline import parse_pipeline
+from shared.platform.settings import Settings
 
 DIGEST = "sha256:" + "1" * 64
 PIPELINE = parse_pipeline("service: pay\nenvironments:\n  - {name: prod, gates: [{approval: {min: 1}}]}\n")

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.gates.domain import Facts, Release, evaluate
 from services.gates.trusted_keys import TrustedKeys
-from shared.events import FoundSignature, SupplyChain
-from shared.pipeline import parse_pipeline
+from shared.contracts.events import FoundSignature, SupplyChain
+from shared.contracts.pipeline import parse_pipeline
 from shared.signature_keys import TrustedKey
 
 DIGEST = "sha256:" + "a" * 64

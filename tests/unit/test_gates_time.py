@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 
 from services.gates.domain import Facts, Release, evaluate, soak_ends, soak_remaining
 from services.gates.windows import describe, in_window, next_opening, openings, window_problem
-from shared.pipeline import ChangeWindowGate, Freeze, SoakGate, parse_pipeline
-from shared.time_gates import WEEKDAYS
+from shared.contracts.pipeline import ChangeWindowGate, Freeze, SoakGate, parse_pipeline
+from shared.contracts.time_gates import WEEKDAYS
 
 PARIS = ZoneInfo("Europe/Paris")
 DIGEST = "sha256:" + "a" * 64
@@ -254,8 +254,8 @@ def _until(intervals, end):
 # --- ids of the events a timer emits ----------------------------------------------------------
 
 def test_a_timer_emits_ids_derived_from_what_was_due_and_when_and_once_per_ids_as_a_handler_does():
-    from shared.events import GatePassed, GatePending, new_event
-    from shared.runtime import ServiceRuntime
+    from shared.contracts.events import GatePassed, GatePending, new_event
+    from shared.platform.runtime import ServiceRuntime
 
     runtime = ServiceRuntime("gates")
     pending = GatePending(service="payments", version="1.0.0", digest=DIGEST, env="prod", reasons=["r"])

@@ -7,8 +7,8 @@ import pytest
 
 from cli.render import graph_text
 from services.ledger.projection import statements
-from shared.events import PipelineApplied, new_event
-from shared.pipeline import parse_pipeline
+from shared.contracts.events import PipelineApplied, new_event
+from shared.contracts.pipeline import parse_pipeline
 
 LINE = parse_pipeline("service: s\nenvironments: [{name: dev}, {name: test}, {name: staging}, {name: prod}]\n")
 FANNED = parse_pipeline("""\

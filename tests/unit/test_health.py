@@ -1,11 +1,11 @@
-"""A service's /health and /metrics endpoint (shared/health.py: Starlette under uvicorn)."""
+"""A service's /health and /metrics endpoint (shared/platform/health.py: Starlette under uvicorn)."""
 
 import socket
 
 import httpx
 import pytest
 
-from shared.health import health_app, serve_health
+from shared.platform.health import health_app, serve_health
 
 
 async def answers(body: dict, path: str) -> httpx.Response:

@@ -3,7 +3,7 @@
 import pytest
 
 from services.intake.domain import Fetched, decide_build
-from shared.events import Artifact, ArtifactRegistered, ArtifactRejected, BuildCompleted, PromotionRequested
+from shared.contracts.events import Artifact, ArtifactRegistered, ArtifactRejected, BuildCompleted, PromotionRequested
 
 DIGEST = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64

@@ -1,5 +1,5 @@
-"""Every input limit (shared.limits) holds the same in a pipeline file, in the event models, on the wire and in
-the CLI: the same value is refused by each, with the same reason."""
+"""Every input limit (shared.contracts.limits) holds the same in a pipeline file, in the event models, on the
+wire and in the CLI: the same value is refused by each, with the same reason."""
 
 import json
 import time
@@ -12,11 +12,11 @@ from pydantic import TypeAdapter, ValidationError
 from cli import ops
 from cli.errors import CliError
 from services.api.app import Decision
-from shared import limits
-from shared.limits import ServiceName, Version
-from shared.events import (ApprovalGranted, EvidenceRecorded, GatePassed, InvalidEvent, PipelineApplied,
+from shared.contracts import limits
+from shared.contracts.limits import ServiceName, Version
+from shared.contracts.events import (ApprovalGranted, EvidenceRecorded, GatePassed, InvalidEvent, PipelineApplied,
                            PromotionRequested, RollbackRequested, new_event, parse_event)
-from shared.pipeline import PipelineError, Problem, load_pipeline_file, parse_pipeline
+from shared.contracts.pipeline import PipelineError, Problem, load_pipeline_file, parse_pipeline
 
 DIGEST = "sha256:" + "a" * 64
 NOW = datetime(2026, 11, 26, 9, 41, 20, tzinfo=UTC)
@@ -115,7 +115,7 @@ def api_reason(annotated, value: str) -> str:
 
 
 def refusal(check, value: str, *args) -> str:
-    """The limit's reason for `value`, as shared.limits words it."""
+    """The limit's reason for `value`, as shared.contracts.limits words it."""
     with pytest.raises(ValueError) as refused:
         check(value, *args)
     return str(refused.value)
@@ -271,7 +271,7 @@ def test_an_event_time_more_than_the_skew_ahead_of_the_consumer_is_refused(time,
 
 
 def test_the_skew_is_the_settings_and_defaults_to_five_minutes():
-    from shared.settings import Settings
+    from shared.platform.settings import Settings
 
     assert Settings().max_clock_skew_s == limits.MAX_CLOCK_SKEW_S == 300
     raw = json.dumps(json.loads(a_request()) | {"time": (NOW + timedelta(seconds=90)).isoformat()}).encode()

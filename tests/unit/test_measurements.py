@@ -5,7 +5,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.deployer.measurements import _one_number, due, fill, measure, next_due, outcome, passes
-from shared.pipeline import Analysis, Metric
+from shared.contracts.pipeline import Analysis, Metric
 
 ERRORS = Metric(name="error-rate", query='sum(rate(app_requests_total{service="{{service}}",lane="{{ lane }}"}[1m]))',
                 success="result < 0.05", interval=10, count=3, failure_limit=1, inconclusive_limit=0)

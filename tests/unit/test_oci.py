@@ -9,7 +9,7 @@ import pytest
 
 from shared.oci import (DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, BadImage, ImageMismatch, ImageUnknown, Registry,
                         RegistryDenied, RegistryUnavailable, image_manifest, parse_reference)
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 HOST = "registry.test:5000"
 CONFIG, LAYER = b'{"architecture":"amd64","os":"linux"}', b"layer bytes"

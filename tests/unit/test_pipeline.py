@@ -1,11 +1,12 @@
-"""Unit tests for shared.pipeline: the pipeline definition, its helpers and its error reporting."""
+"""Unit tests for shared.contracts.pipeline: the pipeline definition, its helpers and its error reporting."""
 
 from pathlib import Path
 
 import pytest
 
-from shared.pipeline import (_sha256, Resources, ApprovalGate, BlueGreen, Environment, EvidenceGate, PipelineDefinition, PipelineError,
-                             Problem, ProvenanceGate, SecretRef, SignatureGate, load_pipeline_file, parse_pipeline)
+from shared.contracts.pipeline import (_sha256, Resources, ApprovalGate, BlueGreen, Environment, EvidenceGate,
+                                       PipelineDefinition, PipelineError, Problem, ProvenanceGate, SecretRef,
+                                       SignatureGate, load_pipeline_file, parse_pipeline)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "payments" / "pipeline.yaml"
 HEADER = "service: payments\nenvironments:\n"  # environments start on line 3

@@ -4,9 +4,9 @@ from datetime import UTC, datetime, time, timedelta, timezone
 
 import pytest
 
-from shared.pipeline import (ChangeWindowGate, Freeze, PipelineDefinition, PipelineError, Problem, SoakGate,
+from shared.contracts.pipeline import (ChangeWindowGate, Freeze, PipelineDefinition, PipelineError, Problem, SoakGate,
                              parse_pipeline)
-from shared.time_gates import format_duration, parse_duration
+from shared.contracts.time_gates import format_duration, parse_duration
 
 HEADER = "service: payments\nenvironments:\n  - name: dev\n  - name: prod\n"  # prod's keys start on line 5
 PARIS = timezone(timedelta(hours=1))

@@ -2,7 +2,7 @@
 (services/ledger/rebuild.py): a table written from two topics would depend on how the topics interleave."""
 
 from services.ledger.projection import statements
-from shared.events import EVENT_TYPES
+from shared.contracts.events import EVENT_TYPES
 from tests.unit.test_fuzz_events import sample_event
 
 

@@ -5,9 +5,9 @@ import pytest
 from pydantic import ValidationError
 
 from services.ledger.projection import statements
-from shared import limits
-from shared.events import EnvironmentPruned, PipelineApplied, new_event
-from shared.pipeline import PipelineError, parse_pipeline
+from shared.contracts import limits
+from shared.contracts.events import EnvironmentPruned, PipelineApplied, new_event
+from shared.contracts.pipeline import PipelineError, parse_pipeline
 
 DIGEST = "sha256:" + "a" * 64
 DEFINITION = {"service": "payments", "environments": [{"name": "dev", "gates": []}]}

@@ -1,4 +1,4 @@
-"""Unit tests for shared.consumer.RecordRunner: dead-letter what is invalid, retry what failed, ack the rest.
+"""Unit tests for shared.platform.consumer.RecordRunner: dead-letter what is invalid, retry what failed, ack the rest.
 
 The runner backs off with asyncio.sleep before every re-read (0.4 s, then 0.8 s, ... for a failing
 handler), so the retry tests take a few seconds of real time; they use few deliveries.
@@ -14,10 +14,10 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from shared import topics
-from shared.consumer import Fetched, RecordRunner, UnitOfWork, environment_lane
-from shared.records import segments as _segments
-from shared.events import Event, PromotionRequested, new_event
+from shared.contracts import topics
+from shared.platform.consumer import Fetched, RecordRunner, UnitOfWork, environment_lane
+from shared.platform.records import segments as _segments
+from shared.contracts.events import Event, PromotionRequested, new_event
 
 DIGEST = "sha256:" + "a" * 64
 

@@ -6,8 +6,9 @@ import pytest
 from services.rollback.domain import Current, Decision, Known, VerifiedRelease, decide
 from services.rollback.handlers import apply
 from services.rollback.repository import MemoryRepository
-from shared.events import (DeploymentFailed, EnvironmentPruned, RollbackCompleted, RollbackFailed, RollbackOrdered,
-                           RollbackRequested, VerificationFailed, VerificationPassed, new_event)
+from shared.contracts.events import (DeploymentFailed, EnvironmentPruned, RollbackCompleted, RollbackFailed,
+                                     RollbackOrdered, RollbackRequested, VerificationFailed, VerificationPassed,
+                                     new_event)
 
 CONFIG = "sha256:" + "c" * 64
 

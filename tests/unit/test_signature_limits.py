@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
 from shared.oci import OCI_INDEX, OCI_MANIFEST, BadImage, Registry, RegistryUnavailable, parse_reference
-from shared.settings import Settings
+from shared.platform.settings import Settings
 from shared.signature_keys import TrustedKey, load_keys
 from shared.signatures import (MAX_PAYLOAD_BYTES, MAX_SIGNATURES, SIGNATURE_ANNOTATION, SIMPLE_SIGNING, Refusal,
                                Refused, Signed, signature_tag, verify)

@@ -3,9 +3,9 @@
 import asyncio
 import time
 
-from shared import topics
-from shared.consumer import RecordRunner
-from shared.events import PromotionRequested, new_event
+from shared.contracts import topics
+from shared.platform.consumer import RecordRunner
+from shared.contracts.events import PromotionRequested, new_event
 from tests.unit.test_record_runner import FakeRecord
 
 DIGEST = "sha256:" + "a" * 64

@@ -12,11 +12,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import ClusterAuthorizationFailedError, KafkaConnectionError, TopicAuthorizationFailedError
 
-from shared import topics
-from shared.credentials import kafka_options
-from shared.events import Event, InvalidEvent
-from shared.kafka_binding import parse_kafka_event
-from shared.settings import Settings
+from shared.contracts import topics
+from shared.platform.credentials import kafka_options
+from shared.contracts.events import Event, InvalidEvent
+from shared.contracts.kafka_binding import parse_kafka_event
+from shared.platform.settings import Settings
 
 
 class BusUnavailable(Exception):

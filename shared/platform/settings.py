@@ -6,7 +6,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Settings(BaseSettings):
@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     """SASL_SSL where the broker has TLS (see docs/security.md); the broker has no unauthenticated listener."""
     database_url: str = "postgresql://reader@127.0.0.1:55432/promote"
     """A service's own role (with its password); tools on the stack's host name a role and read its password
-    from var/credentials/postgres/<role> (shared.credentials.database_dsn)."""
+    from var/credentials/postgres/<role> (shared.platform.credentials.database_dsn)."""
     var_dir: Path = REPO_ROOT / "var"
     health_port_base: int = 18080
     """The stack's first service's /health port (./dev-stack gives each service base + its index)."""

@@ -1,6 +1,6 @@
 """Records as they come from Kafka and go back: a batch as fetched (the record FastStream handed over and what the
 consumer had already fetched behind it), one record of it run on its own, the rewind that reads records again, the
-lane a record runs in, and the parse every consumer (and a replay) applies. Split out of shared/consumer.py,
+lane a record runs in, and the parse every consumer (and a replay) applies. Split out of shared/platform/consumer.py,
 whose RecordRunner applies the policy (retries, dead letters, batches in one transaction) to them."""
 
 import json
@@ -11,9 +11,9 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from shared import kafka_binding
-from shared.events import Event
-from shared.limits import MAX_CLOCK_SKEW_S
+from shared.contracts import kafka_binding
+from shared.contracts.events import Event
+from shared.contracts.limits import MAX_CLOCK_SKEW_S
 
 log = structlog.get_logger()
 

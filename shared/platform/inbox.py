@@ -13,7 +13,7 @@ import json
 
 import asyncpg
 
-from shared.events import Event, InvalidEvent
+from shared.contracts.events import Event, InvalidEvent
 
 
 class IdReused(InvalidEvent):

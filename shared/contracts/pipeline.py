@@ -7,8 +7,8 @@ shape with defaults filled in, so a dump is itself a valid pipeline. Gates dump 
 mappings: ``{"evidence": "unit-tests"}`` and ``{"approval": {"min": 1, "not_author": true,
 "role": null}}``; secret config values as ``{"secret": "payments/prod/dsn"}`` (never a value).
 
-The gates' models are in shared/time_gates.py and shared/trust_gates.py, the strategies' in
-shared/strategies.py; this module has the pipeline and its environments, and reads the YAML.
+The gates' models are in shared/contracts/time_gates.py and shared/contracts/trust_gates.py, the strategies' in
+shared/contracts/strategies.py; this module has the pipeline and its environments, and reads the YAML.
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
-from shared import limits
-from shared.limits import Identity
-from shared.time_gates import ChangeWindowGate, Freeze, SoakGate
-from shared.strategies import (Analysis, BlueGreen, Canary, Duration, Metric, Strategy, strategy_kind,
+from shared.contracts import limits
+from shared.contracts.limits import Identity
+from shared.contracts.time_gates import ChangeWindowGate, Freeze, SoakGate
+from shared.contracts.strategies import (Analysis, BlueGreen, Canary, Duration, Metric, Strategy, strategy_kind,
                                success_condition)
-from shared.trust_gates import ProvenanceGate, SignatureGate
+from shared.contracts.trust_gates import ProvenanceGate, SignatureGate
 
 __all__ = ["Analysis", "ApprovalGate", "Artifact", "BlueGreen", "Canary", "ChangeWindowGate", "Duration",
            "Environment", "EvidenceGate", "Freeze", "Gate", "Metric", "PipelineDefinition", "PipelineError", "Problem",

@@ -23,17 +23,17 @@ from faststream.middlewares import AckPolicy
 from faststream.security import BaseSecurity, SASLScram512
 from faststream.specification import AsyncAPI
 
-from shared.consumer import Fetched, Handler, Lane, Prepare, RecordRunner, UnitOfWork
-from shared.credentials import database_dsn, kafka_login, kafka_options
-from shared.db import COMMON_MIGRATION_NAME, connect, migrate
-from shared.backoff import Backoff
-from shared.events import Event, EventData, new_event
-from shared import inbox
-from shared.health import HealthServer, serve_health
-from shared.logging import configure_logging, library_logger
-from shared.outbox import OutboxRelay, enqueue
-from shared.rebuild import rewind_group
-from shared.settings import Settings
+from shared.platform.consumer import Fetched, Handler, Lane, Prepare, RecordRunner, UnitOfWork
+from shared.platform.credentials import database_dsn, kafka_login, kafka_options
+from shared.platform.db import COMMON_MIGRATION_NAME, connect, migrate
+from shared.platform.backoff import Backoff
+from shared.contracts.events import Event, EventData, new_event
+from shared.platform import inbox
+from shared.platform.health import HealthServer, serve_health
+from shared.platform.logging import configure_logging, library_logger
+from shared.platform.outbox import OutboxRelay, enqueue
+from shared.platform.rebuild import rewind_group
+from shared.platform.settings import Settings
 
 log = structlog.get_logger()
 
@@ -91,7 +91,7 @@ class ServiceRuntime:
         self._background: list[tuple[str, Callable[[], Awaitable[float]]]] = []
         self.rebuild: Callable[[], Awaitable[object]] | None = None
         """How the service rebuilds its state when its schema is new; None: read its topics again from their
-        start (shared/rebuild.py). The deployer rebuilds from its own events instead (deployer/recovery.py)."""
+        start (shared/platform/rebuild.py). The deployer rebuilds from its own events instead (deployer/recovery.py)."""
         self._health_server: HealthServer | None = None
         self._started_at = time.monotonic()
 

@@ -15,16 +15,16 @@ import pydantic_core
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Discriminator, Field, StringConstraints, Tag,
                       ValidationError, field_validator, model_validator)
 
-from shared import limits, topics
-from shared.limits import (CheckName, ConfigKey, ConfigText, EnvironmentName, SecretReference, ServiceName, Text,
-                           Version, Who, Identity)
-from shared.pipeline import PipelineDefinition, Resources
+from shared.contracts import limits, topics
+from shared.contracts.limits import (CheckName, ConfigKey, ConfigText, EnvironmentName, SecretReference, ServiceName,
+                                     Text, Version, Who, Identity)
+from shared.contracts.pipeline import PipelineDefinition, Resources
 
 Digest = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]
 ConfigValue = Annotated[
     Annotated[ConfigText, Tag("text")] | Annotated[dict[Literal["secret"], SecretReference], Tag("secret-ref")],
     Discriminator(lambda value: "text" if isinstance(value, str) else "secret-ref")]
-"""A config value: a string, or {"secret": REF}; the pipeline's rules (shared.limits)."""
+"""A config value: a string, or {"secret": REF}; the pipeline's rules (shared.contracts.limits)."""
 Config = dict[ConfigKey, ConfigValue]
 Purpose = Literal["promotion", "rollback", "reconfigure", "restore"]
 """Why a deployment happened: a gate passed, a rollback was ordered, the pipeline's config changed, or the deployer
@@ -609,7 +609,7 @@ EVENT_TYPES: dict[str, type[EventData]] = {
 
 class Envelope(BaseModel):
     """A CloudEvents 1.0 event as its structured JSON form, with its data still untyped (a binary-mode record
-    is read into this same form: shared/kafka_binding.py)."""
+    is read into this same form: shared/contracts/kafka_binding.py)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     specversion: Literal["1.0"]
@@ -725,7 +725,8 @@ def parse_binary_event(attributes: dict[str, str], data: bytes, expected_topic: 
                        key: RecordKey = UNCHECKED, now: datetime | None = None,
                        max_skew_s: float = limits.MAX_CLOCK_SKEW_S) -> Event:
     """`parse_event` of the structured envelope that `attributes` (every attribute but `data`) and the JSON
-    `data` make: the same limits and reasons, the same Event (shared.kafka_binding reads them off a record)."""
+    `data` make: the same limits and reasons, the same Event (shared.contracts.kafka_binding reads them off a
+    record)."""
     _check_size(data)
     structured: dict[str, Any] = dict(attributes)
     if data:  # no value: no data, refused below as a structured envelope without one would be

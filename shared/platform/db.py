@@ -5,7 +5,7 @@ from importlib import resources
 import asyncpg
 import structlog
 
-from shared.backoff import retrying
+from shared.platform.backoff import retrying
 
 log = structlog.get_logger()
 
@@ -27,7 +27,7 @@ create table if not exists outbox (
 );
 create index if not exists outbox_unpublished on outbox (seq) where published_at is null;
 """
-# The inbox knows an event by (topic, service, id) and what it said (see shared/inbox.py).
+# The inbox knows an event by (topic, service, id) and what it said (see shared/platform/inbox.py).
 INBOX_BY_TOPIC_MIGRATION_NAME = "000_common_inbox.sql"
 INBOX_BY_TOPIC_MIGRATION = """
 alter table processed_events add column if not exists service text not null default '';

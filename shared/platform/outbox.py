@@ -6,9 +6,9 @@ from collections.abc import Awaitable, Callable, Iterable
 import asyncpg
 import structlog
 
-from shared import metrics
-from shared.backoff import Backoff
-from shared.events import Event
+from shared.platform import metrics
+from shared.platform.backoff import Backoff
+from shared.contracts.events import Event
 
 log = structlog.get_logger()
 

@@ -1,7 +1,7 @@
 """The one definition of input limits: what a name, a config entry, a secret reference, a version,
 free text, an event time, a record's headers and a pipeline file may be.
 
-The event models (shared/events.py), the pipeline model (shared/pipeline.py) and the CLI take their
+The event models (shared/contracts/events.py), the pipeline model (shared/contracts/pipeline.py) and the CLI take their
 rules from here, so a value refused by one is refused by all, with the same one-line reason. Each
 value check raises PydanticCustomError (a ValueError): pydantic reports it as it is, plain code
 catches it; `check_yaml` raises YamlLimitExceeded with the position of the offending node.

@@ -8,7 +8,7 @@ var/credentials/kafka/<principal> (mode 0600, root's). A password is never logge
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from shared.settings import Settings
+from shared.platform.settings import Settings
 
 
 READER = "reader"

@@ -10,8 +10,8 @@ import structlog
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 
-from shared.backoff import retrying
-from shared.client import partitions_of
+from shared.platform.backoff import retrying
+from shared.platform.client import partitions_of
 
 log = structlog.get_logger()
 
@@ -19,7 +19,7 @@ log = structlog.get_logger()
 async def rewind_group(options: dict, group_id: str, topic_names: list[str], *, attempts: int = 40) -> int:
     """Commit the earliest offset of every partition for `group_id`; returns the partitions rewound.
 
-    `options` are the aiokafka connection options (see shared.credentials.kafka_options).
+    `options` are the aiokafka connection options (see shared.platform.credentials.kafka_options).
 
     Kafka accepts such a commit only while the group has no live member, so a member that was
     killed a moment ago (still within its session timeout) makes us retry with back-off.

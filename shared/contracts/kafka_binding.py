@@ -3,7 +3,7 @@
 Structured mode (what the services publish): the value is the whole envelope as JSON. Binary mode
 (an SDK's `to_binary`): each attribute travels in a `ce_<attribute>` header, `datacontenttype` in the
 `content-type` header, and the value is the event's `data` alone. A record with a `ce_specversion`
-header is in binary mode. Either way shared/events.py validates the envelope in its structured form,
+header is in binary mode. Either way shared/contracts/events.py validates the envelope in its structured form,
 so a binary-mode event is the very Event (and the ledger's canonical bytes) of its structured twin.
 Header names are case-sensitive, as the binding says: `CE_ID` or `Content-Type` is just another header.
 """
@@ -12,8 +12,8 @@ import re
 from collections.abc import Sequence
 from datetime import datetime
 
-from shared import limits
-from shared.events import UNCHECKED, Event, InvalidEvent, RecordKey, parse_binary_event, parse_event
+from shared.contracts import limits
+from shared.contracts.events import UNCHECKED, Event, InvalidEvent, RecordKey, parse_binary_event, parse_event
 
 Headers = Sequence[tuple[str, bytes | None]]
 """A record's headers as aiokafka gives them: (name, value) in order, a name possibly repeated."""

@@ -27,10 +27,12 @@ import asyncpg
 import structlog
 from aiokafka.errors import KafkaError
 
-from shared import backoff, kafka_binding, metrics, topics
-from shared.events import Event, InvalidEvent
-from shared.limits import MAX_CLOCK_SKEW_S
-from shared.records import Fetched, Lane, OneRecord, environment_lane, parse_record, rewind, segments
+from shared.platform import backoff, metrics
+
+from shared.contracts import kafka_binding, topics
+from shared.contracts.events import Event, InvalidEvent
+from shared.contracts.limits import MAX_CLOCK_SKEW_S
+from shared.platform.records import Fetched, Lane, OneRecord, environment_lane, parse_record, rewind, segments
 
 __all__ = ["Fetched", "Handler", "Lane", "Position", "Prepare", "RecordRunner", "Together", "UnitOfWork",
            "environment_lane", "parse_record"]

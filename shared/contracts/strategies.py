@@ -1,6 +1,7 @@
 """Rollout strategies of a pipeline's environments: rolling, blue/green, and canaries with their analysis (the
 router's access log and PromQL metrics, in the shape of Argo Rollouts' analysis templates). Split out of
-shared/pipeline.py along its seam, as the time and trust gates are; shared.pipeline re-exports every name."""
+shared/contracts/pipeline.py along its seam, as the time and trust gates are; shared.contracts.pipeline
+re-exports every name."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, PlainSerializer,
                       StringConstraints, Tag, field_validator, model_serializer, model_validator)
 
-from shared.time_gates import format_duration, parse_duration
+from shared.contracts.time_gates import format_duration, parse_duration
 
 STRATEGIES = ("rolling", "blue_green", "canary")
 
