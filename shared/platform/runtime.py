@@ -1,16 +1,15 @@
 """What every service process shares: broker, database pool, outbox relay, health, lifecycle.
 
-A service builds a `ServiceRuntime`, registers one consumer (all its topics, so its
-handlers run one at a time, in order) and its publishers, and runs `runtime.app`.
-Nothing connects at import time; connections open in the app's startup hook.
+A service builds a `ServiceRuntime`, registers one consumer (all its topics, in order, in batches: see
+`consume`) and its publishers, and runs `runtime.app`. Nothing connects at import time; connections open in
+the app's startup hook. Its seams live beside it: how events are minted (minting.py), background tasks
+(background.py), the /health report and its server (health.py), how records run (consumer.py, records.py).
 """
 
 import asyncio
 import hashlib
-import hmac
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -26,10 +25,11 @@ from faststream.specification import AsyncAPI
 from shared.platform.consumer import Fetched, Handler, Lane, Prepare, RecordRunner, UnitOfWork
 from shared.platform.credentials import database_dsn, kafka_login, kafka_options
 from shared.platform.db import COMMON_MIGRATION_NAME, connect, migrate
-from shared.platform.backoff import Backoff
-from shared.contracts.events import Event, EventData, new_event
+from shared.contracts.events import Event, EventData
 from shared.platform import inbox
-from shared.platform.health import HealthServer, serve_health
+from shared.platform.background import BackgroundTasks
+from shared.platform.health import HealthServer, serve_health, service_report
+from shared.platform.minting import EventMint
 from shared.platform.logging import configure_logging, library_logger
 from shared.platform.outbox import OutboxRelay, enqueue
 from shared.platform.rebuild import rewind_group
@@ -38,14 +38,6 @@ from shared.platform.settings import Settings
 log = structlog.get_logger()
 
 Work = Callable[[asyncpg.Connection], Awaitable[list[Event]]]
-
-
-def derived_id(key: bytes | None, name: str) -> str:
-    """The id of an event derived from `name` (what caused it): a re-run reproduces it, and without the service's
-    key nobody can predict it (HMAC-SHA256, shown as a UUID). No key (unit tests): a plain uuid5."""
-    if key is None:
-        return str(uuid.uuid5(uuid.NAMESPACE_URL, name))
-    return str(uuid.UUID(bytes=hmac.new(key, name.encode(), hashlib.sha256).digest()[:16]))
 
 
 async def _raw_body(message):
@@ -79,16 +71,14 @@ class ServiceRuntime:
             on_shutdown=[self._stop],
             specification=AsyncAPI(self.broker, title=f"promote {name}", version="0.1.0"),
         )
-        self._id_key = (self.settings.event_id_key.get_secret_value().encode()
-                        if self.settings.event_id_key is not None else None)
+        self.mint = EventMint(name, self.settings.event_id_key.get_secret_value().encode()
+                              if self.settings.event_id_key is not None else None)
         self.pool: asyncpg.Pool | None = None
         self.pool_size = 4
         self.relay: OutboxRelay | None = None
         self.runners: list[RecordRunner] = []
         self._tasks: list[asyncio.Task] = []
-        self.background_errors: dict[str, str] = {}
-        """What a background task is failing with right now, by task name (shown on /health)."""
-        self._background: list[tuple[str, Callable[[], Awaitable[float]]]] = []
+        self.background_tasks = BackgroundTasks()
         self.rebuild: Callable[[], Awaitable[object]] | None = None
         """How the service rebuilds its state when its schema is new; None: read its topics again from their
         start (shared/platform/rebuild.py). The deployer rebuilds from its own events instead (deployer/recovery.py)."""
@@ -155,20 +145,7 @@ class ServiceRuntime:
         """Run `step()` over and over alongside the consumer once the database is ready, sleeping the
         seconds it returns in between; cancelled at shutdown. A failing step is retried with backoff
         (0.2 s doubling to 5 s) and its error shown on /health until a step succeeds again."""
-        self._background.append((name, step))
-
-    async def _repeat(self, name: str, step: Callable[[], Awaitable[float]]) -> None:
-        backoff = Backoff(0.2)
-        while True:
-            try:
-                pause = await step()
-                self.background_errors.pop(name, None)
-                backoff.succeeded()
-            except Exception as error:  # retried: a background step's work is kept in the database
-                self.background_errors[name] = f"{type(error).__name__}: {error}"
-                pause = backoff.failed()
-                log.warning("background.failed", task=name, error=self.background_errors[name], retry_in=pause)
-            await asyncio.sleep(pause)
+        self.background_tasks.add(name, step)
 
     def emits(self, *models: type[EventData]) -> None:
         """Declare the events this service publishes (they appear in its AsyncAPI document)."""
@@ -232,30 +209,16 @@ class ServiceRuntime:
         return f"{self.name}:subject:{subject}"
 
     def event(self, data: EventData, cause: Event, index: int = 0) -> Event:
-        """An event caused by `cause`, with an id that a re-run (or a rebuild) reproduces.
-
-        Events that happen once per subject (`once_per` fields, e.g. one gate.passed per release and
-        environment) take their id from those fields: a rebuild that reaches the same verdict through
-        another order of inputs still emits the same id, which consumers then ignore. Others take
-        theirs from the cause.
-        """
-        return self._identified(data, f"{cause.id}/{self.name}/{data.event_type}/{index}", cause.correlation_id)
+        """`EventMint.event`: an event caused by `cause`, with an id that a re-run reproduces."""
+        return self.mint.event(data, cause, index)
 
     def timed_event(self, data: EventData, timer: str, index: int = 0, *, correlation_id: str | None = None) -> Event:
-        """An event a durable timer or a watch emits, with no cause: its id derives from `timer` (what and when it
-        was due), so a timer that fires again after a crash emits the same id; `correlation_id`: the chain it
-        belongs to, if any (a time gate's verdict: its promotion's). `once_per` ids as in `event`."""
-        return self._identified(data, f"{timer}/{self.name}/{data.event_type}/{index}", correlation_id)
-
-    def _identified(self, data: EventData, name: str, correlation_id: str | None) -> Event:
-        if data.once_per:
-            name = "/".join([data.event_type, *(str(getattr(data, field)) for field in data.once_per)])
-        return new_event(data, source=f"/promote/{self.name}", correlation_id=correlation_id,
-                         event_id=derived_id(self._id_key, name))
+        """`EventMint.timed_event`: an event a durable timer or a watch emits, its id derived from `timer`."""
+        return self.mint.timed_event(data, timer, index, correlation_id=correlation_id)
 
     def events(self, datas: list[EventData], cause: Event) -> list[Event]:
-        """`event` for each item, numbered so that two of one type get distinct ids."""
-        return [self.event(data, cause, index) for index, data in enumerate(datas)]
+        """`EventMint.events`: `event` for each item, numbered."""
+        return self.mint.events(datas, cause)
 
     async def publish_raw(self, topic: str, key: bytes | None, value: bytes, headers: dict[str, str]) -> None:
         """Publish bytes as they are and wait for the broker's acknowledgement."""
@@ -268,7 +231,7 @@ class ServiceRuntime:
 
     async def _start(self) -> None:
         configure_logging(self.name)
-        if self._id_key is None:
+        if self.mint.key is None:
             raise RuntimeError("PROMOTE_EVENT_ID_KEY is not set: without it the ids of this service's events "
                                "could be predicted (and squatted) by anyone")
         self.pool = await connect(database_dsn(self.settings), self.name, max_size=self.pool_size)
@@ -280,7 +243,7 @@ class ServiceRuntime:
             await rewind_group(kafka_options(self.settings), self.name, self.topic_names)
         self.relay = OutboxRelay(self.pool, self._send_event_bytes, service=self.name)
         self._tasks.append(asyncio.create_task(self._run_relay_when_connected()))
-        self._tasks += [asyncio.create_task(self._repeat(name, step)) for name, step in self._background]
+        self.background_tasks.start()
         port = self.settings.health_port
         if port:
             self._health_server = await serve_health(port, self.health)
@@ -295,6 +258,7 @@ class ServiceRuntime:
     async def _stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        self.background_tasks.cancel()
         if self._health_server:
             await self._health_server.close()
         if self.pool:
@@ -302,43 +266,8 @@ class ServiceRuntime:
         log.info("service.stopped")
 
     async def health(self) -> dict:
-        """Liveness, the reachability of Kafka and PostgreSQL, and the figures an operator looks at first."""
-        failing = [r.last_error for r in self.runners if r.failing_since and time.monotonic() - r.failing_since > 5]
-        now = time.monotonic()
-        stuck = [f"a handler has run for {took:.0f} s (limit {r.stuck_after_s:g} s)"
-                 for r in self.runners if (took := r.running_for(now)) > r.stuck_after_s]
-        relay_error = self.relay.last_error if self.relay else "not started"
-        background_error = next(iter(self.background_errors.values()), None)
-        kafka, database = await asyncio.gather(self._kafka_reachable(), self._database_reachable())
-        body = {
-            "service": self.name,
-            "instance": self.instance,
-            "status": "degraded" if stuck or failing or relay_error or background_error or not (kafka and database)
-            else "ok",
-            "kafka": "ok" if kafka else "unreachable",
-            "database": "ok" if database else "unreachable",
-            "uptime_s": round(time.monotonic() - self._started_at, 1),
-            "processed": sum(r.processed for r in self.runners),
-            "dead_lettered": sum(r.dead_lettered for r in self.runners),
-            "published": self.relay.published if self.relay else 0,
-            "consumer_error": failing[0] if failing else None,
-            "relay_error": relay_error,
-            "background_error": background_error,
-            "stuck": stuck[0] if stuck else None,
-        }
-        return body
-
-    async def _kafka_reachable(self) -> bool:
-        try:
-            return await self.broker.ping(timeout=1.0)
-        except Exception:  # any failure to answer is "unreachable"
-            return False
-
-    async def _database_reachable(self) -> bool:
-        if self.pool is None:
-            return False
-        try:
-            async with asyncio.timeout(1.0):
-                return await self.pool.fetchval("select true")
-        except Exception:  # any failure to answer is "unreachable"
-            return False
+        """The /health report (`health.service_report`) of this process."""
+        return await service_report(service=self.name, instance=self.instance, started_at=self._started_at,
+                                    runners=self.runners, relay=self.relay,
+                                    background_errors=self.background_tasks.errors,
+                                    kafka_ping=lambda: self.broker.ping(timeout=1.0), pool=self.pool)
