@@ -1,5 +1,9 @@
 """Gate decisions, pure: given what is known about a release, may it enter the environment?
 
+`decide(state, event, now)` is the whole rule of an input: the handler keeps the event's fact, loads the state
+it bears on (the pipeline and the promotions it may unblock, each with its facts), decides, saves the outcomes
+and emits the events (services/gates/handlers.py).
+
 Outcomes are kept apart: *passed* (every gate said yes), *pending* (some gate has not
 said yes yet; reasons say which), *failed* (a gate said no: a rejection, or a request
 that can never pass). The clock comes in as `now`: time gates (soak, change window) also
@@ -13,8 +17,8 @@ from typing import Literal
 
 from services.gates.supply_chain import provenance_problem, signature_problem
 from services.gates.windows import window_problem
-from shared.contracts.events import (EventData, GateFailed, GatePassed, GatePending, PromotionRequested, SupplyChain,
-                           VerificationPassed)
+from shared.contracts.events import (ApprovalGranted, ApprovalRejected, EventData, GateFailed, GatePassed,
+                                     GatePending, PromotionRequested, SupplyChain, VerificationPassed)
 from shared.contracts.pipeline import (ApprovalGate, ChangeWindowGate, EvidenceGate, Gate, PipelineDefinition,
                                        ProvenanceGate, SignatureGate, SoakGate)
 from shared.signature_keys import TrustedKey
@@ -73,6 +77,54 @@ class Verdict:
     """For a pending verdict: the earliest instant a time gate that holds the release may let it through."""
     evidence: tuple[str, ...] = ()
     """For a passed verdict: what the signature and provenance gates accepted (which key signed what)."""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A promotion waiting at an environment's gates, with the reasons of its last verdict."""
+
+    service: str
+    version: str
+    env: str
+    digest: str
+    reasons: list[str]
+
+
+@dataclass(frozen=True)
+class State:
+    """What a decision reads: the service's latest pipeline (and its version) and the pending promotions the input
+    may unblock, each with everything gates know of it once the input's own fact is kept."""
+
+    pipeline_version: str | None
+    pipeline: PipelineDefinition | None
+    promotions: tuple[tuple[Pending, Facts], ...] = ()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What an input changes: the events to emit, and each judged promotion's new verdict (saved as its outcome,
+    with the instant its timer is due)."""
+
+    events: tuple[EventData, ...]
+    verdicts: tuple[tuple[Pending, Verdict], ...] = ()
+
+
+def decide(state: State, event: EventData | None, now: datetime) -> Decision:
+    """The rule of one input (`event`; None: a timer came due) at `now`: each pending promotion judged, a verdict
+    said where it changed or a person acted (an approval or a rejection is always answered), and a verification
+    in an environment requests the release for each environment after it."""
+    always = isinstance(event, ApprovalGranted | ApprovalRejected)
+    emitted: list[EventData] = []
+    if isinstance(event, VerificationPassed) and event.purpose == "promotion":
+        emitted += requests_after(state.pipeline, event)
+    verdicts = []
+    for pending, facts in state.promotions:
+        verdict = evaluate(pending.env, pending.digest, facts, now)
+        ident = dict(service=pending.service, version=pending.version, digest=pending.digest, env=pending.env)
+        said = verdict_event(verdict, facts, ident, state.pipeline_version, pending.reasons, always)
+        emitted += [said] if said is not None else []
+        verdicts.append((pending, verdict))
+    return Decision(tuple(emitted), tuple(verdicts))
 
 
 def evaluate(env: str, digest: str, facts: Facts, now: datetime) -> Verdict:

@@ -1,13 +1,13 @@
 """Gates' tables: pipelines, artifacts, promotions, the facts their gates look at, and timers."""
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Protocol
 
 import asyncpg
 
-from services.gates.domain import Facts, Release
+from services.gates.domain import Facts, Pending, Release
 from shared.contracts.events import SupplyChain
 from shared.contracts.pipeline import PipelineDefinition, ProvenanceGate, SignatureGate
 
@@ -198,17 +198,6 @@ def _checks_supply_chain(pipeline: PipelineDefinition | None, env: str) -> bool:
     if pipeline is None or env not in pipeline.environment_names:
         return False
     return any(isinstance(gate, SignatureGate | ProvenanceGate) for gate in pipeline.environment(env).gates)
-
-
-@dataclass(frozen=True)
-class Pending:
-    """A promotion waiting at an environment's gates, with the reasons of its last verdict."""
-
-    service: str
-    version: str
-    env: str
-    digest: str
-    reasons: list[str]
 
 
 class Repository(Protocol):
