@@ -24,6 +24,7 @@ import contextlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 
 import asyncpg
 import httpx
@@ -31,8 +32,9 @@ import structlog
 from pydantic import TypeAdapter
 
 from services.deployer import measurements, repository
-from services.deployer.analysis import Thresholds, judge, read_outcomes, summarise
-from services.deployer.domain import Target, step_wait, target_from_json, target_json
+from services.deployer.analysis import Figures, read_outcomes, summarise
+from services.deployer.domain import (Abort, Advance, CanaryView, Complete, EnvironmentState, Hold, Ignore, Publish,
+                                      Target, Wait, decide, target_from_json, target_json)
 from services.deployer.routed import Outcome, RoutedDeployer, Stepwise, lane_slot
 from services.deployer.router import RouterError
 from shared.contracts.events import CanaryCommanded, DeploymentProgressed, DeploymentSucceeded, Event, EventData, \
@@ -96,6 +98,11 @@ class _Canary:
         self.checks: dict[str, str] = json.loads(row["checks"])
         self.elapsed: float = row["elapsed"] or 0.0
 
+    def view(self, figures: Figures | None = None, taken: list[dict] | None = None) -> CanaryView:
+        """The canary as `domain.decide` reads it, with what its step has seen so far."""
+        return CanaryView(self.id, self.row["state"], self.row["published"], self.step, self.strategy,
+                          self.row["step_started_at"], dict(self.checks), figures, tuple(taken or ()))
+
     def progressed(self, step: int, state: str = "step", by: str | None = None) -> DeploymentProgressed:
         return DeploymentProgressed(**deployment_fields(self.target), state=state, step=step + 1,
                                     steps=len(self.strategy.steps), share=self.strategy.steps[step],
@@ -137,56 +144,49 @@ class Canaries:
                                     version or "unknown", ports)
         await self.move(target.deployment_id)
 
-    async def supersede(self, target: Target) -> bool:
-        """Abort the environment's canary in progress if it is another deployment's (the caller holds the
-        environment's lock); False if `target` is itself that canary (a redelivered order: it goes on as it is)."""
+    async def in_progress(self, service: str, env: str) -> "_Canary | None":
+        """The environment's canary in progress, if any."""
         async with self.runtime.pool.acquire() as conn:
-            row = await self._row(conn, "service = $1 and env = $2 and state <> 'done'", target.service, target.env)
-        if row is None:
-            return True
-        canary = _Canary(row)
-        if canary.id == target.deployment_id:
-            return False
-        await self._fail(canary, f"superseded at {canary.share}% of traffic by the deployment of {target.version} "
-                                 f"({target.purpose})", superseded_by=target.deployment_id)
-        return True
+            row = await self._row(conn, "service = $1 and env = $2 and state <> 'done'", service, env)
+        return None if row is None else _Canary(row)
+
+    async def abort(self, canary: "_Canary", move: Abort) -> None:
+        """Abort `canary` as `move` says (the caller holds the environment's lock): superseded, or an operator's."""
+        canary.checks = dict(move.checks)
+        await self._fail(canary, move.reason, superseded_by=move.superseded_by)
 
     async def command(self, event: Event, command: CanaryCommanded) -> None:
         """An operator's pause, resume, abort or promote of the environment's canary (the caller holds the
-        environment's lock). A command that finds no canary it applies to (none in progress, a pause of a paused
-        one) changes nothing: the API refuses those it can see, and the deployer logs the rest."""
-        async with self.runtime.pool.acquire() as conn:
-            row = await self._row(conn, "service = $1 and env = $2 and state <> 'done'", command.service,
-                                  command.env)
-        wanted = {"pause": ("running",), "resume": ("paused",)}.get(command.action, ("running", "paused"))
-        if row is None or row["state"] not in wanted:
-            log.warning("canary.command_ignored", action=command.action, env=command.env,
-                        state=None if row is None else row["state"])
-            return
-        canary = _Canary(row)
-        said = f" ({command.reason})" if command.reason else ""
-        if command.action == "abort":
-            canary.checks.update(aborted_by=command.requested_by, aborted_at_share=f"{canary.share}%")
-            await self._fail(canary, f"aborted by {command.requested_by} at {canary.share}% of traffic{said}")
-            return
-        if command.action == "promote":
-            canary.checks["promoted_by"] = command.requested_by
-            canary.checks["promoted_at_share"] = f"{canary.share}%"
-            await self._complete(canary)
-            return
-        state, recorded = ("paused", "paused") if command.action == "pause" else ("running", "resumed")
+        environment's lock), as `domain.decide` says. A command that finds no canary it applies to (none in
+        progress, a pause of a paused one) changes nothing: the API refuses those it can see, and the deployer logs
+        the rest."""
+        canary = await self.in_progress(command.service, command.env)
+        (move,) = decide(EnvironmentState(canary=canary.view() if canary else None), event, datetime.now(UTC))
+        match move:
+            case Ignore():
+                log.warning("canary.command_ignored", action=command.action, env=command.env, why=move.why)
+            case Abort():
+                await self.abort(canary, move)
+            case Complete():
+                canary.checks = dict(move.checks)
+                await self._complete(canary)
+            case Hold():
+                await self._hold(canary, move, event)
+                log.info("canary.commanded", action=command.action, env=command.env, by=command.requested_by)
+                if move.state == "running":
+                    await self.move(canary.id)
+
+    async def _hold(self, canary: "_Canary", move: Hold, event: Event) -> None:
+        """Paused or resumed by an operator: a resumed step is published and judged afresh (what it showed before
+        the pause is not evidence now)."""
 
         async def work(conn: asyncpg.Connection) -> list[Event]:
-            # A resumed step is published and judged afresh: what it showed before the pause is not evidence now.
             await conn.execute("update canaries set state = $2, published = published and $2 = 'paused', "
-                               "due_at = now(), updated_at = now() where deployment_id = $1", canary.id, state)
-            progressed = canary.progressed(canary.step, recorded, by=command.requested_by)
+                               "due_at = now(), updated_at = now() where deployment_id = $1", canary.id, move.state)
+            progressed = canary.progressed(canary.step, move.recorded, by=move.by)
             return [self.runtime.event(progressed, derived(canary.order, f"canary/{event.id}"))]
 
         await self.runtime.once(event, work)
-        log.info("canary.commanded", action=command.action, env=command.env, by=command.requested_by)
-        if state == "running":
-            await self.move(canary.id)
 
     async def step(self) -> float:
         """Move every canary whose time has come (its environment not locked by a deployment); seconds until
@@ -214,65 +214,57 @@ class Canaries:
         return LOOK_SECONDS if wait is None else min(LOOK_SECONDS, max(0.05, float(wait)))
 
     async def move(self, deployment_id: str) -> None:
-        """One move of a canary (the caller holds its environment's lock): publish its step, or judge it."""
+        """One move of a canary (the caller holds its environment's lock), as `domain.decide` says once the step's
+        requests at the router are read and the measurements due are taken: publish its step, wait, advance,
+        complete, fail or pause it."""
         async with self.runtime.pool.acquire() as conn:
             row = await self._row(conn, "deployment_id = $1", deployment_id)
         if row is None or row["state"] != "running":
             return
         canary = _Canary(row)
-        if not row["published"]:
-            await self._publish(canary)
-            return
-        log_path = self.routed.router.access_log(canary.target.service, canary.target.env)
-        route, lanes = await self._route(canary.target)
-        ports = await self.routed.ports(canary.target, lanes, canary.lane)
-        outcomes, _ = await asyncio.to_thread(read_outcomes, log_path, row["log_offset"], ports)
-        figures = summarise(outcomes)
-        analysis = canary.strategy.analysis
-        taken = await self._measure(canary, json.loads(row["measurements"]))
-        verdicts = {metric.name: measurements.outcome(metric, taken) for metric in analysis.metrics}
-        if bad := next(((kind, said) for kind, said in verdicts.values() if kind in ("failed", "inconclusive")),
-                       None):
-            kind, said = bad
-            canary.checks.update({f"step_{canary.share}_metric_{name}": text for name, (_, text) in verdicts.items()})
-            if kind == "inconclusive" and analysis.on_inconclusive == "pause":
-                await self._pause_inconclusive(canary, taken, said)
-            else:
-                canary.checks["aborted_at_share"] = f"{canary.share}%"
-                await self._fail(canary, f"canary analysis at {canary.share}% of traffic: {said}")
-            return
-        wait = step_wait(canary.elapsed, figures.requests, analysis.interval, analysis.min_requests,
-                         analysis.max_wait)
-        measuring = measurements.next_due(analysis.metrics, taken, canary.elapsed)
-        if wait > 0 or measuring is not None:
-            wait = min(w for w in (wait if wait > 0 else None, measuring) if w is not None)
-            async with self.runtime.pool.acquire() as conn:
-                await conn.execute("update canaries set due_at = now() + make_interval(secs => $2), "
-                                   "measurements = $3, updated_at = now() where deployment_id = $1", deployment_id,
-                                   max(wait, 0.05), json.dumps(taken))
-            return
-        canary.checks.update({f"step_{canary.share}_{key}": value for key, value in figures.as_checks().items()})
-        canary.checks.update({f"step_{canary.share}_metric_{name}": text for name, (_, text) in verdicts.items()})
-        failure = judge(figures, Thresholds(analysis.max_error_rate, analysis.max_p99_ms, analysis.min_requests))
-        log.info("canary.step", share=canary.share, failure=failure, requests=figures.requests, errors=figures.errors)
-        if failure is not None:
-            canary.checks.update(figures.as_checks())
-            canary.checks["aborted_at_share"] = f"{canary.share}%"
-            await self._fail(canary, f"canary analysis at {canary.share}% of traffic: {failure}")
-            return
-        following = canary.step + 1
-        if canary.strategy.steps[following] == 100:
-            await self._complete(canary)
-            return
+        figures, taken = None, None
+        if row["published"]:
+            log_path = self.routed.router.access_log(canary.target.service, canary.target.env)
+            route, lanes = await self._route(canary.target)
+            ports = await self.routed.ports(canary.target, lanes, canary.lane)
+            outcomes, _ = await asyncio.to_thread(read_outcomes, log_path, row["log_offset"], ports)
+            figures = summarise(outcomes)
+            taken = await self._measure(canary, json.loads(row["measurements"]))
+        (move,) = decide(EnvironmentState(canary=canary.view(figures, taken)), None, row["now"])
+        log.info("canary.move", deployment_id=deployment_id, share=canary.share, move=type(move).__name__,
+                 requests=figures.requests if figures else None, reason=getattr(move, "reason", None))
+        match move:
+            case Publish():
+                await self._publish(canary)
+            case Wait():
+                async with self.runtime.pool.acquire() as conn:
+                    await conn.execute("update canaries set due_at = now() + make_interval(secs => $2), "
+                                       "measurements = $3, updated_at = now() where deployment_id = $1",
+                                       deployment_id, move.seconds, json.dumps(taken))
+            case Hold():
+                canary.checks = dict(move.checks)
+                await self._pause_inconclusive(canary, taken or [], move.because or "")
+            case Abort():
+                canary.checks = dict(move.checks)
+                await self._fail(canary, move.reason)
+            case Complete():
+                canary.checks = dict(move.checks)
+                await self._complete(canary)
+            case Advance():
+                await self._advance(canary, move)
+
+    async def _advance(self, canary: _Canary, move: Advance) -> None:
+        """On to the next step (saved, deployment.progressed), then publish it now."""
+        canary.checks = dict(move.checks)
 
         async def work(conn: asyncpg.Connection) -> list[Event]:
             await conn.execute("update canaries set step = $2, published = false, checks = $3, due_at = now(), "
-                               "updated_at = now() where deployment_id = $1", deployment_id, following,
+                               "updated_at = now() where deployment_id = $1", canary.id, move.step,
                                json.dumps(canary.checks))
-            return [self.runtime.event(canary.progressed(following), canary.order, following)]
+            return [self.runtime.event(canary.progressed(move.step), canary.order, move.step)]
 
-        await self.runtime.once(derived(canary.order, f"canary/step/{following}"), work)
-        await self.move(deployment_id)  # publish the next step now
+        await self.runtime.once(derived(canary.order, f"canary/step/{move.step}"), work)
+        await self.move(canary.id)
 
     async def _measure(self, canary: _Canary, taken: list[dict]) -> list[dict]:
         """The step's measurements with those now due taken (each metric's next, one `interval` apart)."""
@@ -291,8 +283,8 @@ class Canaries:
         return taken
 
     async def _pause_inconclusive(self, canary: _Canary, taken: list[dict], said: str) -> None:
-        """An inconclusive metric with `on_inconclusive: pause`: the canary holds its share for an operator."""
-        canary.checks["paused_because"] = said
+        """An inconclusive metric with `on_inconclusive: pause`: the canary holds its share for an operator (its
+        checks say why: `paused_because`)."""
 
         async def work(conn: asyncpg.Connection) -> list[Event]:
             await conn.execute("update canaries set state = 'paused', checks = $2, measurements = $3, "
@@ -359,8 +351,8 @@ class Canaries:
 
     @staticmethod
     async def _row(conn: asyncpg.Connection, where: str, *args) -> asyncpg.Record | None:
-        return await conn.fetchrow("select *, extract(epoch from now() - step_started_at)::float8 as elapsed "
-                                   f"from canaries where {where}", *args)
+        return await conn.fetchrow("select *, extract(epoch from now() - step_started_at)::float8 as elapsed, "
+                                   f"now() as now from canaries where {where}", *args)
 
     @contextlib.asynccontextmanager
     async def _lock_if_free(self, service: str, env: str) -> AsyncIterator[bool]:

@@ -1,13 +1,22 @@
 """Deployer decisions, pure: what an order asks for and how it runs, what a deployment needs, what its checks
-mean, which environments a new pipeline redeploys."""
+mean, which environments a new pipeline redeploys, and `decide(state, event, now)`: the move an input calls for
+in an environment (a deployment, a canary's next step, an operator's command).
+
+The deployer's effects are a driver's and the router's (a process started, traffic moved), whose outcome is
+only known once done; so `decide` returns the *move*, and the handler (or the canaries' task) makes it and
+emits what it came to (services/deployer/handlers.py, canaries.py).
+"""
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from pydantic import TypeAdapter
 
-from shared.contracts.events import Event, GatePassed, RollbackOrdered
-from shared.contracts.pipeline import ROUTED_DRIVERS, BlueGreen, PipelineDefinition, Resources, Strategy
+from services.deployer import measurements
+from services.deployer.analysis import Figures, Thresholds, judge
+from shared.contracts.events import CanaryCommanded, Event, GatePassed, RollbackOrdered
+from shared.contracts.pipeline import ROUTED_DRIVERS, BlueGreen, Canary, PipelineDefinition, Resources, Strategy
 
 Config = dict[str, str | dict[str, str]]
 
@@ -210,3 +219,188 @@ def reconfigurations(pipeline: PipelineDefinition, running: dict[str, dict],
                            driver=environment.driver, location=now["location"], replicas=environment.replicas,
                            resources=environment.resources), environment.strategy))
     return out
+
+
+@dataclass(frozen=True)
+class CanaryView:
+    """A canary in progress as its row says, with what its step has seen so far: the canary's requests at the
+    router since the step began (`figures`) and the PromQL measurements taken (`taken`), both gathered by the
+    caller before it decides."""
+
+    deployment_id: str
+    state: str
+    """running, paused or done."""
+    published: bool
+    """The router gives the step's share (the step's analysis runs)."""
+    step: int
+    strategy: Canary
+    step_started_at: datetime | None = None
+    checks: dict[str, str] = field(default_factory=dict)
+    figures: Figures | None = None
+    taken: tuple[dict, ...] = ()
+
+    @property
+    def share(self) -> int:
+        return self.strategy.steps[self.step]
+
+
+@dataclass(frozen=True)
+class EnvironmentState:
+    """What a decision reads of one environment: whether it is behind the router, and its canary in progress."""
+
+    routed: bool = False
+    canary: CanaryView | None = None
+
+
+@dataclass(frozen=True)
+class Order:
+    """A deployment to make: an order's (`order_of` a gate.passed or a rollback.ordered), a reconfiguration's, a
+    restore's or one a rebuild found in flight."""
+
+    target: Target
+    strategy: Strategy
+
+
+@dataclass(frozen=True)
+class Deploy:
+    """Deploy `target` with `strategy` (rolling, or through the router)."""
+
+    target: Target
+    strategy: Strategy
+
+
+@dataclass(frozen=True)
+class Publish:
+    """Give the canary its step's share at the router; the step's analysis begins."""
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Look again in `seconds` (the step's interval is not over, it has too few requests, or a measurement is due
+    later)."""
+
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Advance:
+    """The step passed: on to step `step` (published next), with the checks so far."""
+
+    step: int
+    checks: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Complete:
+    """All traffic to the canary, checked through the router: verified (or aborted by that check)."""
+
+    checks: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Abort:
+    """Traffic back to the serving lane, the canary stopped, the deployment failed with `reason`."""
+
+    reason: str
+    checks: dict[str, str]
+    superseded_by: str | None = None
+
+
+@dataclass(frozen=True)
+class Hold:
+    """The canary changes state without moving traffic: paused (`recorded` paused; by an operator, or on an
+    inconclusive metric, `because`) or running again (`recorded` resumed; its step published and judged afresh)."""
+
+    state: str
+    recorded: str
+    checks: dict[str, str]
+    by: str | None = None
+    because: str | None = None
+
+
+@dataclass(frozen=True)
+class Ignore:
+    """Nothing to do, and why (logged)."""
+
+    why: str
+
+
+Move = Deploy | Publish | Wait | Advance | Complete | Abort | Hold | Ignore
+
+
+def decide(state: EnvironmentState, event: Event | Order | None, now: datetime) -> list[Move]:
+    """The moves one input calls for in an environment at `now`: a deployment (an order, gate.passed or
+    rollback.ordered, or an `Order` made by the deployer) supersedes the canary in progress unless it is that very
+    canary's (a redelivered order); an operator's canary command; None: a look at the canary in progress (its step
+    published, judged, moved on)."""
+    if event is None:
+        return [_look(state.canary, now)] if state.canary is not None else []
+    if isinstance(event, Event) and isinstance(event.data, CanaryCommanded):
+        return [_command(state.canary, event.data)]
+    order = Order(*found) if isinstance(event, Event) and (found := order_of(event)) is not None else event
+    if not isinstance(order, Order):
+        return []
+    target, strategy = order.target, order.strategy
+    moves: list[Move] = []
+    canary = state.canary
+    if canary is not None and canary.state != "done":
+        if canary.deployment_id == target.deployment_id:
+            return [Ignore("this order's canary is in progress: it goes on")]
+        moves.append(Abort(f"superseded at {canary.share}% of traffic by the deployment of {target.version} "
+                           f"({target.purpose})", dict(canary.checks), superseded_by=target.deployment_id))
+    return [*moves, Deploy(target, strategy_for(strategy, target, state.routed))]
+
+
+def _command(canary: CanaryView | None, command: CanaryCommanded) -> Move:
+    """An operator's pause, resume, abort or promote-now of the canary; one that finds no canary it applies to
+    (none in progress, a pause of a paused one) changes nothing."""
+    wanted = {"pause": ("running",), "resume": ("paused",)}.get(command.action, ("running", "paused"))
+    if canary is None or canary.state not in wanted:
+        return Ignore(f"{command.action}: " + ("no canary in progress" if canary is None else f"the canary is "
+                                                                                              f"{canary.state}"))
+    said = f" ({command.reason})" if command.reason else ""
+    by = command.requested_by
+    if command.action == "abort":
+        return Abort(f"aborted by {by} at {canary.share}% of traffic{said}",
+                     {**canary.checks, "aborted_by": by, "aborted_at_share": f"{canary.share}%"})
+    if command.action == "promote":
+        return Complete({**canary.checks, "promoted_by": by, "promoted_at_share": f"{canary.share}%"})
+    if command.action == "pause":
+        return Hold("paused", "paused", dict(canary.checks), by=by)
+    return Hold("running", "resumed", dict(canary.checks), by=by)
+
+
+def _look(canary: CanaryView, now: datetime) -> Move:
+    """A running canary's next move: publish its step; fail or pause it on a metric; wait for its interval, its
+    requests or a measurement; fail it on its figures; advance it, or complete it before the last share."""
+    if canary.state != "running":
+        return Ignore(f"the canary is {canary.state}")
+    if not canary.published:
+        return Publish()
+    analysis = canary.strategy.analysis
+    elapsed = (now - canary.step_started_at).total_seconds() if canary.step_started_at is not None else 0.0
+    verdicts = {metric.name: measurements.outcome(metric, canary.taken) for metric in analysis.metrics}
+    metric_checks = {f"step_{canary.share}_metric_{name}": text for name, (_, text) in verdicts.items()}
+    bad = next(((kind, said) for kind, said in verdicts.values() if kind in ("failed", "inconclusive")), None)
+    if bad is not None:
+        kind, said = bad
+        checks = {**canary.checks, **metric_checks}
+        if kind == "inconclusive" and analysis.on_inconclusive == "pause":
+            return Hold("paused", "paused", {**checks, "paused_because": said}, because=said)
+        return Abort(f"canary analysis at {canary.share}% of traffic: {said}",
+                     {**checks, "aborted_at_share": f"{canary.share}%"})
+    figures = canary.figures or Figures(0, 0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    wait = step_wait(elapsed, figures.requests, analysis.interval, analysis.min_requests, analysis.max_wait)
+    measuring = measurements.next_due(analysis.metrics, canary.taken, elapsed)
+    if wait > 0 or measuring is not None:
+        return Wait(max(min(w for w in (wait if wait > 0 else None, measuring) if w is not None), 0.05))
+    checks = {**canary.checks, **{f"step_{canary.share}_{key}": value for key, value in figures.as_checks().items()},
+              **metric_checks}
+    failure = judge(figures, Thresholds(analysis.max_error_rate, analysis.max_p99_ms, analysis.min_requests))
+    if failure is not None:
+        return Abort(f"canary analysis at {canary.share}% of traffic: {failure}",
+                     {**checks, **figures.as_checks(), "aborted_at_share": f"{canary.share}%"})
+    following = canary.step + 1
+    if canary.strategy.steps[following] == 100:
+        return Complete(checks)
+    return Advance(following, checks)

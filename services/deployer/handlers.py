@@ -12,6 +12,7 @@ beside a live release is only begun here: its steps are a durable state machine 
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,8 +21,9 @@ import structlog
 from pydantic import TypeAdapter
 
 from services.deployer import repository
-from services.deployer.domain import LANES, MissingSecret, Target, needs_start, order_of, process_environment, \
-    reconfigurations, strategy_for, verification_failure
+from services.deployer.domain import (LANES, Abort, Deploy, EnvironmentState, Ignore, MissingSecret, Order, Target,
+                                      decide, needs_start, order_of, process_environment, reconfigurations,
+                                      strategy_for, verification_failure)
 from services.deployer.drift_checks import DriftWatcher
 from services.deployer.driver import Driver, StartFailed
 from services.deployer.canaries import Canaries, deployment_fields, derived, outcome_events
@@ -142,19 +144,26 @@ class DeployerHandlers:
     async def _deploy_locked(self, event: Event, target: Target, strategy: Strategy,
                              still_wanted: Callable[[asyncpg.Connection], Awaitable[bool]] | None = None) -> None:
         """Deploy with the environment's lock held: one deployment at a time per environment (`still_wanted`,
-        asked once the lock is held, may call it off: a restore whose drift a deployment resolved meanwhile)."""
+        asked once the lock is held, may call it off: a restore whose drift a deployment resolved meanwhile).
+        What the order does to the canary in progress and which strategy it runs with is `domain.decide`'s."""
         async with self._environment_lock(target.service, target.env) as holder:
             if still_wanted is not None and not await still_wanted(holder):
                 return
-            if not await self.canaries.supersede(target):
-                return  # this very order's canary is in progress: it goes on in services/deployer/canaries.py
-            if strategy_for(strategy, target, routed=True) != strategy:  # a rollback that switches lanes if routed
-                strategy = strategy_for(strategy, target, await repository.is_routed(holder, target.service,
-                                                                                      target.env))
-            if strategy == "rolling":
-                await self.deploy(event, target)
-            else:
-                await self.deploy_routed(event, target, strategy)
+            canary = await self.canaries.in_progress(target.service, target.env)
+            # Whether the environment is behind the router matters only to a rollback that could switch lanes.
+            routed = strategy_for(strategy, target, routed=True) != strategy and \
+                await repository.is_routed(holder, target.service, target.env)
+            state = EnvironmentState(routed=routed, canary=canary.view() if canary else None)
+            for move in decide(state, Order(target, strategy), datetime.now(UTC)):
+                match move:
+                    case Ignore():
+                        log.info("deployment.order_ignored", why=move.why)
+                    case Abort():
+                        await self.canaries.abort(canary, move)
+                    case Deploy(strategy="rolling"):
+                        await self.deploy(event, move.target)
+                    case Deploy():
+                        await self.deploy_routed(event, move.target, move.strategy)
 
     async def deploy(self, event: Event, target: Target) -> None:
         """Claim, act through the driver, verify, then save the outcome with its events."""
