@@ -21,6 +21,7 @@ import structlog
 from pydantic import TypeAdapter
 
 from services.deployer import repository
+from services.deployer.repository import Deployments, PostgresDeployments
 from services.deployer.domain import (LANES, Abort, Deploy, EnvironmentState, Ignore, MissingSecret, Order, Target,
                                       decide, needs_start, order_of, process_environment, reconfigurations,
                                       strategy_for, verification_failure)
@@ -50,12 +51,15 @@ class DeployerHandlers:
     canary.commanded pauses, resumes, aborts or promotes a canary in progress (services/deployer/canaries.py)."""
 
     def __init__(self, runtime: ServiceRuntime, drivers: dict[str, Driver], secrets_dir: Path,
-                 port_base: int, router: Router) -> None:
+                 port_base: int, router: Router,
+                 store: Callable[[asyncpg.Connection], Deployments] = PostgresDeployments) -> None:
         self.runtime = runtime
+        self.store = store
+        """The deployments' repository on a connection (`repository.Deployments`)."""
         self.drivers = drivers
         self.secrets_dir = secrets_dir
         self.port_base = port_base
-        self.routed = RoutedDeployer(runtime, drivers, router, port_base, self._secret)
+        self.routed = RoutedDeployer(runtime, drivers, router, port_base, self._secret, store)
         self.canaries = Canaries(runtime, self.routed, self._save)
         self.drift = DriftWatcher(runtime, drivers, self._deploy_locked, runtime.settings.drift_check_interval_s)
 
@@ -89,7 +93,7 @@ class DeployerHandlers:
         pipeline.applied event is in the ledger and the redeployment's events name it as their cause.
         """
         async with self.runtime.pool.acquire() as conn:
-            running = await repository.running_releases(conn, data.service)
+            running = await self.store(conn).running_releases(data.service)
         if not running:
             return  # nothing runs yet: a first pipeline (the usual case) costs one query
         pipeline = PipelineDefinition.model_validate(data.definition)
@@ -107,8 +111,8 @@ class DeployerHandlers:
             async with self._environment_lock(data.service, env) as conn:
                 if await inbox.handled(conn, cause):
                     continue
-                release = await repository.serving(conn, data.service, env)
-                images = await repository.ran_images(conn, data.service, env)
+                release = await self.store(conn).serving(data.service, env)
+                images = await self.store(conn).ran_images(data.service, env)
                 drivers = [driver for name, driver in self.drivers.items() if name != "container" or images]
                 stopped = []
                 for slot in (env, *(lane_slot(env, lane) for lane in LANES)):
@@ -124,7 +128,7 @@ class DeployerHandlers:
                     pipeline_version=data.pipeline_version, applied_by=data.applied_by)
 
                 async def work(conn: asyncpg.Connection, pruned: EnvironmentPruned = pruned) -> list[Event]:
-                    await repository.forget(conn, pruned.service, pruned.env)
+                    await self.store(conn).forget(pruned.service, pruned.env)
                     return [self.runtime.event(pruned, cause)]
 
                 await self.runtime.once(cause, work)
@@ -152,7 +156,7 @@ class DeployerHandlers:
             canary = await self.canaries.in_progress(target.service, target.env)
             # Whether the environment is behind the router matters only to a rollback that could switch lanes.
             routed = strategy_for(strategy, target, routed=True) != strategy and \
-                await repository.is_routed(holder, target.service, target.env)
+                await self.store(holder).is_routed(target.service, target.env)
             state = EnvironmentState(routed=routed, canary=canary.view() if canary else None)
             for move in decide(state, Order(target, strategy), datetime.now(UTC)):
                 match move:
@@ -168,7 +172,8 @@ class DeployerHandlers:
     async def deploy(self, event: Event, target: Target) -> None:
         """Claim, act through the driver, verify, then save the outcome with its events."""
         fields = deployment_fields(target)
-        slot = await self._claim(event, target, repository.slot)
+        slot = await self._claim(event, target,
+                                 lambda store: store.slot(target.service, target.env, self.port_base))
         if slot is None:
             return
         port = slot["port"]
@@ -191,7 +196,8 @@ class DeployerHandlers:
     async def deploy_routed(self, event: Event, target: Target, strategy: BlueGreen | Canary) -> None:
         """Blue/green or canary through the router: claim, deploy into a lane, move traffic, save."""
         fields = deployment_fields(target)
-        claimed = await self._claim(event, target, repository.route)
+        claimed = await self._claim(event, target,
+                                   lambda store: store.route(target.service, target.env, self.port_base))
         if claimed is None:
             return
         route, lanes = claimed
@@ -215,14 +221,14 @@ class DeployerHandlers:
                          outcome.failure, events, slot_changed=False, also=lanes_after,
                          serving=(lane_slot(target.env, outcome.lane), lanes[outcome.lane]["port"], True))
 
-    async def _claim(self, event: Event, target: Target, allocate: Callable[..., Awaitable[T]]) -> T | None:
+    async def _claim(self, event: Event, target: Target, allocate: Callable[[Deployments], Awaitable[T]]) -> T | None:
         """Open the deployment (deployment.started once) with what `allocate` gives the environment
         (its slot, or its route and lanes); None if the order was handled before."""
         async with self.runtime.pool.acquire() as conn, conn.transaction():
             if await inbox.handled(conn, event):
                 return None
-            allocated = await allocate(conn, target.service, target.env, self.port_base)
-            if await repository.claim(conn, target):
+            allocated = await allocate(self.store(conn))
+            if await self.store(conn).claim(target):
                 await enqueue(conn, [self.runtime.event(DeploymentStarted(**deployment_fields(target)), event)])
         self.runtime.relay.wake()
         return allocated
@@ -244,7 +250,7 @@ class DeployerHandlers:
         if running is not None and (running.alive or running.leftover):
             await asyncio.to_thread(driver.stop, target.service, target.env, running.pid)
         async with self.runtime.pool.acquire() as conn:
-            await repository.record_start(conn, target)
+            await self.store(conn).record_start(target)
         # In a thread: a start forks a process (local), runs containers (container) or fsyncs a journal
         # line (noop), and the other services' deployments go on meanwhile.
         pid = await asyncio.to_thread(driver.start, target, target.env, variables)
@@ -260,15 +266,15 @@ class DeployerHandlers:
         path = self.drivers[target.driver].describe(target)
 
         async def work(conn: asyncpg.Connection) -> list[Event]:
-            await repository.finish(conn, target, pid, path, state, reason, slot_changed=slot_changed)
+            await self.store(conn).finish(target, pid, path, state, reason, slot_changed=slot_changed)
             if also is not None:
                 await also(conn)
             emitted = [self.runtime.event(data, event, index + 1) for index, data in enumerate(outcome)]
             verified = state == "verified"
             if verified and serving is not None:
-                await repository.save_promoted(conn, target, *serving)
+                await self.store(conn).save_promoted(target, *serving)
             elif slot_changed:  # rolling: the release that served was stopped, and its successor failed
-                await repository.promoted_replaced(conn, target.service, target.env)
+                await self.store(conn).promoted_replaced(target.service, target.env)
             return emitted + await self.drift.settle(conn, target, verified, verified or slot_changed)
 
         await self.runtime.once(event, work)

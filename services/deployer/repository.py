@@ -2,6 +2,8 @@
 where with its drift (services/deployer/drift_checks.py)."""
 
 import json
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -262,3 +264,223 @@ async def set_drift_policies(conn: asyncpg.Connection, service: str, policies: d
         "insert into drift_policies (service, env, on_drift) values ($1, $2, $3) "
         "on conflict (service, env) do update set on_drift = excluded.on_drift",
         [(service, env, on_drift) for env, on_drift in policies.items()])
+
+
+Row = Mapping[str, Any]
+
+
+class Deployments(Protocol):
+    """What the deployer's handlers keep and read of its deployments: the environments' slots, routes and lanes
+    (with the ports they hold), the deployments opened and finished, the driver starts, and what was promoted
+    where. `PostgresDeployments`: the tables above; `MemoryDeployments`: dicts with the tables' rules, for fast
+    tests. One contract suite runs on both (tests/e2e/test_deployer_repository.py). Drift and canaries keep
+    their own tables (drift_checks.py, canaries.py)."""
+
+    async def slot(self, service: str, env: str, port_base: int) -> Row: ...
+    async def route(self, service: str, env: str, port_base: int) -> tuple[Row, dict[str, Row]]: ...
+    async def is_routed(self, service: str, env: str) -> bool: ...
+    async def switch(self, target: Target, lane: str, pid: int, retire: str | None, retire_after: float) -> None: ...
+    async def set_lane(self, target: Target, lane: str, pid: int | None, state: str) -> None: ...
+    async def claim(self, target: Target) -> bool: ...
+    async def record_start(self, target: Target) -> None: ...
+    async def starts(self, service: str, env: str) -> int: ...
+    async def finish(self, target: Target, pid: int | None, path: str, state: str, reason: str | None, *,
+                     slot_changed: bool = True) -> None: ...
+    async def in_flight(self, service: str, env: str) -> bool: ...
+    async def serving(self, service: str, env: str) -> Row | None: ...
+    async def running_releases(self, service: str) -> dict[str, Row]: ...
+    async def save_promoted(self, target: Target, slot: str, port: int, routed: bool) -> None: ...
+    async def promoted_replaced(self, service: str, env: str) -> None: ...
+    async def promoted_release(self, service: str, env: str) -> Row | None: ...
+    async def ran_images(self, service: str, env: str) -> bool: ...
+    async def forget(self, service: str, env: str) -> None: ...
+
+
+class PostgresDeployments:
+    """`Deployments` on the deployer's tables, through the connection the caller holds (its transaction, if any)."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def slot(self, service: str, env: str, port_base: int) -> Row:
+        return await slot(self.conn, service, env, port_base)
+
+    async def route(self, service: str, env: str, port_base: int) -> tuple[Row, dict[str, Row]]:
+        return await route(self.conn, service, env, port_base)
+
+    async def is_routed(self, service: str, env: str) -> bool:
+        return await is_routed(self.conn, service, env)
+
+    async def switch(self, target: Target, lane: str, pid: int, retire: str | None, retire_after: float) -> None:
+        await switch(self.conn, target, lane, pid, retire, retire_after)
+
+    async def set_lane(self, target: Target, lane: str, pid: int | None, state: str) -> None:
+        await set_lane(self.conn, target, lane, pid, state)
+
+    async def claim(self, target: Target) -> bool:
+        return await claim(self.conn, target)
+
+    async def record_start(self, target: Target) -> None:
+        await record_start(self.conn, target)
+
+    async def starts(self, service: str, env: str) -> int:
+        return await self.conn.fetchval("select count(*) from driver_calls where service = $1 and env = $2 "
+                                        "and action = 'start'", service, env)
+
+    async def finish(self, target: Target, pid: int | None, path: str, state: str, reason: str | None, *,
+                     slot_changed: bool = True) -> None:
+        await finish(self.conn, target, pid, path, state, reason, slot_changed=slot_changed)
+
+    async def in_flight(self, service: str, env: str) -> bool:
+        return await in_flight(self.conn, service, env)
+
+    async def serving(self, service: str, env: str) -> Row | None:
+        return await serving(self.conn, service, env)
+
+    async def running_releases(self, service: str) -> dict[str, Row]:
+        return await running_releases(self.conn, service)
+
+    async def save_promoted(self, target: Target, slot: str, port: int, routed: bool) -> None:
+        await save_promoted(self.conn, target, slot, port, routed)
+
+    async def promoted_replaced(self, service: str, env: str) -> None:
+        await promoted_replaced(self.conn, service, env)
+
+    async def promoted_release(self, service: str, env: str) -> Row | None:
+        rows = await promoted(self.conn, service, env)
+        return rows[0] if rows else None
+
+    async def ran_images(self, service: str, env: str) -> bool:
+        return await ran_images(self.conn, service, env)
+
+    async def forget(self, service: str, env: str) -> None:
+        await forget(self.conn, service, env)
+
+
+class MemoryDeployments:
+    """`Deployments` in dicts, with the tables' rules: a port is held by one slot, route or lane and allocated
+    above all those held (at least `port_base`); a deployment is opened once; a routed environment is served by
+    its live lane, any other by its slot; what was promoted is kept once per environment, the last one winning."""
+
+    def __init__(self) -> None:
+        self.slots: dict[tuple[str, str], dict] = {}
+        self.routes: dict[tuple[str, str], dict] = {}
+        self.lanes: dict[tuple[str, str, str], dict] = {}
+        self.deployments: dict[str, dict] = {}
+        self.started: list[tuple[str, str, str]] = []
+        self.promoted: dict[tuple[str, str], dict] = {}
+
+    def _free_port(self, port_base: int) -> int:
+        held = [row["port"] for table in (self.slots, self.routes, self.lanes) for row in table.values()]
+        return max([port_base, *(port + 1 for port in held)])
+
+    async def slot(self, service: str, env: str, port_base: int) -> Row:
+        if (service, env) not in self.slots:
+            self.slots[(service, env)] = {"service": service, "env": env, "port": self._free_port(port_base),
+                                          "pid": None, "version": None, "digest": None, "config_version": None,
+                                          "artifact_path": None, "state": "empty", "location": None}
+        return dict(self.slots[(service, env)])
+
+    async def route(self, service: str, env: str, port_base: int) -> tuple[Row, dict[str, Row]]:
+        if (service, env) not in self.routes:
+            self.routes[(service, env)] = {"service": service, "env": env, "port": self._free_port(port_base),
+                                           "live": None, "canary_weight": 0}
+            for lane in ("blue", "green"):
+                self.lanes[(service, env, lane)] = {
+                    "service": service, "env": env, "lane": lane, "port": self._free_port(port_base), "pid": None,
+                    "version": None, "digest": None, "config_version": None, "state": "empty", "retire_at": None,
+                    "location": None}
+        lanes = {lane: dict(self.lanes[(service, env, lane)]) for lane in ("blue", "green")}
+        return dict(self.routes[(service, env)]), lanes
+
+    async def is_routed(self, service: str, env: str) -> bool:
+        return (service, env) in self.routes
+
+    async def switch(self, target: Target, lane: str, pid: int, retire: str | None, retire_after: float) -> None:
+        self.routes[(target.service, target.env)].update(live=lane, canary_weight=0)
+        await self.set_lane(target, lane, pid, "live")
+        if retire is not None and self.lanes[(target.service, target.env, retire)]["pid"] is not None:
+            self.lanes[(target.service, target.env, retire)].update(state="warm", retire_at=retire_after)
+
+    async def set_lane(self, target: Target, lane: str, pid: int | None, state: str) -> None:
+        row = self.lanes.get((target.service, target.env, lane))
+        if row is not None:
+            row.update(pid=pid, version=target.version, digest=target.digest, config_version=target.config_version,
+                       state=state, retire_at=None, location=target.location)
+
+    async def claim(self, target: Target) -> bool:
+        if target.deployment_id in self.deployments:
+            return False
+        self.deployments[target.deployment_id] = {"service": target.service, "env": target.env,
+                                                  "status": "started", "reason": None}
+        return True
+
+    async def record_start(self, target: Target) -> None:
+        self.started.append((target.service, target.env, target.digest))
+
+    async def starts(self, service: str, env: str) -> int:
+        return sum(1 for s, e, _ in self.started if (s, e) == (service, env))
+
+    async def finish(self, target: Target, pid: int | None, path: str, state: str, reason: str | None, *,
+                     slot_changed: bool = True) -> None:
+        if target.deployment_id in self.deployments:
+            self.deployments[target.deployment_id].update(status=state, reason=reason)
+        if slot_changed and (target.service, target.env) in self.slots:
+            self.slots[(target.service, target.env)].update(
+                pid=pid, version=target.version, digest=target.digest, config_version=target.config_version,
+                artifact_path=path, state=state, location=target.location)
+
+    async def in_flight(self, service: str, env: str) -> bool:
+        return any(row["status"] == "started" and (row["service"], row["env"]) == (service, env)
+                   for row in self.deployments.values())
+
+    def _live_lane(self, service: str, env: str) -> dict | None:
+        route = self.routes.get((service, env))
+        return None if route is None or route["live"] is None else self.lanes[(service, env, route["live"])]
+
+    async def serving(self, service: str, env: str) -> Row | None:
+        if (service, env) in self.routes:
+            lane = self._live_lane(service, env)
+            return None if lane is None else {"version": lane["version"], "digest": lane["digest"]}
+        slot = self.slots.get((service, env))
+        return None if slot is None or slot["version"] is None else {"version": slot["version"],
+                                                                      "digest": slot["digest"]}
+
+    async def running_releases(self, service: str) -> dict[str, Row]:
+        fields = ("env", "version", "digest", "config_version", "location")
+        found: dict[str, Row] = {}
+        for (s, env), slot in self.slots.items():
+            if s == service and slot["state"] == "verified" and (s, env) not in self.routes:
+                found[env] = {name: slot[name] for name in fields}
+        for (s, env) in self.routes:
+            lane = self._live_lane(s, env) if s == service else None
+            if lane is not None and lane["version"] is not None:
+                found[env] = {name: lane[name] for name in fields}
+        return found
+
+    async def save_promoted(self, target: Target, slot: str, port: int, routed: bool) -> None:
+        self.promoted[(target.service, target.env)] = {
+            "service": target.service, "env": target.env, "slot": slot, "port": port,
+            "deployment_id": target.deployment_id, "version": target.version, "digest": target.digest,
+            "config": dict(target.config), "config_version": target.config_version, "driver": target.driver,
+            "location": target.location, "replicas": target.replicas, "routed": routed, "state": "verified",
+            "resources": None if target.resources is None else target.resources.model_dump(mode="json")}
+
+    async def promoted_replaced(self, service: str, env: str) -> None:
+        if (service, env) in self.promoted:
+            self.promoted[(service, env)]["state"] = "failed"
+
+    async def promoted_release(self, service: str, env: str) -> Row | None:
+        row = self.promoted.get((service, env))
+        return None if row is None else dict(row)
+
+    async def ran_images(self, service: str, env: str) -> bool:
+        slot = self.slots.get((service, env))
+        return (slot is not None and slot["location"] is not None) or any(
+            row["location"] is not None for (s, e, _), row in self.lanes.items() if (s, e) == (service, env))
+
+    async def forget(self, service: str, env: str) -> None:
+        for table in (self.slots, self.routes, self.promoted):
+            table.pop((service, env), None)
+        for lane in ("blue", "green"):
+            self.lanes.pop((service, env, lane), None)

@@ -10,6 +10,7 @@ ends here (`complete` or `abort`). After a switch the previous lane stays warm f
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -17,6 +18,7 @@ import httpx
 import structlog
 
 from services.deployer import repository
+from services.deployer.repository import Deployments, PostgresDeployments
 from services.deployer.domain import LANES, Target, choose_lane, process_environment, traffic_steps, \
     verification_failure
 from services.deployer.driver import Driver
@@ -59,9 +61,9 @@ class RoutedDeployer:
     """Deploys into routed environments through a driver whose releases serve traffic, and the router."""
 
     def __init__(self, runtime: ServiceRuntime, drivers: dict[str, Driver], router: Router, port_base: int,
-                 resolve_secret) -> None:
+                 resolve_secret, store: Callable[[asyncpg.Connection], Deployments] = PostgresDeployments) -> None:
         self.runtime, self.drivers, self.router = runtime, drivers, router
-        self.port_base, self.resolve_secret = port_base, resolve_secret
+        self.port_base, self.resolve_secret, self.store = port_base, resolve_secret, store
 
     async def deploy(self, target: Target, strategy: BlueGreen | Canary, route: asyncpg.Record,
                      lanes: dict[str, asyncpg.Record]) -> Outcome | Stepwise:
@@ -130,7 +132,7 @@ class RoutedDeployer:
         if previous is not None and (previous.alive or previous.leftover):
             await asyncio.to_thread(driver.stop, target.service, slot, previous.pid)
         async with self.runtime.pool.acquire() as conn:
-            await repository.record_start(conn, target)
+            await self.store(conn).record_start(target)
         pid = await asyncio.to_thread(driver.start, target, slot, variables)
         log.info("deployment.process_started", pid=pid, port=port, lane=lane)
         return pid
@@ -161,10 +163,10 @@ class RoutedDeployer:
         """Record the lanes after the deployment (in the transaction that saves its events)."""
         if outcome.failure is not None:
             if outcome.pid is None and outcome.lane != route["live"]:
-                await repository.set_lane(conn, target, outcome.lane, None, "failed")
+                await self.store(conn).set_lane(target, outcome.lane, None, "failed")
             return
         previous = route["live"] if route["live"] != outcome.lane else None
-        await repository.switch(conn, target, outcome.lane, outcome.pid, previous, strategy.retire_after)
+        await self.store(conn).switch(target, outcome.lane, outcome.pid, previous, strategy.retire_after)
 
     async def retire_due(self) -> float:
         """Stop the processes of lanes whose warm time is over; seconds until the next look."""
