@@ -216,6 +216,7 @@ class Router:
 
     def publish(self, service: str, env: str, listen_port: int, backends: list[Backend]) -> int:
         """Route listen_port to `backends`: write, check (nginx -t), reload, wait until it answers; the generation.
+        The same routing again changes nothing (no reload: the keep-alive connections clients hold stay open).
 
         On any failure the previous fragment is back in place and in effect, and RouterError says why.
         """
@@ -225,6 +226,9 @@ class Router:
             previous = path.read_text() if path.exists() else None
             if listen_port != listen_port_of(previous or "") and not port_free(listen_port):
                 raise RouterError(f"router: port {listen_port} for {service} in {env} is already in use")
+            if previous is not None and previous == render_server(
+                    service, env, listen_port, backends, generation_of(previous), self.access_log(service, env)):
+                return generation_of(previous)  # already in effect: no reload (a republish after a rebuild)
             generation = generation_of(previous or "") + 1
             _write_atomically(path, render_server(service, env, listen_port, backends, generation,
                                                   self.access_log(service, env)))

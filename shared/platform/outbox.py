@@ -5,6 +5,8 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import asyncpg
 import structlog
+from aiokafka.errors import InvalidProducerEpoch, OutOfOrderSequenceNumber, ProducerClosed, ProducerFenced, \
+    UnknownProducerId
 
 from shared.platform import metrics
 from shared.platform.backoff import Backoff
@@ -14,6 +16,12 @@ log = structlog.get_logger()
 
 Send = Callable[[str, bytes, bytes], Awaitable[asyncio.Future]]
 """Hands one record to the producer and returns the future of its acknowledgement."""
+
+STUCK_PRODUCER_ERRORS = (OutOfOrderSequenceNumber, UnknownProducerId, InvalidProducerEpoch, ProducerFenced,
+                         ProducerClosed)
+"""Errors after which an idempotent producer never sends again (seen: OutOfOrderSequenceNumber on every send once
+a broker restarted with batches in flight): the relay takes a new producer, whose sequence numbers start afresh.
+What the old one may have written is written again, under the same event ids, which consumers ignore."""
 
 
 async def enqueue(conn: asyncpg.Connection, events: Iterable[Event]) -> None:
@@ -31,8 +39,9 @@ class OutboxRelay:
     """Publishes committed outbox rows in order, at least once, and marks them published."""
 
     def __init__(self, pool: asyncpg.Pool, send: Send, *, service: str = "", batch: int = 200,
-                 poll_s: float = 1.0) -> None:
+                 poll_s: float = 1.0, renew: Callable[[], Awaitable[None]] | None = None) -> None:
         self._service = service
+        self._renew = renew
         self._pool = pool
         self._send = send
         self._batch = batch
@@ -62,6 +71,9 @@ class OutboxRelay:
                 self.last_error = f"{type(error).__name__}: {error}"
                 delay = backoff.failed()
                 log.warning("outbox.relay_failed", error=self.last_error, retry_in=delay)
+                if isinstance(error, STUCK_PRODUCER_ERRORS) and self._renew is not None:
+                    await self._renew()
+                    log.warning("outbox.producer_renewed", after=type(error).__name__)
                 await asyncio.sleep(delay)
                 self._wake.set()
 

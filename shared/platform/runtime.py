@@ -7,6 +7,7 @@ the app's startup hook. Its seams live beside it: how events are minted (minting
 """
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -15,6 +16,7 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import structlog
+from aiokafka import AIOKafkaProducer
 from faststream import FastStream
 from faststream.kafka import KafkaBroker
 from faststream.kafka.annotations import KafkaMessage
@@ -83,6 +85,7 @@ class ServiceRuntime:
         """How the service rebuilds its state when its schema is new; None: read its topics again from their
         start (shared/platform/rebuild.py). The deployer rebuilds from its own events instead (deployer/recovery.py)."""
         self._health_server: HealthServer | None = None
+        self._producer: AIOKafkaProducer | None = None
         self._started_at = time.monotonic()
 
     def _security(self) -> BaseSecurity | None:
@@ -225,9 +228,28 @@ class ServiceRuntime:
         await self.broker.publish(value, topic=topic, key=key, headers=headers)
 
     async def _send_event_bytes(self, topic: str, key: bytes, payload: bytes) -> asyncio.Future:
-        """Hand an outbox row to the producer; the relay awaits the returned acknowledgement."""
-        return await self.broker.publish(payload, topic=topic, key=key, no_confirm=True,
-                                         headers={"content-type": "application/cloudevents+json"})
+        """Hand an outbox row to the relay's producer; the relay awaits the returned acknowledgement."""
+        producer = await self._relay_producer()
+        return await producer.send(topic, payload, key=key,
+                                   headers=[("content-type", b"application/cloudevents+json")])
+
+    async def _relay_producer(self) -> AIOKafkaProducer:
+        """The relay's own idempotent producer (acks=all), started on first use; `_renew_producer` replaces it."""
+        if self._producer is None:
+            options = kafka_options(self.settings) if self.settings.kafka_username is not None else {
+                "bootstrap_servers": self.settings.kafka_bootstrap}
+            producer = AIOKafkaProducer(**options, client_id=f"{self.name}-{self.instance}-relay",
+                                        enable_idempotence=True, acks="all")
+            await producer.start()
+            self._producer = producer
+        return self._producer
+
+    async def _renew_producer(self) -> None:
+        """Drop a producer that can no longer send (outbox.STUCK_PRODUCER_ERRORS); the next send starts anew."""
+        old, self._producer = self._producer, None
+        if old is not None:
+            with contextlib.suppress(Exception):  # it is beyond use either way
+                await asyncio.wait_for(old.stop(), 5)
 
     async def _start(self) -> None:
         configure_logging(self.name)
@@ -241,7 +263,7 @@ class ServiceRuntime:
             await self.rebuild()
         elif COMMON_MIGRATION_NAME in applied:  # a new schema: rebuild the state from the topics
             await rewind_group(kafka_options(self.settings), self.name, self.topic_names)
-        self.relay = OutboxRelay(self.pool, self._send_event_bytes, service=self.name)
+        self.relay = OutboxRelay(self.pool, self._send_event_bytes, service=self.name, renew=self._renew_producer)
         self._tasks.append(asyncio.create_task(self._run_relay_when_connected()))
         self.background_tasks.start()
         port = self.settings.health_port
@@ -261,6 +283,7 @@ class ServiceRuntime:
         self.background_tasks.cancel()
         if self._health_server:
             await self._health_server.close()
+        await self._renew_producer()
         if self.pool:
             await self.pool.close()
         log.info("service.stopped")

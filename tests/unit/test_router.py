@@ -237,3 +237,15 @@ def test_removing_an_environment_closes_its_port(router: Router, slots: tuple[in
     assert not router.fragment("payments", "prod").exists()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/", trust_env=False)
+
+
+def test_publishing_the_same_routing_again_reloads_nothing(router: Router, slots: tuple[int, int]):
+    blue, green = slots
+    port = free_port()
+    assert router.publish("payments", "prod", port, [Backend(blue, 80), Backend(green, 20)]) == 1
+    fragment = router.fragment("payments", "prod")
+    written = fragment.stat().st_mtime_ns
+    assert router.publish("payments", "prod", port, [Backend(blue, 80), Backend(green, 20)]) == 1
+    assert fragment.stat().st_mtime_ns == written
+    assert router.publish("payments", "prod", port, [Backend(blue, 50), Backend(green, 50)]) == 2
+    assert names(port, 100) == Counter(blue=50, green=50)
