@@ -4,7 +4,7 @@ import importlib
 import json
 from pathlib import Path
 
-SERVICE_NAMES = ("intake", "gates", "deployer", "rollback", "ledger")
+SERVICE_NAMES = ("intake", "gates", "deployer", "rollback", "ledger", "notifier")
 
 
 def documents() -> dict[str, str]:

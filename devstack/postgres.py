@@ -25,7 +25,7 @@ from shared.platform.settings import Settings
 
 IS_ROOT = os.geteuid() == 0
 PG_USER = "postgres"  # OS user running the cluster when we are root, and the bootstrap superuser
-SERVICE_ROLES = ("intake", "gates", "deployer", "rollback", "ledger", "api")
+SERVICE_ROLES = ("intake", "gates", "deployer", "rollback", "ledger", "notifier", "api")
 PRIVATE_SCHEMAS = frozenset({"api"})
 """Schemas the reader may not see (the API's tokens: hashes, but nobody else's business)."""
 EXTRA_SCHEMAS = {"ledger": ("ledger_rebuild",)}

@@ -15,7 +15,7 @@ from devstack import access, postgres, registry
 from devstack import processes as p
 from shared.platform.settings import Settings
 
-SERVICES: tuple[str, ...] = ("intake", "gates", "deployer", "rollback", "ledger")
+SERVICES: tuple[str, ...] = ("intake", "gates", "deployer", "rollback", "ledger", "notifier")
 """The event-driven services (each a consumer group)."""
 API = "api"
 COMPONENTS: tuple[str, ...] = (*SERVICES, API)

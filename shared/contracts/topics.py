@@ -68,6 +68,7 @@ SERVICE_PRINCIPALS: tuple[Principal, ...] = (
               group="deployer"),
     Principal("rollback", produces=(ROLLBACKS, DLQ), reads=(DEPLOYMENTS, OPERATIONS), group="rollback"),
     Principal("ledger", produces=(DLQ,), reads=EVENT_TOPICS, group="ledger"),
+    Principal("notifier", produces=(DLQ,), reads=(GATES, DEPLOYMENTS, ROLLBACKS), group="notifier"),
 )
 """One principal per service: each fact is accepted only from the service that states it."""
 

@@ -98,6 +98,14 @@ class Settings(BaseSettings):
     """The public keys gates trusts for signature and provenance gates: one PEM file `<key id>.pub` each (ECDSA
     P-256, e.g. cosign.pub, or RSA of 2048 bits or more), read again when a file there changes."""
 
+    notifications_file: Path = Field(default_factory=lambda data: data["var_dir"] / "notify" / "notifications.yaml")
+    """The notifier's subscriptions and the URL prefixes they may name (docs/operator-guide.md#notifications),
+    read again when it changes."""
+    webhook_secrets_dir: Path = Field(default_factory=lambda data: data["var_dir"] / "notify" / "secrets")
+    """The receivers' HMAC keys, one file per secret name (not writable by others than its owner)."""
+    webhook_timeout_s: float = Field(5.0, gt=0, le=60)
+    """How long a receiver has to answer a webhook before the attempt counts as failed."""
+
     tag_check_interval_s: float = Field(10.0, ge=0)
     """How often intake asks the registry what the tags of registered images name now (0: never); a tag found
     moved to other bytes is reported once per new digest (artifact.tag_moved)."""

@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.compose]
 
 PROJECT = "promote-compose-test"
 """The compose project: its containers, volumes and network are named after it, apart from anything else."""
-SERVICES = ("intake", "gates", "deployer", "rollback", "ledger", "api")
+SERVICES = ("intake", "gates", "deployer", "rollback", "ledger", "notifier", "api")
 SERVICE, VERSION = "hello-compose", "1.0.0"
 PIPELINE = f"""\
 service: {SERVICE}

@@ -9,7 +9,7 @@ from shared.platform.credentials import READER, database_dsn
 
 pytestmark = pytest.mark.e2e
 
-SERVICES = ("intake", "gates", "deployer", "rollback", "ledger")
+SERVICES = ("intake", "gates", "deployer", "rollback", "ledger", "notifier")
 
 
 async def test_no_role_logs_in_without_its_password(stack):
