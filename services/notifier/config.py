@@ -11,10 +11,12 @@ import os
 from pathlib import Path
 
 import structlog
-import yaml
 from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from services.notifier.domain import Notifications, Subscription, url_allowed
+from shared.contracts import limits
 
 log = structlog.get_logger()
 MAX_FILE_BYTES = 256 * 1024
@@ -48,8 +50,12 @@ class NotificationsFile:
             self.problem = f"{self.path}: {size} bytes, more than the {MAX_FILE_BYTES} a notifications file may have"
             return
         try:
-            loaded = Notifications.model_validate(yaml.safe_load(self.path.read_text()) or {})
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+            text = self.path.read_text()
+            limits.check_yaml(text)  # depth, nodes with aliases expanded: the pipeline files' limits
+            loaded = Notifications.model_validate(YAML(typ="safe", pure=True).load(text) or {})
+        except limits.YamlLimitExceeded as error:
+            self.problem = f"{self.path}: {error}"
+        except (OSError, UnicodeDecodeError, YAMLError) as error:
             self.problem = f"{self.path}: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
         except ValidationError as error:
             first = error.errors()[0]

@@ -2,6 +2,10 @@
 service imports no other service (docs/architecture.md, sections 1 and 2)."""
 
 import ast
+import re
+import sys
+import tomllib
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -54,3 +58,49 @@ def test_the_repository_root_is_found_from_where_its_modules_live() -> None:
 
     assert REPO_ROOT == devstack_root == ROOT and (REPO_ROOT / "pyproject.toml").is_file()
     assert Settings().var_dir == ROOT / "var"
+
+
+def _requirement(text: str) -> tuple[str, set[str]]:
+    """(distribution name, its extras) of a requirement such as `pyjwt[crypto]==2.15.1`."""
+    match = re.match(r"\s*([A-Za-z0-9._-]+)\s*(?:\[([^\]]*)\])?", text)
+    assert match, text
+    extras = {extra.strip() for extra in (match.group(2) or "").split(",") if extra.strip()}
+    return match.group(1).lower().replace("_", "-"), extras
+
+
+def _needed_by(distribution: str, extras: set[str], seen: set[str]) -> set[str]:
+    """`distribution` and every distribution it requires, with `extras`, as installed."""
+    if distribution in seen:
+        return seen
+    seen.add(distribution)
+    try:
+        requires = metadata.requires(distribution) or []
+    except metadata.PackageNotFoundError:
+        return seen
+    for requirement in requires:
+        marker = re.search(r"extra\s*==\s*['\"]([^'\"]+)['\"]", requirement)
+        if marker is None or marker.group(1) in extras:
+            _needed_by(*_requirement(requirement.split(";")[0]), seen)
+    return seen
+
+
+def test_what_runs_imports_only_what_the_image_installs():
+    """The services, the CLI and the stack import only the project's own dependencies (and what those need), not
+    a test extra that happens to be in the venv: the image installs `dependencies` alone (seen: the notifier
+    importing PyYAML ran here and crashed in its container)."""
+    installed: set[str] = set()
+    for requirement in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]:
+        _needed_by(*_requirement(requirement), installed)
+    providers = metadata.packages_distributions()
+    local = {"services", "shared", "cli", "devstack", "tests"} | {p.stem for p in (ROOT / "examples").rglob("*.py")}
+    missing = set()
+    for folder in ("services", "shared", "cli", "devstack"):
+        for path in (ROOT / folder).rglob("*.py"):
+            for name in imported(path):
+                top = name.split(".")[0]
+                if not top or top in local or top in sys.stdlib_module_names:
+                    continue
+                distributions = {d.lower().replace("_", "-") for d in providers.get(top, [top])}
+                if not distributions & installed:
+                    missing.add(f"{path.relative_to(ROOT)} imports {top} ({', '.join(sorted(distributions))})")
+    assert sorted(missing) == []

@@ -161,3 +161,14 @@ def test_a_secret_others_may_write_is_no_secret(tmp_path):
     assert loaded.secret(subscription()) is None
     write(tmp_path / "ops", "   ")
     assert loaded.secret(subscription()) is None
+
+
+def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
+    path = tmp_path / "notifications.yaml"
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(8))
+    write(path, bomb)
+    loaded = NotificationsFile(path, tmp_path)
+    assert loaded.load().subscriptions == () and "aliases expanded" in loaded.problem
