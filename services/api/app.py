@@ -13,11 +13,12 @@ from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from services.api import canary, commands, dead_letters, drift, roles, tokens
 from services.api.auth import Authenticator, AuthError, Identity
+from services.api.live import MAX_LIVE_SERVICES, LiveFeed
 from services.api.context import Context
 from services.api.outcomes import Outcomes
 from services.api.reads import NotFound, NotYet
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reader = await connect(database_dsn(settings, READER), "ledger", max_size=4)
         await bootstrap_admin_token(settings, own)
         outcomes = Outcomes(settings)
+        outcomes.listen(live.hand, lambda: bool(live.streams))
         await outcomes.start()
         async with Publisher(settings, "api") as publisher:
             app.state.ctx = Context(settings, own, reader, publisher, outcomes, Authenticator(settings, own))
@@ -111,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="promote operator API", version="0.1.0", lifespan=lifespan,
                   description="Approve, reject, roll back, apply pipelines, resubmit dead letters, and read status, "
                               "history and audits. Every call needs `Authorization: Bearer <token>`.")
+    app.state.live = live = LiveFeed()
     app.exception_handler(RequestValidationError)(_one_line_validation_error)
     app.exception_handler(NotFound)(_not_found)
     app.exception_handler(NotYet)(_not_yet)
@@ -197,6 +200,25 @@ def _routes(app: FastAPI) -> None:
             ledger = ctx_of(request).ledger(conn)
             names = [service] if service else await ledger.services()
             return {"services": [await ledger.status(name) for name in names]}
+
+    @app.get("/v1/grid", tags=["read"])
+    async def grid(request: Request, who: Viewer, search: Annotated[str | None, Query(max_length=63)] = None,
+                   limit: Annotated[int, Query(ge=1, le=5000)] = 1000,
+                   offset: Annotated[int, Query(ge=0)] = 0) -> dict:
+        """Every service × environment (or those whose name contains `search`): what runs, its state and since
+        when, its drift, and what waits at its gates; `total` services match."""
+        async with ctx_of(request).reader.acquire() as conn:
+            return await ctx_of(request).ledger(conn).grid(search or None, limit, offset)
+
+    @app.get("/v1/live", tags=["read"], response_class=StreamingResponse)
+    async def follow(request: Request, who: Viewer, service: Annotated[list[ServiceName], Query()] = []) \
+            -> StreamingResponse:  # noqa: B006
+        """Server-sent events: each change to an environment (release, state) or to what waits at its gates, as
+        it happens (`event: change`, JSON), for the services named (repeatable; none: every service)."""
+        if len(service) > MAX_LIVE_SERVICES:
+            raise HTTPException(422, f"at most {MAX_LIVE_SERVICES} services per stream (none: every service)")
+        return StreamingResponse(request.app.state.live.follow(frozenset(service)), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
     @app.get("/v1/services/{service}/history", tags=["read"])
     async def history(request: Request, who: Viewer, service: ServiceName, env: EnvironmentName | None = None,

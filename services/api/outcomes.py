@@ -27,6 +27,7 @@ class Outcomes:
     def __init__(self, settings: Settings) -> None:
         self._consumer = AIOKafkaConsumer(**kafka_options(settings, "api"), enable_auto_commit=False)
         self._waiting: list[tuple[Callable[[Event], bool], asyncio.Future]] = []
+        self._listeners: list[tuple[Callable[[Event], None], Callable[[], bool]]] = []
         self._task: asyncio.Task | None = None
 
     async def start(self) -> None:
@@ -51,6 +52,11 @@ class Outcomes:
         self._waiting.append((predicate, future))
         return future
 
+    def listen(self, listener: Callable[[Event], None], active: Callable[[], bool]) -> None:
+        """Hand every event of the watched topics to `listener` too (the live feed) while `active()`; it must not
+        wait."""
+        self._listeners.append((listener, active))
+
     def forget(self, future: asyncio.Future) -> None:
         """Stop waiting (the request timed out or ended)."""
         self._waiting = [(p, f) for p, f in self._waiting if f is not future]
@@ -68,12 +74,15 @@ class Outcomes:
                     self._hand_over(record.value or b"")
 
     def _hand_over(self, raw: bytes) -> None:
-        if not self._waiting:  # nobody waits: nothing to parse for
+        listeners = [listener for listener, active in self._listeners if active()]
+        if not self._waiting and not listeners:  # nobody waits or listens: nothing to parse for
             return
         try:
             event = parse_event(raw)
         except InvalidEvent:
             return
+        for listener in listeners:
+            listener(event)
         still = []
         for predicate, future in self._waiting:
             if future.done():

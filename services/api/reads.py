@@ -80,6 +80,41 @@ class LedgerReader:
             }
         return result
 
+    async def grid(self, search: str | None, limit: int, offset: int) -> dict:
+        """Services × environments in three queries, for the console's grid: each service (those whose name
+        contains `search`, in name order, `limit` from `offset`) with its environments in order and, per
+        environment, what runs there (version, digest, state, since when, drift) and what waits at its gates."""
+        total = await self.conn.fetchval(
+            "select count(*) from ledger.pipelines where $1::text is null or position($1 in service) > 0", search)
+        pipelines = await self.conn.fetch(
+            "select service, environments from ledger.pipelines where $1::text is null or position($1 in service) > 0 "
+            "order by service limit $2 offset $3", search, limit, offset)
+        names = [row["service"] for row in pipelines]
+        running = await self.conn.fetch(
+            "select service, env, version, digest, state, updated_at, drift from ledger.environments "
+            "where service = any($1::text[])", names)
+        waiting = await self.conn.fetch(
+            "select service, env, version, outcome, reasons from ledger.waiting where service = any($1::text[]) "
+            "order by version", names)
+        cells: dict[tuple[str, str], dict] = {}
+        for row in running:
+            cells[(row["service"], row["env"])] = {
+                "version": row["version"], "digest": row["digest"], "state": row["state"],
+                "since": row["updated_at"].isoformat(), "drift": json.loads(row["drift"]) if row["drift"] else None,
+                "waiting": []}
+        for row in waiting:
+            cell = cells.setdefault((row["service"], row["env"]), {"version": None, "digest": None, "state": "empty",
+                                                                  "since": None, "drift": None, "waiting": []})
+            cell["waiting"].append({"version": row["version"], "outcome": row["outcome"],
+                                    "reasons": json.loads(row["reasons"])})
+        empty = {"version": None, "digest": None, "state": "empty", "since": None, "drift": None, "waiting": []}
+        services = []
+        for row in pipelines:
+            envs = json.loads(row["environments"])
+            services.append({"service": row["service"], "environments": envs,
+                             "cells": {env: cells.get((row["service"], env), empty) for env in envs}})
+        return {"total": total, "offset": offset, "services": services}
+
     async def history(self, service: str, env: str | None, limit: int) -> list[dict]:
         """The service's ledger entries, oldest first (the last `limit`)."""
         rows = await self.conn.fetch(

@@ -4,21 +4,10 @@ import json
 
 import asyncpg
 
-from shared.contracts.events import (ArtifactRegistered, ArtifactTagMoved, DeploymentFailed, DeploymentProgressed,
-                           DeploymentStarted, DeploymentSucceeded, DriftDetected, DriftResolved, EnvironmentPruned,
-                           Event, GateFailed, GatePassed, GatePending, PipelineApplied, VerificationFailed,
-                           VerificationPassed)
+from shared.contracts.events import (ArtifactRegistered, ArtifactTagMoved, DriftDetected, DriftResolved,
+                                     EnvironmentPruned, Event, GateFailed, GatePassed, GatePending, PipelineApplied)
 from shared.contracts.pipeline import PipelineDefinition
-
-DEPLOYMENT_STATES = {
-    DeploymentStarted: "deploying",
-    DeploymentProgressed: "canary",
-    DeploymentSucceeded: "deployed",
-    DeploymentFailed: "failed",
-    VerificationPassed: "verified",
-    VerificationFailed: "failed",
-}
-
+from shared.contracts.states import environment_state
 
 Statement = tuple[str, str, tuple]
 """(table, SQL, arguments): one change to one projection table."""
@@ -70,13 +59,8 @@ def statements(event: Event) -> list[Statement]:
             out.append(("environments", "update environments set drift = null, state = case when state = 'drifted' "
                                         "then 'verified' else state end where service = $1 and env = $2",
                         (data.service, data.env)))
-    state = DEPLOYMENT_STATES.get(type(data))
+    state = environment_state(data)  # "deploying", "canary 2/4 at 25%", "verified", … (shared.contracts.states)
     if state is not None:
-        if state == "deploying" and data.purpose in ("rollback", "restore"):
-            state = "rolling-back" if data.purpose == "rollback" else "restoring"
-        if isinstance(data, DeploymentProgressed):  # "canary 2/4 at 25%", "canary paused at 25%"
-            state = f"canary paused at {data.share}%" if data.state == "paused" else \
-                f"canary {data.step}/{data.steps} at {data.share}%"
         out.append(("environments",
                     "insert into environments (service, env, version, digest, config_version, state, updated_at) "
                     "values ($1, $2, $3, $4, $5, $6, $7) on conflict (service, env) do update set "
