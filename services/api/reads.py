@@ -25,6 +25,11 @@ def entry(row: asyncpg.Record) -> dict:
     return body
 
 
+def _empty_cell() -> dict:
+    """A grid cell of an environment nothing was deployed to and nothing waits at."""
+    return {"version": None, "digest": None, "state": "empty", "since": None, "drift": None, "waiting": []}
+
+
 class LedgerReader:
     """Queries over one connection of the reader's pool (the ledger owns the tables; this only reads)."""
 
@@ -103,16 +108,14 @@ class LedgerReader:
                 "since": row["updated_at"].isoformat(), "drift": json.loads(row["drift"]) if row["drift"] else None,
                 "waiting": []}
         for row in waiting:
-            cell = cells.setdefault((row["service"], row["env"]), {"version": None, "digest": None, "state": "empty",
-                                                                  "since": None, "drift": None, "waiting": []})
+            cell = cells.setdefault((row["service"], row["env"]), _empty_cell())
             cell["waiting"].append({"version": row["version"], "outcome": row["outcome"],
                                     "reasons": json.loads(row["reasons"])})
-        empty = {"version": None, "digest": None, "state": "empty", "since": None, "drift": None, "waiting": []}
         services = []
         for row in pipelines:
             envs = json.loads(row["environments"])
             services.append({"service": row["service"], "environments": envs,
-                             "cells": {env: cells.get((row["service"], env), empty) for env in envs}})
+                             "cells": {env: cells.get((row["service"], env)) or _empty_cell() for env in envs}})
         return {"total": total, "offset": offset, "services": services}
 
     async def history(self, service: str, env: str | None, limit: int) -> list[dict]:

@@ -96,7 +96,8 @@ class _Canary:
         self.step: int = row["step"]
         self.share: int = self.strategy.steps[self.step]
         self.checks: dict[str, str] = json.loads(row["checks"])
-        self.elapsed: float = row["elapsed"] or 0.0
+        self.elapsed: float = self.view().elapsed(row["now"])
+        """Seconds the step has run, at the database's `now` when the row was read."""
 
     def view(self, figures: Figures | None = None, taken: list[dict] | None = None) -> CanaryView:
         """The canary as `domain.decide` reads it, with what its step has seen so far."""
@@ -351,8 +352,7 @@ class Canaries:
 
     @staticmethod
     async def _row(conn: asyncpg.Connection, where: str, *args) -> asyncpg.Record | None:
-        return await conn.fetchrow("select *, extract(epoch from now() - step_started_at)::float8 as elapsed, "
-                                   f"now() as now from canaries where {where}", *args)
+        return await conn.fetchrow(f"select *, now() as now from canaries where {where}", *args)
 
     @contextlib.asynccontextmanager
     async def _lock_if_free(self, service: str, env: str) -> AsyncIterator[bool]:

@@ -243,6 +243,10 @@ class CanaryView:
     def share(self) -> int:
         return self.strategy.steps[self.step]
 
+    def elapsed(self, now: datetime) -> float:
+        """Seconds the step has run at `now` (0 before it is published)."""
+        return (now - self.step_started_at).total_seconds() if self.step_started_at is not None else 0.0
+
 
 @dataclass(frozen=True)
 class EnvironmentState:
@@ -378,7 +382,7 @@ def _look(canary: CanaryView, now: datetime) -> Move:
     if not canary.published:
         return Publish()
     analysis = canary.strategy.analysis
-    elapsed = (now - canary.step_started_at).total_seconds() if canary.step_started_at is not None else 0.0
+    elapsed = canary.elapsed(now)
     verdicts = {metric.name: measurements.outcome(metric, canary.taken) for metric in analysis.metrics}
     metric_checks = {f"step_{canary.share}_metric_{name}": text for name, (_, text) in verdicts.items()}
     bad = next(((kind, said) for kind, said in verdicts.values() if kind in ("failed", "inconclusive")), None)

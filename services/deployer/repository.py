@@ -452,7 +452,7 @@ class MemoryDeployments:
         for (s, env), slot in self.slots.items():
             if s == service and slot["state"] == "verified" and (s, env) not in self.routes:
                 found[env] = {name: slot[name] for name in fields}
-        for (s, env) in self.routes:
+        for s, env in self.routes:
             lane = self._live_lane(s, env) if s == service else None
             if lane is not None and lane["version"] is not None:
                 found[env] = {name: lane[name] for name in fields}

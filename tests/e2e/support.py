@@ -1,11 +1,12 @@
 """What end-to-end tests share: a fresh service name per test, artifacts, a pipeline, and the bus."""
 
 import asyncio
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 import devstack
 from shared.contracts import topics
 from shared.platform.client import EventWatcher, Publisher, matches
-from shared.platform.credentials import READER, database_dsn, kafka_options
+from shared.platform.credentials import READER, SUPERUSER, database_dsn, kafka_options
+from shared.platform.db import connect, migrate
 from shared.contracts.events import Artifact, BuildCompleted, Event, EventData, new_event
 from shared.contracts.pipeline import PipelineDefinition, parse_pipeline
 from shared.platform.settings import Settings
@@ -117,6 +119,21 @@ class Scenario:
             return await conn.fetch(sql, *args)
         finally:
             await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def scratch_schema(settings: Settings, service: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection on a fresh schema with `service`'s own migrations (the contract suites' PostgreSQL side),
+    dropped afterwards."""
+    schema = f"{service}_contract_{uuid.uuid4().hex[:8]}"
+    pool = await connect(database_dsn(settings, SUPERUSER), schema)
+    try:
+        await migrate(pool, schema, f"services.{service}")
+        async with pool.acquire() as conn:
+            yield conn
+            await conn.execute(f"drop schema {schema} cascade")
+    finally:
+        await pool.close()
 
 
 async def dlq_end(settings: Settings) -> int:

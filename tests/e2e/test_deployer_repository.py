@@ -1,14 +1,11 @@
 """One contract for the deployer's repository of deployments, run on both implementations: the PostgreSQL one (a
 scratch schema with the deployer's own migrations, on the stack's PostgreSQL) and the in-memory one."""
 
-import uuid
-
 import pytest
 
 from services.deployer.domain import Target
 from services.deployer.repository import MemoryDeployments, PostgresDeployments
-from shared.platform.credentials import SUPERUSER, database_dsn
-from shared.platform.db import connect, migrate
+from tests.e2e.support import scratch_schema
 
 pytestmark = pytest.mark.e2e
 
@@ -27,15 +24,8 @@ async def store(request, stack):
     if request.param == "memory":
         yield MemoryDeployments()
         return
-    schema = f"deployer_contract_{uuid.uuid4().hex[:8]}"
-    pool = await connect(database_dsn(stack, SUPERUSER), schema)
-    try:
-        await migrate(pool, schema, "services.deployer")
-        async with pool.acquire() as conn:
-            yield PostgresDeployments(conn)
-            await conn.execute(f"drop schema {schema} cascade")
-    finally:
-        await pool.close()
+    async with scratch_schema(stack, "deployer") as conn:
+        yield PostgresDeployments(conn)
 
 
 async def test_each_environment_holds_a_port_of_its_own_from_the_base_up_and_keeps_it(store):

@@ -2,16 +2,14 @@
 gates' own migrations, on the stack's PostgreSQL) and the in-memory one the fast handler tests use."""
 
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from services.gates.domain import Release
 from services.gates.repository import MemoryRepository, Pending, Pipelines, PostgresRepository
-from shared.platform.credentials import SUPERUSER, database_dsn
-from shared.platform.db import connect, migrate
 from shared.contracts.pipeline import parse_pipeline
+from tests.e2e.support import scratch_schema
 
 pytestmark = pytest.mark.e2e
 
@@ -27,15 +25,8 @@ async def store(request, stack):
     if request.param == "memory":
         yield MemoryRepository()
         return
-    schema = f"gates_contract_{uuid.uuid4().hex[:8]}"
-    pool = await connect(database_dsn(stack, SUPERUSER), schema)
-    try:
-        await migrate(pool, schema, "services.gates")
-        async with pool.acquire() as conn:
-            yield PostgresRepository(conn, Pipelines())
-            await conn.execute(f"drop schema {schema} cascade")
-    finally:
-        await pool.close()
+    async with scratch_schema(stack, "gates") as conn:
+        yield PostgresRepository(conn, Pipelines())
 
 
 async def test_the_latest_pipeline_is_the_one_applied_last(store):

@@ -1,14 +1,11 @@
 """One contract for rollback's repository, run on both implementations: the PostgreSQL one (in a scratch schema
 with rollback's own migrations, on the stack's PostgreSQL) and the in-memory one the fast handler tests use."""
 
-import uuid
-
 import pytest
 
 from services.rollback.domain import Current, Known, VerifiedRelease
 from services.rollback.repository import MemoryRepository, PostgresRepository
-from shared.platform.credentials import SUPERUSER, database_dsn
-from shared.platform.db import connect, migrate
+from tests.e2e.support import scratch_schema
 
 pytestmark = pytest.mark.e2e
 
@@ -25,15 +22,8 @@ async def store(request, stack):
     if request.param == "memory":
         yield MemoryRepository()
         return
-    schema = f"rollback_contract_{uuid.uuid4().hex[:8]}"
-    pool = await connect(database_dsn(stack, SUPERUSER), schema)
-    try:
-        await migrate(pool, schema, "services.rollback")
-        async with pool.acquire() as conn:
-            yield PostgresRepository(conn)
-            await conn.execute(f"drop schema {schema} cascade")
-    finally:
-        await pool.close()
+    async with scratch_schema(stack, "rollback") as conn:
+        yield PostgresRepository(conn)
 
 
 async def test_nothing_is_known_of_an_environment_at_first(store):
