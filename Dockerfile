@@ -14,6 +14,8 @@ COPY services ./services
 COPY cli ./cli
 COPY devstack ./devstack
 COPY examples ./examples
+# The web console: its code, and its npm packages as ./dev-stack up installed them (console/node_modules).
+COPY console ./console
 # Editable, so that the demo finds examples/ beside the code (REPO_ROOT is the source tree).
 RUN pip install --no-cache-dir --no-deps -e .
 # Deployed apps run as this unprivileged user, never as root (the deployer switches to it).

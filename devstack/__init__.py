@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from devstack import containers, kafka, keycloak, postgres, prometheus, registry, router, topics, users
+from devstack import console, containers, kafka, keycloak, postgres, prometheus, registry, router, topics, users
 from devstack import processes as p
 from devstack.processes import StackError
 from devstack.services import (
@@ -73,6 +73,7 @@ def up(services: bool = True, ready_timeout: float = 90.0) -> None:
     containers.up()
     router.up()
     prometheus.up()
+    console.assets()
     if services:
         for name in COMPONENTS:
             start_service(name)

@@ -20,10 +20,12 @@ import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
 from devstack import access
+from shared.platform.settings import Settings
 from devstack import processes as p
 
 VERSION = "26.4.0"
@@ -35,6 +37,7 @@ READY_TIMEOUT = 120.0
 ADMIN = "admin"  # the bootstrap admin of the master realm; its password in var/credentials/keycloak/admin
 REALM = "promote"
 CLIENT = "promote-cli"
+CONSOLE_CLIENT = "promote-console"  # the web console's sign-in (code flow with PKCE from the browser)
 AUDIENCE = "promote"
 REDIRECT_URIS = ["http://127.0.0.1/*"]  # a loopback redirect matches any port (RFC 8252 7.3; Keycloak does)
 MEMBERSHIPS: dict[str, str | None] = {"alice": "developers", "bob": "release-managers", "carol": None}
@@ -231,15 +234,22 @@ def _created_id(res: httpx.Response) -> str:
 
 
 def ensure_realm() -> str:
-    """Make (idempotently) the realm `promote`: client promote-cli, groups, users alice, bob, carol."""
+    """Make (idempotently) the realm `promote`: clients promote-cli and promote-console (the console served by the
+    stack's API), groups, users alice, bob, carol."""
     with admin() as http:
         if http.get(f"/{REALM}").status_code == 404:
             _ok(http.post("", json={"realm": REALM, "enabled": True}))
         ensure_client(http, CLIENT, AUDIENCE)
+        ensure_client(http, CONSOLE_CLIENT, AUDIENCE, web_origins=[_origin(Settings().api_url)])
         groups = {name: _ensure_group(http, name) for name in GROUPS}
         for user, group in MEMBERSHIPS.items():
             _ensure_user(http, user, groups[group] if group else None)
     return issuer()
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _mappers(audience: str) -> list[dict]:
@@ -254,11 +264,12 @@ def _mappers(audience: str) -> list[dict]:
     ]
 
 
-def ensure_client(http: httpx.Client, client_id: str, audience: str) -> str:
-    """A public client with password grant and code flow (PKCE S256 required) whose tokens carry `aud: audience`."""
+def ensure_client(http: httpx.Client, client_id: str, audience: str, web_origins: list[str] | None = None) -> str:
+    """A public client with password grant and code flow (PKCE S256 required) whose tokens carry `aud: audience`;
+    `web_origins`: the origins whose pages may call the token endpoint (CORS), for a sign-in from a browser."""
     rep = {"clientId": client_id, "protocol": "openid-connect", "publicClient": True, "enabled": True,
-           "directAccessGrantsEnabled": True, "standardFlowEnabled": True, "implicitFlowEnabled": False,
-           "serviceAccountsEnabled": False, "redirectUris": REDIRECT_URIS,
+           "directAccessGrantsEnabled": web_origins is None, "standardFlowEnabled": True, "implicitFlowEnabled": False,
+           "serviceAccountsEnabled": False, "redirectUris": REDIRECT_URIS, "webOrigins": web_origins or [],
            "attributes": {"pkce.code.challenge.method": "S256"}}
     found = _ok(http.get(f"/{REALM}/clients", params={"clientId": client_id})).json()
     if found:

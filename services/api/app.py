@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.api import canary, commands, dead_letters, drift, roles, tokens
+from services.api import canary, commands, console, dead_letters, drift, permissions, roles, tokens
 from services.api.auth import Authenticator, AuthError, Identity
 from services.api.live import MAX_LIVE_SERVICES, LiveFeed
 from services.api.context import Context
@@ -244,6 +244,12 @@ def _routes(app: FastAPI) -> None:
         async with ctx_of(request).reader.acquire() as conn:
             return await ctx_of(request).ledger(conn).bundle(service, env)
 
+    @app.get("/v1/services/{service}/actions", tags=["read"])
+    async def actions(request: Request, who: Viewer, service: ServiceName) -> dict:
+        """What you may do to the service, per environment (roll back, each canary action, approve and reject each
+        release waiting at its gates), and resubmit dead letters: each null (you may) or the reason you may not."""
+        return await permissions.of_service(ctx_of(request), who, service)
+
     @app.get("/v1/ledger/chain", tags=["read"])
     async def chain(request: Request, who: Viewer) -> dict:
         """Walk the ledger's hash chain."""
@@ -282,6 +288,7 @@ def _routes(app: FastAPI) -> None:
 
     _dead_letter_routes(app)
     _token_routes(app)
+    console.routes(app)
 
 
 def _dead_letter_routes(app: FastAPI) -> None:

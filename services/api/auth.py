@@ -41,15 +41,25 @@ class OidcVerifier:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._jwks: jwt.PyJWKClient | None = None
+        self._discovery: dict | None = None
 
-    async def _client(self) -> jwt.PyJWKClient:
-        if self._jwks is None:
+    async def discovery(self) -> dict:
+        """The issuer's discovery document (fetched once): its JWKS, and the endpoints the console signs in with."""
+        if self._discovery is None:
             url = f"{self.settings.oidc_issuer.rstrip('/')}/.well-known/openid-configuration"
             try:
                 async with httpx.AsyncClient(timeout=5.0) as http:
                     document = (await http.get(url)).raise_for_status().json()
+                if not isinstance(document, dict) or not isinstance(document.get("jwks_uri"), str):
+                    raise ValueError("no jwks_uri")
             except (httpx.HTTPError, ValueError) as error:
                 raise AuthError(f"the OIDC issuer's discovery document is unavailable ({type(error).__name__})") from None
+            self._discovery = document
+        return self._discovery
+
+    async def _client(self) -> jwt.PyJWKClient:
+        if self._jwks is None:
+            document = await self.discovery()
             self._jwks = jwt.PyJWKClient(document["jwks_uri"], cache_keys=True, lifespan=300, timeout=5)
         return self._jwks
 

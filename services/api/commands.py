@@ -80,7 +80,7 @@ async def decide(ctx: Context, who: Identity, service: str, version: str, env: s
         raise await ctx.refuse(who, action, 404, f"{service} {version} is not registered: an approval names "
                                                  "a release that exists", **where)
     author, digest = artifact
-    if granted and (rule := _gate_rule(environment.gates, who, author)):
+    if granted and (rule := gate_rule(environment.gates, who, author)):
         raise await ctx.refuse(who, action, 403, rule, **where)
     model = ApprovalGranted if granted else ApprovalRejected
     data = model(service=service, version=version, env=env, approver=who.subject, groups=who.groups,
@@ -91,7 +91,7 @@ async def decide(ctx: Context, who: Identity, service: str, version: str, env: s
             "digest": digest, "verdict": _verdict(verdict)}
 
 
-def _gate_rule(gates, who: Identity, author: str) -> str | None:
+def gate_rule(gates, who: Identity, author: str) -> str | None:
     """Why an approval gate of the environment would not count this approver (None: it would)."""
     for gate in gates:
         if not isinstance(gate, ApprovalGate):

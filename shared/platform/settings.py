@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     """The claim that lists the person's groups (a leading `/` of a group path is dropped)."""
     api_group_roles: dict[str, list[str]] = {}
     """Role bindings per OIDC group, e.g. {"release-managers": ["approver:prod", "viewer:*"]} (JSON in the env)."""
+    console_dir: Path = REPO_ROOT / "console"
+    """The web console's files (its code in src/, its npm packages in node_modules/); the API serves them at /console."""
+    console_oidc_client: str = "promote-console"
+    """The OIDC client (public, code flow with PKCE) the console signs people in with, when oidc_issuer is set."""
 
     @field_validator("artifact_roots", mode="before")
     @classmethod

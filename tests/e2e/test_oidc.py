@@ -1,5 +1,6 @@
 """The operator API's OIDC path against a real provider: Keycloak on loopback issues the tokens, and a second API
-instance configured for that issuer verifies them (the issuer's JWKS, issuer, audience, expiry, algorithm list)."""
+instance configured for that issuer verifies them (the issuer's JWKS, issuer, audience, expiry, algorithm list);
+the console served by that API signs a person in through Keycloak's code flow with PKCE, in a real browser."""
 
 import base64
 import hashlib
@@ -9,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt
@@ -16,8 +18,11 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from devstack import keycloak, services
+from playwright.async_api import expect
+
+from devstack import access, keycloak, services
 from devstack import processes as p
+from tests.e2e.browser import chromium
 
 pytestmark = pytest.mark.e2e
 
@@ -200,3 +205,26 @@ def test_unsigned_and_hmac_tokens_are_refused_naming_their_algorithm(api, issuer
 ])
 def test_a_request_without_a_token_or_with_garbage_is_refused(api, token, reason):
     assert_refused(whoami(api, token), reason)
+
+
+async def test_the_console_signs_a_person_in_through_keycloak_with_the_code_flow_and_pkce(api, issuer, tmp_path):
+    with keycloak.admin() as http:  # the console's client, whose pages on this API's origin may call Keycloak
+        keycloak.ensure_client(http, keycloak.CONSOLE_CLIENT, keycloak.AUDIENCE, web_origins=[API_URL])
+    async with chromium(tmp_path / "profile") as browser:
+        page = await browser.new_page()
+        await page.goto(f"{API_URL}/console/")
+        await page.get_by_role("button", name="Sign in with 127.0.0.1:18180").click()
+        await page.wait_for_url(f"{keycloak.BASE_URL}/**")
+        asked = parse_qs(urlsplit(page.url).query)
+        assert (asked["client_id"], asked["code_challenge_method"], asked["response_type"]) == \
+            ([keycloak.CONSOLE_CLIENT], ["S256"], ["code"])
+        assert len(asked["code_challenge"][0]) == 43  # base64url of a SHA-256, no padding
+        await page.locator("#username").fill("bob")
+        await page.locator("#password").fill(access.ensure_secret(keycloak.COMPONENT, "bob"))
+        await page.locator("#kc-login").click()
+        await page.wait_for_url(f"{API_URL}/console/**")
+        await expect(page.locator(".me")).to_contain_text("bob (approver:*, oidc)")
+        await expect(page.locator("[data-live]")).to_have_attribute("data-live", "live")
+        assert "code=" not in page.url  # the code is used once and taken out of the address
+        await page.get_by_role("button", name="Sign out").click()
+        await expect(page.get_by_label("API token")).to_be_visible()
