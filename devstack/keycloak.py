@@ -1,4 +1,4 @@
-"""Keycloak on 127.0.0.1:18180: the real OIDC provider the operator API's OIDC path is tested against.
+"""Keycloak on 127.0.0.1:18800: the real OIDC provider the operator API's OIDC path is tested against.
 
 The distribution comes from Maven Central (org.keycloak:keycloak-quarkus-dist, a zip) into
 .cache/keycloak/<version>; `kc.sh start-dev` runs it with Java >= 21 (not the default java 17),
@@ -30,7 +30,7 @@ from devstack import processes as p
 
 VERSION = "26.4.0"
 ARTIFACT = f"org.keycloak:keycloak-quarkus-dist:{VERSION}:zip"
-PORT = 18180
+PORT = 18800  # outside the ports apps are given (18100-18499: services/deployer/repository.py APP_PORTS)
 BASE_URL = f"http://127.0.0.1:{PORT}"
 COMPONENT = "keycloak"
 READY_TIMEOUT = 120.0

@@ -2,6 +2,7 @@
 where with its drift (services/deployer/drift_checks.py)."""
 
 import json
+import socket
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -47,14 +48,31 @@ async def is_routed(conn: asyncpg.Connection, service: str, env: str) -> bool:
     return bool(await conn.fetchval("select true from routes where service = $1 and env = $2", service, env))
 
 
+APP_PORTS = 400
+"""Ports an app may be given, from the base up (18100-18499 on the local stack: below the registry's 18500)."""
+
+
 async def free_port(conn: asyncpg.Connection, port_base: int) -> int:
-    """The next port no slot, route or lane holds (allocation is serialised by a transaction lock)."""
+    """The lowest port from `port_base` up that no slot, route or lane holds and nothing on this host listens on
+    (a port freed by a pruned environment is given again; allocation is serialised by a transaction lock)."""
     await conn.execute("select pg_advisory_xact_lock(hashtext('deployer:ports'))")
-    return await conn.fetchval(
-        "select greatest(coalesce(max(port) + 1, $1), $1) from "
-        "(select port from slots union all select port from routes union all select port from lanes) taken",
-        port_base,
-    )
+    held = {row["port"] for row in await conn.fetch(
+        "select port from slots union select port from routes union select port from lanes")}
+    for port in range(port_base, port_base + APP_PORTS):
+        if port not in held and not listened_on(port):
+            return port
+    raise RuntimeError(f"no free app port in {port_base}-{port_base + APP_PORTS - 1}: every one is held or in use")
+
+
+def listened_on(port: int) -> bool:
+    """Something on this host already listens on 127.0.0.1:`port` (another program: an app given it would fail)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
 
 
 async def switch(conn: asyncpg.Connection, target: Target, lane: str, pid: int, retire: str | None,
@@ -358,8 +376,8 @@ class PostgresDeployments:
 
 
 class MemoryDeployments:
-    """`Deployments` in dicts, with the tables' rules: a port is held by one slot, route or lane and allocated
-    above all those held (at least `port_base`); a deployment is opened once; a routed environment is served by
+    """`Deployments` in dicts, with the tables' rules: a port is held by one slot, route or lane, the lowest from
+    `port_base` up that none holds (no host to ask what listens); a deployment is opened once; a routed environment is served by
     its live lane, any other by its slot; what was promoted is kept once per environment, the last one winning."""
 
     def __init__(self) -> None:
@@ -371,8 +389,8 @@ class MemoryDeployments:
         self.promoted: dict[tuple[str, str], dict] = {}
 
     def _free_port(self, port_base: int) -> int:
-        held = [row["port"] for table in (self.slots, self.routes, self.lanes) for row in table.values()]
-        return max([port_base, *(port + 1 for port in held)])
+        held = {row["port"] for table in (self.slots, self.routes, self.lanes) for row in table.values()}
+        return next(port for port in range(port_base, port_base + APP_PORTS) if port not in held)
 
     async def slot(self, service: str, env: str, port_base: int) -> Row:
         if (service, env) not in self.slots:

@@ -1,6 +1,8 @@
 """One contract for the deployer's repository of deployments, run on both implementations: the PostgreSQL one (a
 scratch schema with the deployer's own migrations, on the stack's PostgreSQL) and the in-memory one."""
 
+import socket
+
 import pytest
 
 from services.deployer.domain import Target
@@ -33,6 +35,22 @@ async def test_each_environment_holds_a_port_of_its_own_from_the_base_up_and_kee
     assert prod["port"] == BASE and prod["state"] == "empty" and prod["version"] is None
     assert (await store.slot("pay", "prod", BASE))["port"] == BASE
     assert (await store.slot("pay", "dev", BASE))["port"] == BASE + 1
+
+
+async def test_a_port_freed_by_a_forgotten_environment_is_given_again(store):
+    await store.slot("pay", "prod", BASE)
+    await store.slot("pay", "dev", BASE)
+    await store.forget("pay", "prod")
+    assert (await store.slot("shop", "prod", BASE))["port"] == BASE
+
+
+async def test_a_port_something_else_on_the_host_listens_on_is_skipped(stack):
+    with socket.socket() as other:  # another program's listener inside the apps' range (Keycloak once was)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        taken = other.getsockname()[1]
+        async with scratch_schema(stack, "deployer") as conn:
+            assert (await PostgresDeployments(conn).slot("pay", "prod", taken))["port"] == taken + 1
 
 
 async def test_a_route_holds_three_ports_none_of_them_a_slot_s_and_is_allocated_once(store):

@@ -213,7 +213,7 @@ async def test_the_console_signs_a_person_in_through_keycloak_with_the_code_flow
     async with chromium(tmp_path / "profile") as browser:
         page = await browser.new_page()
         await page.goto(f"{API_URL}/console/")
-        await page.get_by_role("button", name="Sign in with 127.0.0.1:18180").click()
+        await page.get_by_role("button", name=f"Sign in with {urlsplit(keycloak.BASE_URL).netloc}").click()
         await page.wait_for_url(f"{keycloak.BASE_URL}/**")
         asked = parse_qs(urlsplit(page.url).query)
         assert (asked["client_id"], asked["code_challenge_method"], asked["response_type"]) == \
