@@ -84,8 +84,8 @@ def acl_lines() -> list[str]:
             lines += [f"allow\t{principal.name}\tTOPIC\t{topic}\t{op}" for op in ("WRITE", "DESCRIBE")]
         for topic in principal.reads:
             lines += [f"allow\t{principal.name}\tTOPIC\t{topic}\t{op}" for op in ("READ", "DESCRIBE")]
-        if principal.group:
-            lines.append(f"allow\t{principal.name}\tGROUP\t{principal.group}\tREAD")
+        for group in filter(None, (principal.group, *principal.groups)):
+            lines.append(f"allow\t{principal.name}\tGROUP\t{group}\tREAD")
     return sorted(set(lines))
 
 

@@ -156,6 +156,75 @@ def notice_of(event: Event) -> Notice | None:
     return None
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record of the dead-letter topic, as the notifier tells of it: where it is, what its headers say (the
+    consumer that gave it up, the reason, where it came from) and, when its value is an event that names one,
+    the service and environment it was about. Its value itself is never sent on: it may be anything."""
+
+    partition: int
+    offset: int
+    headers: dict[str, str]
+    size: int
+    service: str
+    env: str | None
+
+    @property
+    def id(self) -> str:
+        return f"dead-letter-{self.partition}-{self.offset}"
+
+    @classmethod
+    def of(cls, partition: int, offset: int, headers: dict[str, str], value: bytes) -> "DeadLetter":
+        service, env = "", None
+        try:
+            data = json.loads(value).get("data", {})
+            if isinstance(data, dict):
+                service = data.get("service") if _is_name(data.get("service")) else ""
+                env = data.get("env") if _is_name(data.get("env")) else None
+        except (ValueError, UnicodeDecodeError, AttributeError):
+            pass  # not JSON, or not an object: a dead letter about no service in particular
+        return cls(partition, offset, headers, len(value), service, env)
+
+
+def _is_name(value: object) -> bool:
+    return isinstance(value, str) and re.fullmatch(NAME_PATTERN, value) is not None
+
+
+def dead_letter_notice(letter: DeadLetter) -> Notice | None:
+    """The notice of a dead letter; None for the notifier's own given-up deliveries (telling of those by webhook
+    would give up more of them while a receiver is down, without end)."""
+    headers = letter.headers
+    if headers.get("dlq.consumer") == "notifier" or "dlq.subscription" in headers:
+        return None
+    source = f"{headers.get('dlq.topic', '?')} (partition {headers.get('dlq.partition', '?')}, offset " \
+             f"{headers.get('dlq.offset', '?')})"
+    return Notice("dead_letter", letter.service, letter.env,
+                  f"{headers.get('dlq.consumer', 'a consumer')} gave up a record of {source}: "
+                  f"{headers.get('dlq.reason', 'no reason given')[:500]}")
+
+
+def dead_letter_message(subscription: Subscription, letter: DeadLetter, notice: Notice) -> tuple[bytes, str]:
+    """The request body for a dead letter: a CloudEvent `dead_letter.recorded` (its data: where the record came
+    from, which consumer gave it up and why, its size; not its bytes), or the Slack text."""
+    if subscription.format == "slack":
+        return json.dumps({"text": f"[dead letter] {notice.text} ({letter.id})"}).encode(), "application/json"
+    headers = letter.headers
+    data = {"reason": headers.get("dlq.reason"), "consumer": headers.get("dlq.consumer"),
+            "topic": headers.get("dlq.topic"), "partition": _int(headers.get("dlq.partition")),
+            "offset": _int(headers.get("dlq.offset")), "at": headers.get("dlq.at"), "size": letter.size,
+            "service": letter.service or None, "env": letter.env,
+            "dead_letter": {"partition": letter.partition, "offset": letter.offset}}
+    event = {"specversion": "1.0", "id": letter.id, "source": "/promote/notifier", "type": "dead_letter.recorded",
+             "datacontenttype": "application/json", "data": data}
+    if headers.get("dlq.at"):
+        event["time"] = headers["dlq.at"]
+    return json.dumps(event, separators=(",", ":")).encode(), "application/cloudevents+json; charset=utf-8"
+
+
+def _int(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
+
+
 def wanted(subscription: Subscription, notice: Notice) -> bool:
     """The subscription asked for this kind, for this service and environment."""
     return (notice.kind in subscription.kinds

@@ -58,6 +58,8 @@ class Principal:
     produces: tuple[str, ...] = ()
     reads: tuple[str, ...] = ()
     group: str | None = None
+    groups: tuple[str, ...] = ()
+    """Further consumer groups of its own (the notifier follows the dead-letter topic in a second one)."""
 
 
 SERVICE_PRINCIPALS: tuple[Principal, ...] = (
@@ -68,7 +70,8 @@ SERVICE_PRINCIPALS: tuple[Principal, ...] = (
               group="deployer"),
     Principal("rollback", produces=(ROLLBACKS, DLQ), reads=(DEPLOYMENTS, OPERATIONS), group="rollback"),
     Principal("ledger", produces=(DLQ,), reads=EVENT_TOPICS, group="ledger"),
-    Principal("notifier", produces=(DLQ,), reads=(GATES, DEPLOYMENTS, ROLLBACKS), group="notifier"),
+    Principal("notifier", produces=(DLQ,), reads=(GATES, DEPLOYMENTS, ROLLBACKS, DLQ), group="notifier",
+              groups=("notifier-dead-letters",)),
 )
 """One principal per service: each fact is accepted only from the service that states it."""
 

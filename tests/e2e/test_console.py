@@ -1,18 +1,23 @@
 """The operator console in a real browser (Debian's Chromium, driven by Playwright) against the real stack: a
 promotion arrives live, an approver approves it and sees prod change, the author is told why they cannot, a
-rollback from the console, and the live connection's loss and return. (Sign-in through Keycloak's code flow with
+rollback from the console, a release's timeline, dead letters inspected, and the live connection's loss and
+return. (Sign-in through Keycloak's code flow with
 PKCE is in tests/e2e/test_oidc.py, beside the provider it needs.)"""
 
 import asyncio
+import json
+from pathlib import Path
 
 import httpx
 import pytest
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 from playwright.async_api import expect
 
 import devstack
 from cli import api
 from tests.e2e.browser import chromium, shot, sign_in_with_token
-from tests.e2e.support import admin_token, api_token
+from shared.contracts import topics
+from tests.e2e.support import admin_token, api_token, dead_letters, dlq_end
 
 pytestmark = pytest.mark.e2e
 
@@ -35,6 +40,19 @@ def cell(page, service: str, env: str):
 async def grid_loads(page) -> int:
     """How many times the page has fetched the grid (a change that came live needs none)."""
     return await page.evaluate("performance.getEntriesByType('resource').filter(e => e.name.includes('/v1/grid')).length")
+
+
+async def download_bundle(page, env: str) -> dict:
+    """The evidence bundle the timeline's button downloads (the ledger signs a checkpoint every few seconds: until
+    one covers the release the API answers 409 and the page says so; the button is pressed again)."""
+    for _ in range(30):
+        try:
+            async with page.expect_download(timeout=3000) as started:
+                await page.get_by_role("button", name=f"Evidence bundle for {env}").click()
+            return json.loads(Path(await (await started.value).path()).read_text())
+        except PlaywrightTimeout:
+            await expect(page.get_by_role("alert").first).to_contain_text("checkpoint")
+    pytest.fail("no evidence bundle was downloaded")
 
 
 async def test_a_promotion_arrives_live_and_an_approval_sends_it_to_prod(scenario, tmp_path):
@@ -64,6 +82,17 @@ async def test_a_promotion_arrives_live_and_an_approval_sends_it_to_prod(scenari
         await expect(page.get_by_role("status").filter(has_text="approval of 1.0.0 recorded as bob")).to_be_visible()
         await expect(page.locator('[data-env="prod"]')).to_contain_text("verified", timeout=60_000)
         await shot(page, "service")
+
+        await page.locator('[data-env="prod"]').click()
+        await page.get_by_role("link", name="1.0.0", exact=True).first.click()  # the release's timeline
+        timeline = page.locator("ol.timeline")
+        granted = timeline.locator("li").filter(has_text="approval.granted")
+        await expect(granted).to_contain_text("approverbob")  # <dt>approver</dt><dd>bob</dd>
+        await expect(timeline.locator("li").filter(has_text="verification.passed").filter(has_text="prod")).to_have_count(1)
+        await expect(page.get_by_role("status").filter(has_text="Hash chain intact")).to_be_visible()
+        await shot(page, "timeline")
+        bundle = await download_bundle(page, "prod")
+        assert (bundle["service"], bundle["env"], bundle["version"]) == (scenario.service, "prod", "1.0.0")
     verified = await scenario.wait("verification.passed", env="prod", version="1.0.0")
     granted = scenario.seen("approval.granted", env="prod", version="1.0.0")
     assert [event.data.approver for event in granted] == ["bob"] and verified.data.digest == granted[0].data.digest
@@ -116,6 +145,26 @@ async def test_rolling_back_from_the_console_returns_the_environment_to_its_last
     completed = await scenario.wait("rollback.completed", env="staging")
     assert completed.data.version == "1.0.0"
     assert [e.data.requested_by for e in scenario.seen("rollback.requested", env="staging")] == ["carol"]
+
+
+async def test_dead_letters_are_inspected_and_only_an_admin_may_resubmit_them(scenario, tmp_path):
+    start = await dlq_end(scenario.settings)
+    poison = b'{"not": "an event", "service": "%s"}' % scenario.service.encode()
+    await scenario.publisher.publish_raw(topics.BUILDS, poison, key=scenario.service.encode())
+    await dead_letters(scenario.settings, start, lambda got: any(h["dlq.consumer"] == "intake" for _, h in got))
+    viewer = api_token("erin", "viewer:*")
+    async with chromium(tmp_path / "profile") as browser:
+        page = await browser.new_page()
+        await sign_in_with_token(page, api.api_url(), viewer)
+        await page.goto(f"{api.api_url()}/console/#/dead-letters")
+        row = page.get_by_role("row").filter(has_text="promotion.builds").filter(has_text="intake").first  # newest
+        await expect(row).to_contain_text("invalid envelope")
+        await row.get_by_role("button", name="Inspect").click()
+        await expect(page.locator("pre")).to_have_text(poison.decode())
+        resubmit = row.get_by_role("button", name="Resubmit")
+        await expect(resubmit).to_have_attribute("aria-disabled", "true")
+        await expect(page.locator(f"#{await resubmit.get_attribute('aria-describedby')}")).to_have_text(
+            "resubmitting needs the admin role in every environment (your roles: viewer:*)")
 
 
 async def test_the_console_says_when_its_live_connection_is_lost_and_catches_up_once_it_is_back(scenario, tmp_path):

@@ -1,6 +1,7 @@
 """Outgoing webhooks from the notifier, to a receiver on loopback (a Starlette app under uvicorn in the test's
 loop): a promotion waiting for an approval is delivered once, as a signed CloudEvent; a receiver down then up
-gets it when it is back; one that never answers is given up to the dead-letter topic with the reason."""
+gets it when it is back; one that never answers is given up to the dead-letter topic with the reason; a dead
+letter about a service reaches its subscriber, told of without its bytes."""
 
 import asyncio
 import contextlib
@@ -17,7 +18,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from services.notifier.domain import SIGNATURE_HEADER, verify_signature
-from shared.contracts.events import parse_event
+from shared.contracts import topics
+from shared.contracts.events import new_event, parse_event
 from shared.platform.credentials import SUPERUSER, database_dsn
 from tests.e2e.support import dead_letters, dlq_end
 
@@ -154,3 +156,26 @@ async def test_a_receiver_that_keeps_failing_is_given_up_to_the_dead_letter_topi
     assert headers["dlq.consumer"] == "notifier" and headers["dlq.event-id"] == pending.id
     assert headers["dlq.reason"] == f"webhook {name} gave up after 2 attempt(s): HTTP 503"
     assert parse_event(record.value).id == pending.id
+
+
+async def test_a_dead_letter_about_a_service_reaches_its_subscriber_as_a_cloudevent_without_its_bytes(scenario):
+    name = f"dlq-{scenario.service}"[:60]
+    subscribe(scenario.settings, {"name": name, "url": f"http://127.0.0.1:{PORT}/hook", "kinds": ["dead_letter"],
+                                  "services": [scenario.service]})
+    await scenario.apply_pipeline()
+    path, digest = scenario.build("1.0.0")
+    envelope = new_event(scenario.build_completed("1.0.0", path, digest), source="/tests").to_bytes().decode()
+    poison = envelope.replace('"author":"alice"', '"author":""').encode()  # invalid data, naming the service
+    receiver = Receiver()
+    async with receiver.listening():
+        await scenario.publisher.publish_raw(topics.BUILDS, poison, key=scenario.service.encode())
+        told = [json.loads((await receiver.next())[1]), json.loads((await receiver.next())[1])]  # intake, ledger
+    assert {sent["data"]["consumer"] for sent in told} == {"intake", "ledger"}
+    for headers, body in receiver.requests:
+        assert verify_signature(SECRET, headers[SIGNATURE_HEADER.lower()], body, int(time.time()))
+        assert headers["content-type"].startswith("application/cloudevents+json") and poison not in body
+    for sent in told:
+        assert sent["type"] == "dead_letter.recorded" and sent["data"]["service"] == scenario.service
+        assert sent["data"]["topic"] == topics.BUILDS and "invalid build.completed data: author" in \
+            sent["data"]["reason"]
+        assert sent["data"]["size"] == len(poison)

@@ -8,8 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from services.notifier.config import NotificationsFile
-from services.notifier.domain import (Notifications, Subscription, delivery_id, message, notice_of, retry_in,
-                                      signature, url_allowed, verify_signature, wanted)
+from services.notifier.domain import (DeadLetter, Notifications, Subscription, dead_letter_message,
+                                      dead_letter_notice, delivery_id, message, notice_of, retry_in, signature,
+                                      url_allowed, verify_signature, wanted)
 from shared.contracts.events import (DriftDetected, GatePending, RollbackCompleted, VerificationFailed,
                                      VerificationPassed, new_event)
 
@@ -172,3 +173,45 @@ def test_an_alias_bomb_is_refused_before_it_is_expanded(tmp_path):
     write(path, bomb)
     loaded = NotificationsFile(path, tmp_path)
     assert loaded.load().subscriptions == () and "aliases expanded" in loaded.problem
+
+
+DLQ_HEADERS = {"dlq.reason": "invalid data: version: too long", "dlq.topic": "promotion.builds", "dlq.partition": "2",
+               "dlq.offset": "41", "dlq.consumer": "intake", "dlq.at": "2026-12-04T01:00:00+00:00"}
+
+
+@pytest.mark.parametrize(("value", "service", "env"), [
+    (json.dumps({"type": "build.completed", "data": {"service": "pay", "env": "prod"}}).encode(), "pay", "prod"),
+    (json.dumps({"data": {"service": "Not A Name", "env": ["x"]}}).encode(), "", None),
+    (b"\xff\xfe not json", "", None),
+    (b"[1, 2]", "", None),
+])
+def test_a_dead_letter_names_its_service_only_when_its_record_is_an_event_that_names_one(value, service, env):
+    letter = DeadLetter.of(0, 7, DLQ_HEADERS, value)
+    notice = dead_letter_notice(letter)
+    assert (notice.kind, notice.service, notice.env) == ("dead_letter", service, env)
+    assert notice.text == ("intake gave up a record of promotion.builds (partition 2, offset 41): "
+                           "invalid data: version: too long")
+    assert wanted(subscription(kinds=["dead_letter"]), notice)
+    assert wanted(subscription(kinds=["dead_letter"], services=["pay"]), notice) == (service == "pay")
+
+
+def test_the_notifier_s_own_given_up_deliveries_are_not_told_of():
+    own = DLQ_HEADERS | {"dlq.consumer": "notifier", "dlq.subscription": "ops"}
+    assert dead_letter_notice(DeadLetter.of(0, 8, own, b"{}")) is None
+
+
+def test_a_dead_letter_is_told_as_a_cloudevent_of_where_it_came_from_never_its_bytes():
+    value = json.dumps({"data": {"service": "pay", "secret": "s3cr3t"}}).encode()
+    letter = DeadLetter.of(0, 9, DLQ_HEADERS, value)
+    body, content_type = dead_letter_message(subscription(kinds=["dead_letter"]), letter, dead_letter_notice(letter))
+    sent = json.loads(body)
+    assert content_type.startswith("application/cloudevents+json") and b"s3cr3t" not in body
+    assert (sent["specversion"], sent["type"], sent["id"], sent["time"]) == \
+        ("1.0", "dead_letter.recorded", "dead-letter-0-9", "2026-12-04T01:00:00+00:00")
+    assert sent["data"] == {"reason": "invalid data: version: too long", "consumer": "intake",
+                                 "topic": "promotion.builds", "partition": 2, "offset": 41,
+                                 "at": "2026-12-04T01:00:00+00:00", "size": len(value), "service": "pay", "env": None,
+                                 "dead_letter": {"partition": 0, "offset": 9}}
+    slack, _ = dead_letter_message(subscription(kinds=["dead_letter"], format="slack"), letter,
+                                   dead_letter_notice(letter))
+    assert json.loads(slack)["text"].startswith("[dead letter] intake gave up a record of promotion.builds")
