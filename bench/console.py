@@ -106,7 +106,7 @@ async def first_paint(context, url: str, token: str, loads: int) -> dict:
         page = await context.new_page()
         await page.add_init_script(f"sessionStorage.setItem('promote.token', {json.dumps(token)});" + FIRST_PAINT)
         await page.goto(f"{url}/console/")
-        await page.wait_for_function("window.__firstPaint && window.__allLoaded", timeout=60_000)
+        await page.wait_for_function("() => window.__firstPaint && window.__allLoaded", timeout=60_000)
         paints.append(await page.evaluate("window.__firstPaint"))
         loaded.append(await page.evaluate("window.__allLoaded"))
         await page.close()
@@ -168,7 +168,7 @@ async def live_updates(context, url: str, token: str, rid: str, services: list[s
     page = await context.new_page()
     await page.add_init_script(f"sessionStorage.setItem('promote.token', {json.dumps(token)});")
     await page.goto(f"{url}/console/")
-    await page.wait_for_function("document.querySelector('.count') && !document.querySelector('.count')"
+    await page.wait_for_function("() => document.querySelector('.count') && !document.querySelector('.count')"
                                  ".textContent.includes('loading')", timeout=60_000)
     await page.locator('[data-live="live"]').wait_for()
     await page.get_by_label("Search services").fill(f"cs-{rid}-{'0' * (4 - len(str(watched_count - 1)))}")
@@ -203,7 +203,6 @@ async def live_updates(context, url: str, token: str, rid: str, services: list[s
 
 
 async def run(args) -> dict:
-    common.up()
     url, token = common.SETTINGS.api_url, devstack.admin_token_file().read_text().strip()
     rid = common.run_id("cs")
     folder = common.drop_folder(f"bench-{rid}-")
@@ -217,9 +216,8 @@ async def run(args) -> dict:
             if args.screenshots:
                 page = await context.new_page()
                 await page.add_init_script(f"sessionStorage.setItem('promote.token', {json.dumps(token)});")
-                await page.goto(f"{url}/console/")
-                await page.get_by_label("Search services").fill(f"cs-{rid}")
-                await page.locator(f'[data-cell="{services[0]}/dev"]').wait_for()
+                await page.goto(f"{url}/console/")  # the whole grid, as an operator first sees it
+                await page.wait_for_function("() => !document.querySelector('.count').textContent.includes('loading')")
                 Path(args.screenshots).mkdir(parents=True, exist_ok=True)
                 await page.screenshot(path=str(Path(args.screenshots) / "console-grid.png"))
     total = await grid_total(url, token)
@@ -256,6 +254,7 @@ def main() -> None:
     parser.add_argument("--screenshots", help="keep a screenshot of the grid here (console-grid.png)")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
+    common.up()
     result = asyncio.run(run(args))
     report(result)
     common.write_json(args.json, result)

@@ -30,7 +30,7 @@ from devstack import processes as p
 
 VERSION = "26.4.0"
 ARTIFACT = f"org.keycloak:keycloak-quarkus-dist:{VERSION}:zip"
-PORT = 18800  # outside the ports apps are given (18100-18499: services/deployer/repository.py APP_PORTS)
+PORT = 18800  # outside the ports apps are given (20000-31999: Settings.app_port_base, APP_PORTS)
 BASE_URL = f"http://127.0.0.1:{PORT}"
 COMPONENT = "keycloak"
 READY_TIMEOUT = 120.0

@@ -17,17 +17,19 @@ const FILTERS = {
 
 function Cell({ service, env, cell, now }) {
   if (!cell) return html`<td class="cell none" aria-label="not in this pipeline">—</td>`;
-  const pending = cell.waiting.filter((w) => w.outcome !== "passed");
-  return html`<td class=${`cell ${family(cell.state)}`} data-cell=${`${service}/${env}`}>
+  const pending = [...new Map(cell.waiting.filter((w) => w.outcome !== "passed").map((w) => [w.version, w])).values()];
+  const newest = pending[pending.length - 1];
+  const more = pending.length - 1;
+  return html`<td class=${`cell ${family(cell.state)}`} data-cell=${`${service}/${env}`}><div class="inner">
     ${cell.version
       ? html`<a class="version" href=${`#/services/${encodeURIComponent(service)}/releases/${encodeURIComponent(cell.version)}`}>
           ${cell.version}</a> <code class="digest" title=${cell.digest}>${shortDigest(cell.digest)}</code>
         <div><span class="state">${cell.state}</span> <time datetime=${cell.since} title=${cell.since}>${ago(cell.since, now)}</time></div>`
       : html`<span class="state">nothing deployed</span>`}
-    ${pending.map((w) => html`<div class=${`waiting ${w.outcome}`} title=${w.reasons.join("\n")}>
-      ${w.outcome === "failed" ? "stopped" : "waiting"}: ${w.version} — ${w.reasons[0] || w.outcome}
-      ${w.reasons.length > 1 ? ` (+${w.reasons.length - 1})` : ""}</div>`)}
-  </td>`;
+    ${newest && html`<div class=${`waiting ${newest.outcome}`} title=${pending.map((w) => `${w.version}: ${w.reasons.join("; ")}`).join("\n")}>
+      ${newest.outcome === "failed" ? "stopped" : "waiting"}: ${newest.version} — ${newest.reasons[0] || newest.outcome}</div>`}
+    ${more > 0 && html`<div class="waiting more">and ${more} more waiting</div>`}
+  </div></td>`;
 }
 
 export function Grid({ store, tick }) {

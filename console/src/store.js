@@ -63,7 +63,7 @@ export class Store {
       return false;
     }
     const cells = row.cells;
-    const cell = { ...(cells[change.env] || emptyCell()) };
+    const cell = { ...(cells[change.env] || emptyCell()) }; // copies: a row may be shared with a load under way
     switch (change.kind) {
       case "environment":
         if (cell.since && change.time < cell.since) return false; // the grid already shows something newer
@@ -86,8 +86,7 @@ export class Store {
       default:
         return false;
     }
-    row.cells = { ...cells, [change.env]: cell };
-    this.rows.set(change.service, { ...row });
+    this.rows.set(change.service, { ...row, cells: { ...cells, [change.env]: cell } });
     if (notify) this.onUpdate(change);
     return true;
   }

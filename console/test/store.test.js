@@ -79,3 +79,11 @@ test("the pipeline graph puts each environment one column after the latest it co
     { dev: 0, eu: 1, us: 1, prod: 2 });
   assert.notEqual(place.eu.y, place.us.y);
 });
+
+test("a change leaves alone the row objects a load under way may share", () => {
+  const shared = row("pay");
+  const { s } = store([shared]);
+  s.apply({ kind: "waiting", service: "pay", env: "prod", version: "1.0.0", outcome: "pending", reasons: ["r"], time: "t" });
+  assert.deepEqual(shared.cells.prod, emptyCell());
+  assert.equal(s.rows.get("pay").cells.prod.waiting.length, 1);
+});

@@ -48,8 +48,9 @@ async def is_routed(conn: asyncpg.Connection, service: str, env: str) -> bool:
     return bool(await conn.fetchval("select true from routes where service = $1 and env = $2", service, env))
 
 
-APP_PORTS = 400
-"""Ports an app may be given, from the base up (18100-18499 on the local stack: below the registry's 18500)."""
+APP_PORTS = 12_000
+"""Ports an app may be given, from the base up (20000-31999 by default: every environment holds one, a `noop` one
+too, so the range is sized for thousands of services)."""
 
 
 async def free_port(conn: asyncpg.Connection, port_base: int) -> int:

@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     """This service's /health and /metrics port on loopback (0: none served)."""
     instance: str = Field("1", pattern=r"^[a-z0-9-]{1,16}$")
     """This instance's identity among its service's instances (static group membership)."""
-    app_port_base: int = 18100
+    app_port_base: int = 20000
+    """The first of the ports apps are given (services/deployer/repository.py APP_PORTS of them: 20000-31999, above
+    every port of the stack's own and below the kernel's ephemeral range)."""
     topic_partitions: int = Field(3, ge=1, le=64)
     """Partitions of each event topic the stack creates (or raises an existing topic to; never fewer)."""
     consumer_batch: int = Field(100, ge=1, le=10_000)
