@@ -72,7 +72,9 @@ function Shell({ me, onSignOut }) {
 
   let view;
   if (where.view === "release") view = html`<${Release} service=${where.service} version=${where.version} />`;
-  else if (where.view === "service") view = html`<${Service} name=${where.service} tick=${serviceTick} />`;
+  else if (where.view === "service") {
+    view = html`<${Service} name=${where.service} tick=${serviceTick} store=${store} />`;
+  }
   else if (where.view === "dead-letters") view = html`<${DeadLetters} me=${me} />`;
   else view = html`<${Grid} store=${store} tick=${tick} />`;
   return html`<header>

@@ -2,7 +2,7 @@
 // and what waits at its gates, and the actions the caller may take there (or why not).
 import { useEffect, useState } from "preact/hooks";
 import { call, path } from "./api.js";
-import { Action, ago, family, html, post, shortDigest } from "./ui.js";
+import { Action, Outcome, family, html, post, shortDigest } from "./ui.js";
 
 const BOX_W = 200;
 const BOX_H = 108;
@@ -64,7 +64,7 @@ function Graph({ status, selected, onSelect }) {
   </figure>`;
 }
 
-function Decision({ service, env, wait, allowed, onDone }) {
+function Decision({ service, env, wait, allowed, onDone, report }) {
   const [comment, setComment] = useState("");
   const decide = (decision) => async () => {
     const answer = await post(`/v1/services/${path(service, "releases", wait.version)}/decisions`,
@@ -76,12 +76,15 @@ function Decision({ service, env, wait, allowed, onDone }) {
   return html`<li class="decision">
     <p><strong>${wait.version}</strong> ${wait.outcome}: ${wait.reasons.join("; ")}</p>
     <label>Comment <input value=${comment} maxlength="1000" onInput=${(e) => setComment(e.currentTarget.value)} /></label>
-    <${Action} label=${`Approve ${wait.version} for ${env}`} refused=${allowed?.approve} run=${decide("granted")} className="primary" />
-    <${Action} label=${`Reject ${wait.version} for ${env}`} refused=${allowed?.reject} run=${decide("rejected")} className="danger" />
+    <${Action} label=${`Approve ${wait.version} for ${env}`} refused=${allowed?.approve} run=${decide("granted")}
+      className="primary" report=${report} />
+    <${Action} label=${`Reject ${wait.version} for ${env}`} refused=${allowed?.reject} run=${decide("rejected")}
+      className="danger" report=${report} />
   </li>`;
 }
 
 function Environment({ status, actions, env, onDone }) {
+  const [said, setSaid] = useState(null); // what the last action answered (its button may be gone since)
   const cell = status.environments[env];
   const may = actions?.environments[env] || {};
   const canary = cell.state.startsWith("canary");
@@ -109,22 +112,33 @@ function Environment({ status, actions, env, onDone }) {
     </dl>
     <div class="actions">
       <${Action} label=${`Roll back ${env}`} refused=${cell.version ? may.rollback : "nothing runs here to roll back"}
-        run=${rollback} confirm=${`Return ${env} to its last verified release?`} className="danger" />
+        run=${rollback} confirm=${`Return ${env} to its last verified release?`} className="danger" report=${setSaid} />
       ${canary && html`
-        <${Action} label="Pause canary" refused=${paused ? "the canary is paused" : may.canary?.pause} run=${command("pause")} />
-        <${Action} label="Resume canary" refused=${paused ? may.canary?.resume : "the canary is not paused"} run=${command("resume")} />
-        <${Action} label="Abort canary" refused=${may.canary?.abort} run=${command("abort")} className="danger" />
-        <${Action} label="Promote now" refused=${may.canary?.promote} run=${command("promote")}
+        <${Action} label="Pause canary" refused=${paused ? "the canary is paused" : may.canary?.pause} run=${command("pause")} report=${setSaid} />
+        <${Action} label="Resume canary" refused=${paused ? may.canary?.resume : "the canary is not paused"} run=${command("resume")} report=${setSaid} />
+        <${Action} label="Abort canary" refused=${may.canary?.abort} run=${command("abort")} className="danger" report=${setSaid} />
+        <${Action} label="Promote now" refused=${may.canary?.promote} run=${command("promote")} report=${setSaid}
           confirm="Promote now, leaving the rest of the analysis undone?" />`}
     </div>
+    <p><${Outcome} outcome=${said} /></p>
     ${cell.waiting.length > 0 && html`<h3>Waiting at the gates</h3>
       <ul class="decisions">${cell.waiting.map((wait) => html`<${Decision} key=${wait.version} service=${status.service}
-        env=${env} wait=${wait} allowed=${may.decisions?.[wait.version]} onDone=${onDone} />`)}</ul>`}
+        env=${env} wait=${wait} allowed=${may.decisions?.[wait.version]} onDone=${onDone} report=${setSaid} />`)}</ul>`}
   </section>`;
 }
 
-export function Service({ name, tick }) {
-  const [status, setStatus] = useState(null);
+// What the page shows of an environment: the live store's cell (kept current by the feed, as the grid's is) where
+// the grid has loaded the service, else what /v1/status answered (the ledger's projection may lag the feed by a
+// moment, so a page that only re-read it after a change could show the state before it).
+export function withLive(status, cells) {
+  if (!cells) return status;
+  const environments = {};
+  for (const [env, cell] of Object.entries(status.environments)) environments[env] = { ...cell, ...(cells[env] || {}) };
+  return { ...status, environments };
+}
+
+export function Service({ name, tick, store }) {
+  const [found, setFound] = useState(null);
   const [actions, setActions] = useState(null);
   const [error, setError] = useState(null);
   const [selected, setSelected] = useState(null);
@@ -136,9 +150,12 @@ export function Service({ name, tick }) {
     Promise.all([call(`/v1/status?service=${encodeURIComponent(name)}`),
       call(`/v1/services/${path(name)}/actions`),
       call(`/v1/services/${path(name)}/history?limit=200`)])
-      .then(([found, may, history]) => {
+      .then(([answer, may, history]) => {
         if (!live) return;
-        setStatus(found.services[0]);
+        const service = answer.services[0];
+        setFound(service);
+        setSelected((chosen) => chosen || service.graph.find((e) => service.environments[e.name].waiting.length)?.name
+          || service.graph[0]?.name); // kept once chosen: a decision made there does not move the page elsewhere
         setActions(may);
         setReleases([...new Set(history.entries.filter((e) => e.version).map((e) => e.version))].reverse().slice(0, 12));
         setError(null);
@@ -148,13 +165,13 @@ export function Service({ name, tick }) {
   }, [name, tick, reloads]);
 
   if (error) return html`<p role="alert" class="refused">${error}</p>`;
-  if (!status) return html`<p>Loading ${name}…</p>`;
-  const env = selected && status.environments[selected] ? selected
-    : status.graph.find((e) => status.environments[e.name].waiting.length)?.name || status.graph[0]?.name;
+  if (!found) return html`<p>Loading ${name}…</p>`;
+  const status = withLive(found, store?.rows.get(name)?.cells); // re-rendered with the shell on each change
+  const env = selected && status.environments[selected] ? selected : status.graph[0]?.name;
   return html`<section class="service" aria-labelledby="service-title">
     <h1 id="service-title">${status.service}</h1>
     <${Graph} status=${status} selected=${env} onSelect=${setSelected} />
-    ${env && html`<${Environment} status=${status} actions=${actions} env=${env} onDone=${() => setReloads((n) => n + 1)} />`}
+    ${env && html`<${Environment} key=${env} status=${status} actions=${actions} env=${env} onDone=${() => setReloads((n) => n + 1)} />`}
     <h2>Recent releases</h2>
     <ul class="releases">${releases.map((version) => html`<li><a
       href=${`#/services/${encodeURIComponent(name)}/releases/${encodeURIComponent(version)}`}>${version}</a></li>`)}</ul>

@@ -31,8 +31,14 @@ export function family(state) {
 }
 
 // A button that may be refused: disabled with the reason shown beside it (and read out with it) when `refused`
-// says why; otherwise it runs `run` and shows what came back, or the API's one-line refusal.
-export function Action({ label, refused, run, confirm: question, className = "" }) {
+// says why; otherwise it runs `run` and shows what came back, or the API's one-line refusal (or hands it to
+// `report`, for a button that may be gone once its action is done: a decision on a release no longer waiting).
+export function Outcome({ outcome }) {
+  return outcome && html`<span class=${outcome.ok ? "done" : "refused"} role=${outcome.ok ? "status" : "alert"}>
+    ${outcome.text}</span>`;
+}
+
+export function Action({ label, refused, run, confirm: question, className = "", report }) {
   const [busy, setBusy] = useState(false);
   const [outcome, setOutcome] = useState(null);
   const [id] = useState(() => `why-${Math.random().toString(36).slice(2, 10)}`);
@@ -41,10 +47,11 @@ export function Action({ label, refused, run, confirm: question, className = "" 
     if (question && !window.confirm(question)) return;
     setBusy(true);
     setOutcome(null);
+    const tell = report || setOutcome;
     try {
-      setOutcome({ ok: true, text: await run() });
+      tell({ ok: true, text: await run() });
     } catch (error) {
-      setOutcome({ ok: false, text: error.message });
+      tell({ ok: false, text: error.message });
     } finally {
       setBusy(false);
     }
@@ -53,8 +60,7 @@ export function Action({ label, refused, run, confirm: question, className = "" 
     <button type="button" class=${className} aria-disabled=${refused ? "true" : "false"} disabled=${busy}
       aria-describedby=${refused ? id : undefined} onClick=${click}>${busy ? `${label}…` : label}</button>
     ${refused && html`<span class="why" id=${id}>${refused}</span>`}
-    ${outcome && html`<span class=${outcome.ok ? "done" : "refused"} role=${outcome.ok ? "status" : "alert"}>
-      ${outcome.text}</span>`}
+    <${Outcome} outcome=${outcome} />
   </span>`;
 }
 

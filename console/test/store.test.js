@@ -87,3 +87,12 @@ test("a change leaves alone the row objects a load under way may share", () => {
   assert.deepEqual(shared.cells.prod, emptyCell());
   assert.equal(s.rows.get("pay").cells.prod.waiting.length, 1);
 });
+
+test("a service's page shows the live cell over what the ledger answered a moment before", async () => {
+  const { withLive } = await import("../src/service.js");
+  const status = { service: "pay", graph: [], environments: { prod: { ...emptyCell(), state: "canary 1/3 at 10%", config_version: "c" } } };
+  const shown = withLive(status, { prod: { ...emptyCell(), state: "verified", version: "1.0.1" } });
+  assert.equal(shown.environments.prod.state, "verified");
+  assert.equal(shown.environments.prod.config_version, "c");
+  assert.equal(withLive(status, undefined), status);
+});

@@ -1,6 +1,6 @@
 """The operator console in a real browser (Debian's Chromium, driven by Playwright) against the real stack: a
 promotion arrives live, an approver approves it and sees prod change, the author is told why they cannot, a
-rollback from the console, a release's timeline, dead letters inspected, and the live connection's loss and
+rollback from the console, a canary paused, resumed and promoted now, a release's timeline, dead letters inspected, and the live connection's loss and
 return. (Sign-in through Keycloak's code flow with
 PKCE is in tests/e2e/test_oidc.py, beside the provider it needs.)"""
 
@@ -18,6 +18,8 @@ from cli import api
 from tests.e2e.browser import chromium, shot, sign_in_with_token
 from shared.contracts import topics
 from tests.e2e.support import admin_token, api_token, dead_letters, dlq_end
+from tests.e2e.test_canaries import canary
+from tests.e2e.test_strategies import load, release, router_port
 
 pytestmark = pytest.mark.e2e
 
@@ -72,7 +74,7 @@ async def test_a_promotion_arrives_live_and_an_approval_sends_it_to_prod(scenari
         await expect(cell(page, scenario.service, "staging")).to_contain_text("verified")
         await expect(cell(page, scenario.service, "prod")).to_contain_text("waiting: 1.0.0")
         assert await grid_loads(page) == loads  # the cells changed from the live feed, not by loading again
-        await shot(page, "grid")
+        await shot(page, "promotion-live")  # (docs/img/console-grid.png is of 2,010 services: bench/console.py)
 
         await page.get_by_role("link", name=scenario.service, exact=True).click()
         approve = page.get_by_role("button", name="Approve 1.0.0 for prod")
@@ -165,6 +167,45 @@ async def test_dead_letters_are_inspected_and_only_an_admin_may_resubmit_them(sc
         await expect(resubmit).to_have_attribute("aria-disabled", "true")
         await expect(page.locator(f"#{await resubmit.get_attribute('aria-describedby')}")).to_have_text(
             "resubmitting needs the admin role in every environment (your roles: viewer:*)")
+
+        admin = await browser.new_page()  # an admin may try, and is told why a build may not be resubmitted
+        admin.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await sign_in_with_token(admin, api.api_url(), admin_token())
+        await admin.goto(f"{api.api_url()}/console/#/dead-letters")
+        row = admin.get_by_role("row").filter(has_text="promotion.builds").filter(has_text="intake").first
+        await row.get_by_role("button", name="Resubmit").click()
+        await expect(row.get_by_role("alert")).to_contain_text("came from promotion.builds, which only its producer")
+
+
+async def test_a_canary_is_paused_resumed_and_promoted_now_from_the_console(scenario, tmp_path):
+    await scenario.apply_pipeline(canary("[10, 50, 100]", "10s"))
+    await release(scenario, "1.0.0", "staging")
+    port = await router_port(scenario, "staging")
+    ada = api_token("ada", "approver:staging")
+    async with chromium(tmp_path / "profile") as browser, load(port):
+        page = await browser.new_page()
+        page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await sign_in_with_token(page, api.api_url(), ada)
+        await page.goto(f"{api.api_url()}/console/#/services/{scenario.service}")
+        path, digest = scenario.build("1.0.1")
+        await scenario.send(scenario.build_completed("1.0.1", path, digest))
+        node = page.locator('[data-env="staging"]')
+        await expect(node).to_contain_text("canary 1/3 at 10%", timeout=60_000)
+        await expect(page.get_by_role("button", name="Resume canary")).to_have_attribute("aria-disabled", "true")
+        await page.get_by_role("button", name="Pause canary").click()
+        await expect(page.get_by_role("status").filter(has_text="pause: deployment.progressed")).to_be_visible()
+        await expect(node).to_contain_text("canary paused at 10%")
+        await shot(page, "canary")
+        await page.get_by_role("button", name="Resume canary").click()
+        await expect(page.get_by_role("status").filter(has_text="resume: deployment.progressed")).to_be_visible()
+        await page.get_by_role("button", name="Promote now").click()
+        await expect(page.get_by_role("status").filter(has_text="promote: verification.passed")).to_be_visible(
+            timeout=60_000)
+        await expect(node).to_contain_text("verified")
+    passed = await scenario.wait("verification.passed", env="staging", version="1.0.1")
+    assert passed.data.checks["promoted_by"] == "ada"
+    assert [(e.data.state, e.data.by) for e in scenario.seen("deployment.progressed", version="1.0.1")][:3] == \
+        [("step", None), ("paused", "ada"), ("resumed", "ada")]
 
 
 async def test_the_console_says_when_its_live_connection_is_lost_and_catches_up_once_it_is_back(scenario, tmp_path):
