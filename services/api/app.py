@@ -303,7 +303,7 @@ def _dead_letter_routes(app: FastAPI) -> None:
     async def replay(request: Request, who: Caller, letter_id: str) -> dict:
         """Resubmit a dead letter to the topic it came from (role: admin; operator topics only)."""
         ctx = ctx_of(request)
-        await ctx.require(who, "admin", "dlq-replay")
+        await ctx.require(who, dead_letters.RESUBMIT_ROLE, "dlq-replay")
         try:
             letter = await dead_letters.read_dead_letter(ctx.settings, letter_id[:40])
             stored = await dead_letters.resubmit(ctx.settings, letter, who.subject)

@@ -18,6 +18,12 @@ from shared.contracts.events import ApprovalGranted, ApprovalRejected, Event, Pi
 from shared.contracts.pipeline import ApprovalGate, Environment, PipelineDefinition, PipelineError, parse_pipeline
 
 
+DECIDE_ROLE = "approver"
+"""The role an approval or a rejection needs in its environment."""
+ROLLBACK_ROLE = "promoter"
+"""The role a rollback needs in its environment."""
+
+
 async def wait_for(ctx: Context, outcomes: dict[str, dict], publish, timeout: float) -> tuple[str, Event | None]:
     """Publish (after registering the wait) and return (event id, the first matching outcome or None)."""
     checks = [matches(kind, **fields) for kind, fields in outcomes.items()]
@@ -72,7 +78,7 @@ async def decide(ctx: Context, who: Identity, service: str, version: str, env: s
     """Approve or reject a release for an environment; the gate's verdict when it comes within `wait`."""
     action = "approve" if granted else "reject"
     where = dict(service=service, env=env, version=version)
-    await ctx.require(who, "approver", action, env, service=service, version=version)
+    await ctx.require(who, DECIDE_ROLE, action, env, service=service, version=version)
     environment = await environment_of(ctx, who, action, service, env, version)
     async with ctx.reader.acquire() as conn:
         artifact = await ctx.ledger(conn).artifact(service, version)
@@ -114,7 +120,7 @@ def _verdict(event: Event | None) -> dict | None:
 async def rollback(ctx: Context, who: Identity, service: str, env: str, reason: str | None, wait: float) -> dict:
     """Ask for the environment's return to its last verified release; the outcome when it comes within `wait`."""
     where = dict(service=service, env=env)
-    await ctx.require(who, "promoter", "rollback", env, service=service)
+    await ctx.require(who, ROLLBACK_ROLE, "rollback", env, service=service)
     await environment_of(ctx, who, "rollback", service, env)
     data = RollbackRequested(service=service, env=env, requested_by=who.subject, reason=reason)
     event_id, outcome = await wait_for(ctx, {"rollback.completed": where, "rollback.failed": where},

@@ -21,6 +21,9 @@ from shared.platform.settings import Settings
 
 READ_TIMEOUT_S = 10.0
 
+RESUBMIT_ROLE = "admin"
+"""The role resubmitting a dead letter needs, in every environment."""
+
 
 class DeadLetterError(Exception):
     """A dead letter that does not exist or may not be resubmitted; `status` is the HTTP answer."""

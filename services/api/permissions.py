@@ -8,7 +8,8 @@ a group that approvals must come from).
 
 from services.api import canary
 from services.api.auth import Identity
-from services.api.commands import current_pipeline, gate_rule
+from services.api.commands import DECIDE_ROLE, ROLLBACK_ROLE, current_pipeline, gate_rule
+from services.api.dead_letters import RESUBMIT_ROLE
 from services.api.context import Context
 from services.api.roles import refusal
 
@@ -27,7 +28,7 @@ async def of_service(ctx: Context, who: Identity, service: str) -> dict:
     environments = {}
     for environment in pipeline.environments:
         env = environment.name
-        approver = refusal(who.bindings, "approver", env)
+        approver = refusal(who.bindings, DECIDE_ROLE, env)
         decisions = {}
         for row in waiting:
             if row["env"] != env:
@@ -36,9 +37,9 @@ async def of_service(ctx: Context, who: Identity, service: str) -> dict:
             rule = gate_rule(environment.gates, who, author) if author is not None else None
             decisions[row["version"]] = {"approve": approver or rule, "reject": approver}
         environments[env] = {
-            "rollback": refusal(who.bindings, "promoter", env),
+            "rollback": refusal(who.bindings, ROLLBACK_ROLE, env),
             "canary": {action: refusal(who.bindings, role, env) for action, role in canary.ROLES.items()},
             "decisions": decisions,
         }
     return {"service": service, "subject": who.subject, "environments": environments,
-            "resubmit": refusal(who.bindings, "admin")}
+            "resubmit": refusal(who.bindings, RESUBMIT_ROLE)}

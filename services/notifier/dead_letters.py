@@ -11,7 +11,8 @@ import asyncio
 from aiokafka import AIOKafkaConsumer
 
 from services.notifier.config import NotificationsFile
-from services.notifier.domain import DeadLetter, dead_letter_message, dead_letter_notice, delivery_id, wanted
+from services.notifier.domain import DeadLetter, dead_letter_message, dead_letter_notice, wanted
+from services.notifier.handlers import INSERT_DELIVERY, delivery
 from shared.contracts import topics
 from shared.platform.credentials import kafka_options
 from shared.platform.runtime import ServiceRuntime
@@ -53,13 +54,9 @@ class DeadLetterWatcher:
             for subscription in subscriptions:
                 if wanted(subscription, notice):
                     body, content_type = dead_letter_message(subscription, letter, notice)
-                    rows.append((delivery_id(subscription.name, letter.id), subscription.name, subscription.url, body,
-                                 content_type, letter.id, "dead_letter.recorded", topics.DLQ, notice.kind,
-                                 subscription.max_attempts))
+                    rows.append(delivery(subscription, letter.id, "dead_letter.recorded", topics.DLQ, notice.kind,
+                                         body, content_type))
         if rows:
             async with self.runtime.pool.acquire() as conn:
-                await conn.executemany(
-                    "insert into deliveries (delivery_id, subscription, url, body, content_type, event_id, "
-                    "event_type, topic, kind, max_attempts) values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
-                    "on conflict do nothing", rows)
+                await conn.executemany(INSERT_DELIVERY, rows)
         return len(rows)
